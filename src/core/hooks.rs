@@ -1,0 +1,1 @@
+//! The PIV-Automator-Hooks parser: `## PIV-Automator-Hooks` then `key: value` lines; the last block wins.

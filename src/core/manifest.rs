@@ -1,0 +1,1 @@
+//! The manifest model: a YAML document kept as a value layer (so every key piv does not model survives read→write), typed views where piv decides, and pure update operations with the reference's merge rules.

@@ -1,0 +1,13 @@
+//! The functional core: every decision piv makes, as pure code with no I/O, no actix, no
+//! tokio and no clock (callers pass `now` in). Actors load, call into here, and carry out
+//! the answer. Everything here is unit-tested beside the code.
+
+pub mod commands;
+pub mod hooks;
+pub mod manifest;
+pub mod next_action;
+pub mod registry;
+pub mod signal;
+pub mod stream;
+pub mod taxonomy;
+pub mod telegram_text;

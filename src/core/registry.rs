@@ -1,0 +1,1 @@
+//! The instance registry model: the JSON document of running instances, with unknown fields preserved, and its pure operations.

@@ -1,0 +1,1 @@
+//! Claude Code stream-json: parsing one stdout line into an event and accumulating a session's outcome (pure).

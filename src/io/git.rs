@@ -1,0 +1,1 @@
+//! Git for checkpoints: tags before execute, rollback to a tag, and the few queries the loop needs.

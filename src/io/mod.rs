@@ -1,0 +1,13 @@
+//! Small adapters around the outside world: files, locks, child processes, git and the
+//! Bot API. Each adapter has one error type naming the path and what was being done.
+//! Decisions are not made here; they live in `core`.
+
+pub mod agent;
+pub mod atomic_file;
+pub mod git;
+pub mod home;
+pub mod lock;
+pub mod pid_file;
+pub mod registry_store;
+pub mod signal_queue;
+pub mod telegram;

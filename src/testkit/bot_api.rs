@@ -1,0 +1,1 @@
+//! A local Bot API stand-in, written from the Bot API documentation, for the tests and the demo: long-poll getUpdates with offset confirmation, 409 for a second poller, per-chat 429 with retry_after, 400 over 4096 characters.
