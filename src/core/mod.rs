@@ -3,11 +3,13 @@
 //! the answer. Everything here is unit-tested beside the code.
 
 pub mod commands;
+pub mod events;
 pub mod hooks;
 pub mod manifest;
 pub mod next_action;
 pub mod registry;
 pub mod signal;
 pub mod stream;
+pub mod supervision;
 pub mod taxonomy;
 pub mod telegram_text;
