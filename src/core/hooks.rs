@@ -68,7 +68,11 @@ mod tests {
     }
 
     /// (case name, input text, expected pairs)
-    type Case = (&'static str, &'static str, &'static [(&'static str, &'static str)]);
+    type Case = (
+        &'static str,
+        &'static str,
+        &'static [(&'static str, &'static str)],
+    );
 
     #[test]
     fn parses_hooks_and_edge_cases() {

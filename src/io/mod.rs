@@ -7,6 +7,7 @@ pub mod atomic_file;
 pub mod git;
 pub mod home;
 pub mod lock;
+pub mod manifest_file;
 pub mod pid_file;
 pub mod registry_store;
 pub mod signal_queue;
