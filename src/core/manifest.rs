@@ -1576,4 +1576,12 @@ failures:
         .to_value();
         assert_eq!(n["type"], Value::from("escalation"));
     }
+
+    #[test]
+    fn ambiguous_scalars_survive_a_write() {
+        let text = "phases: {}\nv:\n  - 'yes'\n  - 'no'\n  - 'y'\n  - '1'\n  - '01'\n  - '1e3'\n  - 'null'\n  - '~'\n  - '2026-01-01T00:00:00Z'\n  - 2026-01-01T00:00:00Z\n  - 'a: b'\n  - '- x'\n  - '#c'\n  - ''\n  - \"multi\\nline\"\n  - 0x1F\n  - 1.50\n  - true\n  - null\n  - 'True'\n  - 'off'\n";
+        let m = Manifest::parse(text).unwrap();
+        let again = Manifest::parse(&m.to_yaml()).unwrap();
+        assert_eq!(again, m, "{}", m.to_yaml());
+    }
 }
