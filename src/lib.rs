@@ -13,6 +13,7 @@
 //! - [`testkit`]: stand-ins (Bot API server, scripted `claude`) for tests and the demo.
 
 pub mod actors;
+pub mod cli;
 pub mod core;
 pub mod io;
 pub mod testkit;

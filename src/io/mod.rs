@@ -8,6 +8,7 @@ pub mod git;
 pub mod home;
 pub mod lock;
 pub mod log_file;
+pub mod manifest_file;
 pub mod pid_file;
 pub mod registry_store;
 pub mod signal_queue;

@@ -1,0 +1,222 @@
+//! ManifestActor: the only writer of `.agents/manifest.yaml` inside piv.
+//!
+//! Every message is one read-modify-write against the file on disk (the agent edits the
+//! manifest between steps, so a cached copy would lose its changes), serialised by the
+//! actor's mailbox so two piv components never interleave their writes. The updates
+//! themselves are pure ([`ManifestUpdate`]); this actor only adds the clock and the disk.
+
+use std::path::{Path, PathBuf};
+
+use actix::{Actor, Context, Handler, Message, Supervised};
+use chrono::SecondsFormat;
+
+use crate::core::manifest::{Failure, ListSection, Manifest, ManifestUpdate};
+use crate::io::manifest_file::{self, ManifestFileError};
+
+/// The timestamp format piv writes into the manifest: RFC 3339, milliseconds, `Z`.
+pub fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// Owns one project's manifest file.
+#[derive(Debug)]
+pub struct ManifestActor {
+    project_dir: PathBuf,
+}
+
+impl ManifestActor {
+    pub fn new(project_dir: impl Into<PathBuf>) -> ManifestActor {
+        ManifestActor {
+            project_dir: project_dir.into(),
+        }
+    }
+
+    pub fn project_dir(&self) -> &Path {
+        &self.project_dir
+    }
+
+    fn update(&self, updates: &[ManifestUpdate]) -> Result<Manifest, ManifestFileError> {
+        let result = manifest_file::update(&self.project_dir, updates, &now_rfc3339());
+        if let Err(e) = &result {
+            tracing::warn!(error = %e, "manifest update failed");
+        }
+        result
+    }
+}
+
+impl Actor for ManifestActor {
+    type Context = Context<Self>;
+}
+
+impl Supervised for ManifestActor {
+    fn restarting(&mut self, _ctx: &mut Context<Self>) {
+        // Nothing cached to rebuild: every message re-reads the file.
+        tracing::warn!(project = %self.project_dir.display(), "manifest actor restarting");
+    }
+}
+
+/// Reads the manifest as it is on disk now.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<Manifest, ManifestFileError>")]
+pub struct ReadManifest;
+
+/// Applies updates in order in one read-modify-write; returns what was written.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<Manifest, ManifestFileError>")]
+pub struct UpdateManifest(pub Vec<ManifestUpdate>);
+
+/// Appends one failure entry.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<Manifest, ManifestFileError>")]
+pub struct AppendFailure(pub Failure);
+
+/// Sets `resolution` on every pending failure of (phase, command), e.g. `auto_fixed`
+/// after a retry succeeded.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<Manifest, ManifestFileError>")]
+pub struct ResolveFailure {
+    pub phase: u32,
+    pub command: String,
+    pub resolution: String,
+}
+
+impl Handler<ReadManifest> for ManifestActor {
+    type Result = Result<Manifest, ManifestFileError>;
+
+    fn handle(&mut self, _msg: ReadManifest, _ctx: &mut Context<Self>) -> Self::Result {
+        manifest_file::read(&self.project_dir)
+    }
+}
+
+impl Handler<UpdateManifest> for ManifestActor {
+    type Result = Result<Manifest, ManifestFileError>;
+
+    fn handle(&mut self, msg: UpdateManifest, _ctx: &mut Context<Self>) -> Self::Result {
+        self.update(&msg.0)
+    }
+}
+
+impl Handler<AppendFailure> for ManifestActor {
+    type Result = Result<Manifest, ManifestFileError>;
+
+    fn handle(&mut self, msg: AppendFailure, _ctx: &mut Context<Self>) -> Self::Result {
+        self.update(&[ManifestUpdate::Append {
+            section: ListSection::Failures,
+            entry: msg.0.to_value(),
+        }])
+    }
+}
+
+impl Handler<ResolveFailure> for ManifestActor {
+    type Result = Result<Manifest, ManifestFileError>;
+
+    fn handle(&mut self, msg: ResolveFailure, _ctx: &mut Context<Self>) -> Self::Result {
+        self.update(&[ManifestUpdate::ResolveFailures {
+            phase: msg.phase,
+            command: msg.command,
+            resolution: msg.resolution,
+        }])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::manifest::StepStatus;
+    use actix::Supervisor;
+    use std::fs;
+
+    fn project(text: &str) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join(".agents")).unwrap();
+        fs::write(manifest_file::manifest_path(dir.path()), text).unwrap();
+        dir
+    }
+
+    fn failure() -> Failure {
+        Failure {
+            command: "execute".into(),
+            phase: 1,
+            error_category: "test_failure".into(),
+            retry_count: 0,
+            resolution: "pending".into(),
+            checkpoint: Some("piv-checkpoint/phase-1-x".into()),
+            details: "vitest: 1 failed".into(),
+            timestamp: "2030-01-01T00:00:00.000Z".into(),
+        }
+    }
+
+    #[actix_rt::test]
+    async fn messages_read_modify_write_the_file_on_disk() {
+        let dir = project("phases:\n  '1': {plan: not_started}\nunknown: kept\n");
+        let addr = Supervisor::start({
+            let path = dir.path().to_path_buf();
+            move |_| ManifestActor::new(path)
+        });
+
+        let read = addr.send(ReadManifest).await.unwrap().unwrap();
+        assert_eq!(read.doc()["unknown"], serde_yaml::Value::from("kept"));
+
+        addr.send(UpdateManifest(vec![ManifestUpdate::SetPhaseStatus {
+            phase: 1,
+            plan: Some(StepStatus::Complete),
+            execution: None,
+            validation: None,
+        }]))
+        .await
+        .unwrap()
+        .unwrap();
+
+        // An outside edit between messages is kept by the next write.
+        let path = manifest_file::manifest_path(dir.path());
+        let edited = fs::read_to_string(&path).unwrap() + "agent_note: hi\n";
+        fs::write(&path, edited).unwrap();
+
+        let after = addr.send(AppendFailure(failure())).await.unwrap().unwrap();
+        assert_eq!(after.view().unwrap().failures, vec![failure()]);
+        let resolved = addr
+            .send(ResolveFailure {
+                phase: 1,
+                command: "execute".into(),
+                resolution: "auto_fixed".into(),
+            })
+            .await
+            .unwrap()
+            .unwrap();
+
+        let on_disk = manifest_file::read(dir.path()).unwrap();
+        assert_eq!(on_disk, resolved);
+        let view = on_disk.view().unwrap();
+        assert_eq!(view.phases[&1].plan, StepStatus::Complete);
+        assert_eq!(view.failures[0].resolution, "auto_fixed");
+        assert_eq!(on_disk.doc()["agent_note"], serde_yaml::Value::from("hi"));
+        assert_eq!(on_disk.doc()["unknown"], serde_yaml::Value::from("kept"));
+        let stamp = view.last_updated.unwrap();
+        assert!(
+            chrono::DateTime::parse_from_rfc3339(&stamp).is_ok() && stamp.ends_with('Z'),
+            "{stamp}"
+        );
+        assert_eq!(stamp.len(), "2030-01-01T00:00:00.000Z".len(), "{stamp}");
+    }
+
+    #[actix_rt::test]
+    async fn errors_come_back_and_a_broken_file_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let addr = ManifestActor::new(dir.path()).start();
+        let err = addr.send(ReadManifest).await.unwrap().unwrap_err();
+        assert!(matches!(err, ManifestFileError::NotFound { .. }));
+
+        let broken = project("phases: [\n");
+        let addr = ManifestActor::new(broken.path()).start();
+        let err = addr
+            .send(AppendFailure(failure()))
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert!(err.manifest_error().is_some(), "{err}");
+        assert_eq!(
+            fs::read_to_string(manifest_file::manifest_path(broken.path())).unwrap(),
+            "phases: [\n"
+        );
+    }
+}

@@ -1,0 +1,195 @@
+//! The command line: clap definitions (every option also readable from the environment)
+//! and the commands that need no actors, starting with `piv dry-run`.
+//!
+//! Commands return an exit code instead of exiting, so `main` stays a thin dispatcher and
+//! the exit-code contract (design §5) lives in one place: [`exit`].
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::core::manifest::ManifestError;
+use crate::core::next_action::{next_action, NextAction};
+use crate::io::manifest_file::{self, ManifestFileError};
+
+/// Process exit codes (design §5).
+pub mod exit {
+    /// Done, or stopped on request.
+    pub const OK: i32 = 0;
+    /// Stopped for a human (escalation, cost cap) or a runtime failure.
+    pub const STOPPED: i32 = 1;
+    /// Usage or input error: bad flag, missing or unreadable manifest, unknown prefix,
+    /// another instance already running on the project.
+    pub const USAGE: i32 = 2;
+}
+
+/// piv drives Claude Code through a project's phases (plan → execute → validate → commit)
+/// unattended, records every result in `.agents/manifest.yaml`, and reports to Telegram.
+///
+/// Every option can also be set through the environment variable named in its help, and a
+/// `.env` file in the project directory is read if present (it never overrides variables
+/// already set).
+///
+/// Exit codes: 0 done or stopped on request; 1 stopped for a human or a runtime failure;
+/// 2 usage or input error (bad flag, missing or unreadable manifest, ...).
+#[derive(Debug, Parser)]
+#[command(name = "piv", version, about, long_about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// piv's subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print the recommended next action for the project and exit, changing nothing.
+    ///
+    /// Reads `<project>/.agents/manifest.yaml` and applies the next-action rules (pending
+    /// failure → retry or rollback, interrupted execution, research, preflight, PRD, then
+    /// plan → execute → validate for the first unfinished phase). Nothing is written: no
+    /// git init, no PID file, no manifest change, even when the manifest is broken.
+    ///
+    /// Exit code 0 with the action; 2 when the manifest is missing, empty or invalid
+    /// (the message names the file, and the line and column of a YAML syntax error).
+    DryRun(DryRunArgs),
+}
+
+/// Options of `piv dry-run`.
+#[derive(Debug, Clone, Args)]
+pub struct DryRunArgs {
+    /// Project directory (the one containing `.agents/manifest.yaml`); defaults to the
+    /// current directory.
+    #[arg(long, env = "PIV_PROJECT_DIR", value_name = "DIR")]
+    pub project: Option<PathBuf>,
+    /// Print exactly one JSON object `{"command","argument","reason","confidence"}`
+    /// (`argument` is null when absent) instead of the human-readable block.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The project directory: `--project` / `PIV_PROJECT_DIR`, else the current directory.
+pub fn resolve_project_dir(project: Option<&Path>) -> PathBuf {
+    match project {
+        Some(dir) => dir.to_path_buf(),
+        None => std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
+    }
+}
+
+/// Why a dry run could not produce an action; the message names the file and the fix.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DryRunError {
+    #[error("project directory {0} does not exist: pass --project DIR or set PIV_PROJECT_DIR")]
+    NoProjectDir(PathBuf),
+    #[error(transparent)]
+    File(#[from] ManifestFileError),
+    #[error("{path}: {source}")]
+    Manifest {
+        path: PathBuf,
+        #[source]
+        source: ManifestError,
+    },
+}
+
+/// Computes the next action for a project without side effects.
+pub fn dry_run(project_dir: &Path) -> Result<NextAction, DryRunError> {
+    if !project_dir.is_dir() {
+        return Err(DryRunError::NoProjectDir(project_dir.to_path_buf()));
+    }
+    let manifest = manifest_file::read(project_dir)?;
+    let view = manifest.view().map_err(|source| DryRunError::Manifest {
+        path: manifest_file::manifest_path(project_dir),
+        source,
+    })?;
+    Ok(next_action(&view))
+}
+
+/// The human-readable dry-run block (the earlier version's layout, without the emoji).
+pub fn render_dry_run(action: &NextAction) -> String {
+    format!(
+        "Dry Run \u{2014} Recommended Next Action:\n   Command:    {}\n   Argument:   {}\n   Reason:     {}\n   Confidence: {}\n",
+        action.command,
+        action.argument.as_deref().unwrap_or("(none)"),
+        action.reason,
+        action.confidence.as_str(),
+    )
+}
+
+/// `piv dry-run`: prints the action (text or JSON) on stdout, errors on stderr; returns
+/// the exit code.
+pub fn run_dry_run(args: &DryRunArgs) -> i32 {
+    let project_dir = resolve_project_dir(args.project.as_deref());
+    match dry_run(&project_dir) {
+        Ok(action) => {
+            let out = if args.json {
+                let mut line =
+                    serde_json::to_string(&action).expect("a next action always serialises");
+                line.push('\n');
+                line
+            } else {
+                render_dry_run(&action)
+            };
+            let mut stdout = std::io::stdout().lock();
+            if stdout
+                .write_all(out.as_bytes())
+                .and_then(|()| stdout.flush())
+                .is_err()
+            {
+                return exit::STOPPED;
+            }
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!("piv: error: {e}");
+            exit::USAGE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::next_action::Confidence;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn parses_dry_run_flags() {
+        let cli = Cli::try_parse_from(["piv", "dry-run", "--project", "/x", "--json"]).unwrap();
+        let Command::DryRun(args) = cli.command;
+        assert_eq!(args.project.as_deref(), Some(Path::new("/x")));
+        assert!(args.json);
+        assert!(Cli::try_parse_from(["piv", "dry-run", "--bogus"]).is_err());
+    }
+
+    #[test]
+    fn human_block_shows_none_for_a_missing_argument() {
+        let text = render_dry_run(&NextAction {
+            command: "done".into(),
+            argument: None,
+            reason: "All phases complete".into(),
+            confidence: Confidence::High,
+        });
+        assert!(text.contains("   Command:    done\n"), "{text}");
+        assert!(text.contains("   Argument:   (none)\n"), "{text}");
+        assert!(text.contains("   Confidence: high\n"), "{text}");
+    }
+
+    #[test]
+    fn dry_run_errors_name_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope");
+        assert_eq!(dry_run(&missing), Err(DryRunError::NoProjectDir(missing)));
+        std::fs::create_dir(dir.path().join(".agents")).unwrap();
+        std::fs::write(dir.path().join(".agents/manifest.yaml"), "prd: {}\n").unwrap();
+        let msg = dry_run(dir.path()).unwrap_err().to_string();
+        assert!(
+            msg.contains("manifest.yaml") && msg.contains("manifest has no phases"),
+            "{msg}"
+        );
+    }
+}

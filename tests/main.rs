@@ -1,0 +1,3 @@
+//! One integration-test binary; each feature is a module.
+
+mod dry_run;
