@@ -1,2 +1,5 @@
 //! The actor shell: one file per actor, each owning its I/O and talking to the others only
 //! through typed messages. Decisions are delegated to `core`.
+
+pub mod registry;
+pub mod signal_watcher;
