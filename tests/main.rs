@@ -1,0 +1,5 @@
+//! piv's integration tests: one test binary, one module per feature. Each test drives
+//! real processes and real files in its own temp directories.
+
+mod registry;
+mod signals;
