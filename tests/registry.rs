@@ -365,8 +365,9 @@ async fn registry_actor_re_adds_itself_after_a_rebuild() {
     assert!(lock_files(&home).is_empty());
 }
 
-/// A prefix held by a live instance of another project is refused, naming that project;
-/// once that instance is gone the prefix is free.
+/// A prefix held by a live instance of another project is refused, naming that project
+/// (and a second instance of the same project is refused); once that instance is gone
+/// the prefix is free.
 #[test]
 fn duplicate_prefix_is_refused_naming_the_other_project() {
     let dir = tempfile::tempdir().unwrap();

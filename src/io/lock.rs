@@ -19,7 +19,8 @@
 //! | `$PIV_HOME/bot-owner.lock` | the bot owner | as long as it polls `getUpdates` | standby instances waiting to take over |
 //! | `$PIV_HOME/send-budget.lock` | any instance about to send a Telegram message | the read-modify-write of the shared send budget | other senders |
 //!
-//! All lock files are created with mode 0600 and never removed while in use (removing a
+//! A holder writes its pid into the lock file (only ever that), so a waiter can say whom
+//! it waits for. All lock files are created with mode 0600 and never removed while in use (removing a
 //! lock file that someone waits on would let a third process lock a new inode); only a
 //! dead instance's own lock file is removed, by the registry prune, after a `try_lock`
 //! proved nobody holds it.
@@ -32,7 +33,7 @@
 //! standby blocked on ownership cannot stall the registry.
 
 use std::fs::{File, OpenOptions, TryLockError};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// Failures of the lock adapter; each names the lock file.
@@ -103,15 +104,32 @@ fn open_lock_file(path: &Path) -> Result<File, LockError> {
         })
 }
 
+/// Records this process as the holder (the file's content is only ever this pid, read by
+/// a waiter to say whom it waits for). Best effort: the lock works without it.
+fn note_holder(file: &File) {
+    let pid = format!("{}\n", std::process::id());
+    let _ = file
+        .set_len(0)
+        .and_then(|()| file.write_all_at(pid.as_bytes(), 0));
+}
+
+/// The pid a holder recorded, if readable.
+fn recorded_holder(path: &Path) -> Option<u32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
 /// Takes the lock without waiting: `Ok(None)` when another open file description holds
 /// it (another process, or another open in this one); `Err` only for real failures.
 pub fn try_lock_exclusive(path: &Path) -> Result<Option<LockGuard>, LockError> {
     let file = open_lock_file(path)?;
     match file.try_lock() {
-        Ok(()) => Ok(Some(LockGuard {
-            file: Some(file),
-            path: path.to_path_buf(),
-        })),
+        Ok(()) => {
+            note_holder(&file);
+            Ok(Some(LockGuard {
+                file: Some(file),
+                path: path.to_path_buf(),
+            }))
+        }
         Err(TryLockError::WouldBlock) => Ok(None),
         Err(TryLockError::Error(source)) => Err(LockError::Lock {
             path: path.to_path_buf(),
@@ -128,7 +146,10 @@ pub fn lock_exclusive(path: &Path) -> Result<LockGuard, LockError> {
     match file.try_lock() {
         Ok(()) => {}
         Err(TryLockError::WouldBlock) => {
-            tracing::info!(path = %path.display(), "waiting for lock on {}", path.display());
+            let holder = recorded_holder(path)
+                .map(|pid| format!(" (held by pid {pid})"))
+                .unwrap_or_default();
+            tracing::info!(path = %path.display(), "waiting for lock on {}{holder}", path.display());
             file.lock().map_err(|source| LockError::Lock {
                 path: path.to_path_buf(),
                 source,
@@ -141,6 +162,7 @@ pub fn lock_exclusive(path: &Path) -> Result<LockGuard, LockError> {
             })
         }
     }
+    note_holder(&file);
     Ok(LockGuard {
         file: Some(file),
         path: path.to_path_buf(),
@@ -151,7 +173,12 @@ pub fn lock_exclusive(path: &Path) -> Result<LockGuard, LockError> {
 /// released at once). A missing file is not held. Conflicts with this process's own
 /// guards too, since each open is a separate file description.
 pub fn is_held(path: &Path) -> Result<bool, LockError> {
-    let file = match File::open(path) {
+    // O_NONBLOCK: something that is not a lock file (a FIFO) must not hang the probe.
+    let file = match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+    {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
         Err(source) => {
@@ -206,6 +233,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.lock");
         let guard = lock_exclusive(&path).unwrap();
+        assert_eq!(recorded_holder(&path), Some(std::process::id()));
         let (tx, rx) = mpsc::channel();
         let waiter_path = path.clone();
         let waiter = std::thread::spawn(move || {
