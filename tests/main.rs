@@ -1,3 +1,6 @@
-//! One integration-test binary; each feature is a module.
+//! piv's integration tests: one test binary, one module per feature. Each test drives
+//! real processes and real files in its own temp directories.
 
 mod dry_run;
+mod registry;
+mod signals;

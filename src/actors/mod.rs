@@ -2,3 +2,5 @@
 //! through typed messages. Decisions are delegated to `core`.
 
 pub mod manifest;
+pub mod registry;
+pub mod signal_watcher;

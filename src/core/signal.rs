@@ -1,1 +1,297 @@
-//! Signals between instances: the signal file's model, its validation, and queue file names that sort by send time.
+//! Signals between instances: the signal file's model
+//! (`{"action":"go|pause|resume|shutdown","timestamp":RFC3339,"from":"<prefix>"}`), its
+//! validation, and the queue file names that sort by send time.
+//!
+//! Pure: `io::signal_queue` reads, writes and moves the files; the watcher actor turns a
+//! valid message into a typed message for the runner. Nothing here knows about paths.
+
+use serde::{Deserialize, Serialize};
+
+/// Largest signal file accepted. A real signal is under 200 bytes; the cap keeps a stray
+/// or hostile file from being read into memory.
+pub const MAX_SIGNAL_BYTES: u64 = 64 * 1024;
+
+/// What a signal asks the receiving instance to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SignalAction {
+    /// Start (or continue) running phases.
+    Go,
+    /// Hold before the next step.
+    Pause,
+    /// Continue after a pause.
+    Resume,
+    /// Stop cleanly.
+    Shutdown,
+}
+
+impl SignalAction {
+    /// Every action, for help texts and argument parsing.
+    pub const ALL: [SignalAction; 4] = [
+        SignalAction::Go,
+        SignalAction::Pause,
+        SignalAction::Resume,
+        SignalAction::Shutdown,
+    ];
+
+    /// The wire name (`go`, `pause`, `resume`, `shutdown`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SignalAction::Go => "go",
+            SignalAction::Pause => "pause",
+            SignalAction::Resume => "resume",
+            SignalAction::Shutdown => "shutdown",
+        }
+    }
+
+    /// Parses a wire name; `None` for anything else.
+    pub fn from_name(name: &str) -> Option<SignalAction> {
+        SignalAction::ALL.into_iter().find(|a| a.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for SignalAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One signal, as written in a queue file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignalMessage {
+    pub action: SignalAction,
+    /// When it was sent, RFC 3339 (the reference writes `toISOString()`, which is).
+    pub timestamp: String,
+    /// The sender's prefix (or `terminal` for `piv signal`).
+    pub from: String,
+}
+
+impl SignalMessage {
+    /// The send time; `None` if `timestamp` is not RFC 3339 (only possible for a message
+    /// built in code, `parse_signal` refuses those).
+    pub fn sent_at(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        chrono::DateTime::parse_from_rfc3339(&self.timestamp)
+            .ok()
+            .map(|t| t.with_timezone(&chrono::Utc))
+    }
+
+    /// The file content: compact JSON with a trailing newline.
+    pub fn to_json(&self) -> String {
+        let mut text = serde_json::to_string(self).expect("signal serialises");
+        text.push('\n');
+        text
+    }
+}
+
+/// Why a signal file was rejected.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SignalError {
+    #[error("signal is {size} bytes, over the {MAX_SIGNAL_BYTES}-byte limit")]
+    TooLarge { size: u64 },
+    #[error("signal is not valid JSON: {0}")]
+    BadJson(String),
+    #[error("unknown signal action {0:?} (expected go, pause, resume or shutdown)")]
+    UnknownAction(String),
+    #[error("signal has no {0:?} field")]
+    MissingField(&'static str),
+    #[error("signal timestamp {0:?} is not RFC 3339")]
+    BadTimestamp(String),
+}
+
+/// Validates a signal file's bytes.
+pub fn parse_signal(bytes: &[u8]) -> Result<SignalMessage, SignalError> {
+    let size = bytes.len() as u64;
+    if size > MAX_SIGNAL_BYTES {
+        return Err(SignalError::TooLarge { size });
+    }
+    let value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| SignalError::BadJson(e.to_string()))?;
+    let object = value
+        .as_object()
+        .ok_or_else(|| SignalError::BadJson("not a JSON object".to_string()))?;
+    let field = |name: &'static str| -> Result<&str, SignalError> {
+        match object.get(name) {
+            Some(serde_json::Value::String(s)) => Ok(s),
+            Some(other) => Err(SignalError::BadJson(format!(
+                "field {name:?} is not a string: {other}"
+            ))),
+            None => Err(SignalError::MissingField(name)),
+        }
+    };
+    let action_name = field("action")?;
+    let action = SignalAction::from_name(action_name)
+        .ok_or_else(|| SignalError::UnknownAction(action_name.to_string()))?;
+    let timestamp = field("timestamp")?;
+    if chrono::DateTime::parse_from_rfc3339(timestamp).is_err() {
+        return Err(SignalError::BadTimestamp(timestamp.to_string()));
+    }
+    // `from` is informational; an older sender that left it out still gets through.
+    let from = match object.get("from") {
+        None | Some(serde_json::Value::Null) => String::new(),
+        Some(_) => field("from")?.to_string(),
+    };
+    Ok(SignalMessage {
+        action,
+        timestamp: timestamp.to_string(),
+        from,
+    })
+}
+
+/// Prefix of every queue file name; anything else in the directory is ignored by the
+/// reader (temp files, `rejected/`, claimed files).
+const QUEUE_PREFIX: &str = "sig-";
+const QUEUE_SUFFIX: &str = ".json";
+
+/// The queue file name of a signal: `sig-<nanos:032>-<pid:010>-<seq:020>.json`.
+///
+/// Fixed-width zero-padded fields make lexical order equal send order; pid and a
+/// per-process sequence number make two signals sent in the same nanosecond (or with a
+/// coarse clock) from two processes or two threads distinct. Ties in time between
+/// processes are ordered by pid, which is as good as any order for concurrent senders.
+pub fn queue_file_name(sent_at_unix_nanos: u128, pid: u32, seq: u64) -> String {
+    format!("{QUEUE_PREFIX}{sent_at_unix_nanos:032}-{pid:010}-{seq:020}{QUEUE_SUFFIX}")
+}
+
+/// Whether `name` is a queue file name made by [`queue_file_name`].
+pub fn is_queue_file_name(name: &str) -> bool {
+    let Some(body) = name
+        .strip_prefix(QUEUE_PREFIX)
+        .and_then(|n| n.strip_suffix(QUEUE_SUFFIX))
+    else {
+        return false;
+    };
+    let parts: Vec<&str> = body.split('-').collect();
+    matches!(parts.as_slice(), [t, p, s]
+        if t.len() == 32 && p.len() == 10 && s.len() == 20
+            && [t, p, s].iter().all(|x| x.bytes().all(|b| b.is_ascii_digit())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(input: &str, expected: Result<SignalAction, SignalError>) {
+        let got = parse_signal(input.as_bytes()).map(|m| m.action);
+        match (&got, &expected) {
+            (Ok(a), Ok(b)) => assert_eq!(a, b, "input {input:?}"),
+            (Err(a), Err(b)) => assert_eq!(
+                std::mem::discriminant(a),
+                std::mem::discriminant(b),
+                "input {input:?}: got {a}"
+            ),
+            _ => panic!("input {input:?}: got {got:?}, expected {expected:?}"),
+        }
+    }
+
+    #[test]
+    fn parse_table() {
+        let ts = "2024-05-01T10:00:00.123Z";
+        let bad = || SignalError::BadJson(String::new());
+        check(
+            &format!(r#"{{"action":"go","timestamp":"{ts}","from":"a"}}"#),
+            Ok(SignalAction::Go),
+        );
+        check(
+            &format!(r#"{{"action":"pause","timestamp":"{ts}","from":"a"}}"#),
+            Ok(SignalAction::Pause),
+        );
+        check(
+            r#"{"action":"resume","timestamp":"2024-05-01T12:00:00+02:00","from":"a"}"#,
+            Ok(SignalAction::Resume),
+        );
+        check(
+            &format!(r#"{{"action":"shutdown","timestamp":"{ts}"}}"#),
+            Ok(SignalAction::Shutdown),
+        );
+        check(
+            &format!(r#"{{"action":"GO","timestamp":"{ts}","from":"a"}}"#),
+            Err(SignalError::UnknownAction(String::new())),
+        );
+        check(
+            &format!(r#"{{"action":"reboot","timestamp":"{ts}","from":"a"}}"#),
+            Err(SignalError::UnknownAction(String::new())),
+        );
+        check(
+            r#"{"action":"go","timestamp":"yesterday","from":"a"}"#,
+            Err(SignalError::BadTimestamp(String::new())),
+        );
+        check(
+            r#"{"timestamp":"2024-05-01T10:00:00Z"}"#,
+            Err(SignalError::MissingField("action")),
+        );
+        check(r#"{"action":"go"}"#, Err(SignalError::MissingField("")));
+        check(r#"{"action":7,"timestamp":"x"}"#, Err(bad()));
+        check("{not json", Err(bad()));
+        check("[]", Err(bad()));
+        check("", Err(bad()));
+    }
+
+    #[test]
+    fn oversized_is_rejected_before_parsing() {
+        let big = vec![b' '; MAX_SIGNAL_BYTES as usize + 1];
+        assert_eq!(
+            parse_signal(&big),
+            Err(SignalError::TooLarge {
+                size: MAX_SIGNAL_BYTES + 1
+            })
+        );
+    }
+
+    #[test]
+    fn message_round_trips() {
+        let message = SignalMessage {
+            action: SignalAction::Pause,
+            timestamp: "2024-05-01T10:00:00Z".into(),
+            from: "ops".into(),
+        };
+        assert_eq!(
+            parse_signal(message.to_json().as_bytes()),
+            Ok(message.clone())
+        );
+        assert!(message.sent_at().is_some());
+    }
+
+    #[test]
+    fn queue_names_sort_by_time_then_pid_then_seq() {
+        let names = [
+            queue_file_name(1_000_000, 99, 5),
+            queue_file_name(1_000_000, 100, 0),
+            queue_file_name(1_000_001, 1, 0),
+            queue_file_name(1_700_000_000_000_000_000, 1, 0),
+            queue_file_name(1_700_000_000_000_000_000, 1, 1),
+        ];
+        let mut sorted = names.clone();
+        sorted.sort();
+        assert_eq!(sorted, names);
+        for name in &names {
+            assert!(is_queue_file_name(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn non_queue_names_are_ignored() {
+        for name in [
+            ".sig-tmp-1-2",
+            "rejected",
+            ".claimed-sig-1",
+            "sig-1-2-3.json",
+            "orchestrator.signal",
+            &queue_file_name(1, 2, 3).replace(".json", ".tmp"),
+            &queue_file_name(1, 2, 3).replace('0', "x"),
+        ] {
+            assert!(!is_queue_file_name(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn action_names() {
+        for action in SignalAction::ALL {
+            assert_eq!(SignalAction::from_name(action.as_str()), Some(action));
+            assert_eq!(
+                serde_json::to_string(&action).unwrap(),
+                format!("\"{action}\"")
+            );
+        }
+        assert_eq!(SignalAction::from_name("Go"), None);
+    }
+}

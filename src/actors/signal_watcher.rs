@@ -1,0 +1,215 @@
+//! SignalWatcherActor: watches one project's signal queue (`.agents/signals/`, plus the
+//! legacy `.agents/orchestrator.signal`) and delivers each valid signal, once and in
+//! order, as a [`SignalReceived`] to its recipient (the supervisor or phase runner, which
+//! decides what `go`/`pause`/`resume`/`shutdown` mean).
+//!
+//! Two triggers start a drain: notify events on the directory (fast) and a poll every
+//! `poll` interval (`PIV_SIGNAL_POLL_MS`, default 2000), which keeps delivering when
+//! notify gives no events (network filesystems, inotify watch limit reached). A drain is
+//! a few small files, so it runs on the actor's thread; the queue logic (claiming,
+//! rejecting, discarding signals older than the start) is `io::signal_queue`'s.
+
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::task::{Context as TaskContext, Poll};
+use std::time::{Duration, SystemTime};
+
+use actix::prelude::*;
+use notify::Watcher;
+
+use crate::core::signal::SignalMessage;
+use crate::io::signal_queue;
+
+/// Default polling interval when `PIV_SIGNAL_POLL_MS` is unset.
+pub const DEFAULT_POLL: Duration = Duration::from_millis(2000);
+
+/// A valid signal taken from the queue (sent after this instance started).
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct SignalReceived(pub SignalMessage);
+
+/// Drain the queue now (e.g. right after startup, or from a test).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct DrainNow;
+
+/// Something changed in the signals directory (from notify's thread).
+struct DirChanged;
+
+/// Watches and drains one project's signal queue.
+pub struct SignalWatcherActor {
+    project_dir: PathBuf,
+    /// Signals stamped before this are leftovers from an earlier run: discarded.
+    started_at: SystemTime,
+    poll: Duration,
+    use_notify: bool,
+    recipient: Recipient<SignalReceived>,
+    /// Kept alive for as long as the actor runs; dropping it ends the event stream.
+    watcher: Option<notify::RecommendedWatcher>,
+}
+
+impl SignalWatcherActor {
+    pub fn new(
+        project_dir: PathBuf,
+        started_at: SystemTime,
+        poll: Duration,
+        use_notify: bool,
+        recipient: Recipient<SignalReceived>,
+    ) -> Self {
+        SignalWatcherActor {
+            project_dir,
+            started_at,
+            poll,
+            use_notify,
+            recipient,
+            watcher: None,
+        }
+    }
+
+    /// Like [`new`](Self::new), reading `PIV_SIGNAL_POLL_MS` (default 2000; an invalid or
+    /// zero value falls back to the default with a warning) and `PIV_SIGNAL_NOTIFY`
+    /// (`0` disables notify, polling only).
+    pub fn from_env(
+        project_dir: PathBuf,
+        started_at: SystemTime,
+        recipient: Recipient<SignalReceived>,
+    ) -> Self {
+        let poll = poll_from_env(std::env::var("PIV_SIGNAL_POLL_MS").ok().as_deref());
+        let use_notify = std::env::var("PIV_SIGNAL_NOTIFY").map_or(true, |v| v.trim() != "0");
+        Self::new(project_dir, started_at, poll, use_notify, recipient)
+    }
+
+    /// Takes every ready signal and sends it on, in order.
+    fn drain(&mut self) {
+        let result = signal_queue::drain_ready(&self.project_dir, Some(self.started_at));
+        for error in &result.errors {
+            tracing::warn!(error = %error, "signal queue: a file could not be handled; retrying later");
+        }
+        for message in result.delivered {
+            tracing::info!(action = %message.action, from = %message.from, "signal received");
+            self.recipient.do_send(SignalReceived(message));
+        }
+    }
+
+    /// Starts notify on the signals directory; `None` (logged) when it cannot.
+    fn start_notify(
+        &self,
+        tx: tokio::sync::mpsc::UnboundedSender<DirChanged>,
+    ) -> Option<notify::RecommendedWatcher> {
+        let dir = signal_queue::signals_dir(&self.project_dir);
+        let mut watcher = match notify::recommended_watcher(
+            move |res: notify::Result<notify::Event>| {
+                // Errors too: an overflowed event queue means "look again".
+                let _ = res;
+                let _ = tx.send(DirChanged);
+            },
+        ) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start a file watcher; polling the signal queue instead");
+                return None;
+            }
+        };
+        if let Err(e) = watcher.watch(&dir, notify::RecursiveMode::NonRecursive) {
+            tracing::warn!(dir = %dir.display(), error = %e,
+                "cannot watch the signal queue (watch limit reached?); polling instead");
+            return None;
+        }
+        Some(watcher)
+    }
+}
+
+/// Parses `PIV_SIGNAL_POLL_MS`.
+pub fn poll_from_env(value: Option<&str>) -> Duration {
+    match value.map(|v| v.trim().parse::<u64>()) {
+        None => DEFAULT_POLL,
+        Some(Ok(ms)) if ms > 0 => Duration::from_millis(ms),
+        Some(_) => {
+            tracing::warn!(value = ?value, "PIV_SIGNAL_POLL_MS is not a positive number of milliseconds; using 2000");
+            DEFAULT_POLL
+        }
+    }
+}
+
+impl Actor for SignalWatcherActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let dir = signal_queue::signals_dir(&self.project_dir);
+        if let Err(e) = std::fs::create_dir_all(&dir) {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot create the signal queue directory");
+        }
+        if self.use_notify {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            self.watcher = self.start_notify(tx);
+            if self.watcher.is_some() {
+                ctx.add_stream(ChannelStream(rx));
+            }
+        }
+        ctx.run_interval(self.poll, |actor, _| actor.drain());
+        // Whatever arrived before we watched (and leftovers to discard) is handled now.
+        self.drain();
+    }
+}
+
+impl StreamHandler<DirChanged> for SignalWatcherActor {
+    fn handle(&mut self, _: DirChanged, _: &mut Self::Context) {
+        self.drain();
+    }
+
+    /// The stream ends only if the watcher is dropped; polling carries on, so the actor
+    /// must not stop (the default `finished` would stop it).
+    fn finished(&mut self, _: &mut Self::Context) {
+        tracing::debug!("signal watcher event stream ended; polling continues");
+    }
+}
+
+impl Handler<DrainNow> for SignalWatcherActor {
+    type Result = ();
+
+    fn handle(&mut self, _: DrainNow, _: &mut Self::Context) {
+        self.drain();
+    }
+}
+
+/// A tokio receiver as a `Stream` for `ctx.add_stream` (no extra crate needed).
+struct ChannelStream<T>(tokio::sync::mpsc::UnboundedReceiver<T>);
+
+impl<T> Stream for ChannelStream<T> {
+    type Item = T;
+
+    /// Yields one item per wake-up, swallowing the ones already queued behind it: a
+    /// burst of file events needs one drain, not one per event.
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<T>> {
+        match self.0.poll_recv(cx) {
+            Poll::Ready(Some(item)) => {
+                while self.0.try_recv().is_ok() {}
+                Poll::Ready(Some(item))
+            }
+            other => other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn poll_interval_from_env_table() {
+        for (value, expected) in [
+            (None, 2000),
+            (Some("100"), 100),
+            (Some(" 250 "), 250),
+            (Some("0"), 2000),
+            (Some("fast"), 2000),
+            (Some("-5"), 2000),
+        ] {
+            assert_eq!(
+                poll_from_env(value),
+                Duration::from_millis(expected),
+                "{value:?}"
+            );
+        }
+    }
+}
