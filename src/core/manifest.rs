@@ -121,7 +121,10 @@ impl Manifest {
                 plan,
                 execution,
                 validation,
-            } => self.set_phase_status(*phase, plan, execution, validation)?,
+            } => self.set_phase_status(*phase, plan, execution, validation, &None)?,
+            ManifestUpdate::SetPhaseCommit { phase, commit } => {
+                self.set_phase_status(*phase, &None, &None, &None, &Some(commit.clone()))?
+            }
             ManifestUpdate::Append { section, entry } => {
                 list_mut(&mut self.doc, section.key())?.push(entry.clone())
             }
@@ -173,6 +176,7 @@ impl Manifest {
         plan: &Option<StepStatus>,
         execution: &Option<StepStatus>,
         validation: &Option<ValidationStatus>,
+        commit: &Option<StepStatus>,
     ) -> Result<(), ManifestError> {
         let phases = match self.doc.get_mut("phases") {
             Some(Value::Mapping(m)) => m,
@@ -222,6 +226,9 @@ impl Manifest {
         if let Some(s) = validation {
             entry.insert("validation".into(), s.as_str().into());
         }
+        if let Some(s) = commit {
+            entry.insert("commit".into(), s.as_str().into());
+        }
         Ok(())
     }
 }
@@ -265,6 +272,9 @@ pub enum ManifestUpdate {
         execution: Option<StepStatus>,
         validation: Option<ValidationStatus>,
     },
+    /// piv's commit status of a phase (`pending` after validation passed, `complete`
+    /// after `/commit`), creating the phase like `SetPhaseStatus` when absent.
+    SetPhaseCommit { phase: u32, commit: StepStatus },
     /// Appends one entry to a list section (created when missing).
     Append { section: ListSection, entry: Value },
     /// The reference merge: list sections (and, unlike the reference, `checkpoints`)
@@ -425,6 +435,9 @@ pub struct PhaseStatus {
     pub execution: StepStatus,
     pub validation: ValidationStatus,
     pub name: Option<String>,
+    /// piv's extension: `pending` once validation passed, `complete` after `/commit`.
+    /// Absent in manifests written by others (and the reference): counts as committed.
+    pub commit: Option<StepStatus>,
 }
 
 impl PhaseStatus {
@@ -710,6 +723,42 @@ impl ManifestView {
             .map(|(n, _)| *n)
     }
 
+    /// The first phase (numeric order) that needs work, counting piv's pending commit:
+    /// `(phase, commit_only)` where `commit_only` means only the commit is left.
+    pub fn next_phase_needing_work(&self) -> Option<(u32, bool)> {
+        self.phases.iter().find_map(|(n, s)| {
+            if !s.is_complete() {
+                Some((*n, false))
+            } else if s
+                .commit
+                .as_ref()
+                .is_some_and(|c| *c != StepStatus::Complete)
+            {
+                Some((*n, true))
+            } else {
+                None
+            }
+        })
+    }
+
+    /// Pending failures in list order.
+    pub fn pending_failures(&self) -> impl Iterator<Item = &Failure> {
+        self.failures.iter().filter(|f| f.is_pending())
+    }
+
+    /// The tag of the active checkpoint of `phase`, if any.
+    pub fn active_checkpoint_for(&self, phase: u32) -> Option<&str> {
+        self.checkpoints
+            .iter()
+            .find(|c| c.status == "active" && c.phase == Some(phase))
+            .map(|c| c.tag.as_str())
+    }
+
+    /// The preflight status, when a preflight section exists.
+    pub fn preflight_status(&self) -> Option<&str> {
+        self.preflight.as_ref().and_then(|p| p.status.as_deref())
+    }
+
     /// The path of the first plan entry for `phase`.
     pub fn plan_path_for(&self, phase: u32) -> Option<&str> {
         self.plans
@@ -935,6 +984,7 @@ fn read_status(m: &Mapping, at: &str) -> Result<PhaseStatus, ManifestError> {
         validation: opt_text(m, "validation", at)?
             .map_or(ValidationStatus::NotRun, |s| ValidationStatus::parse(&s)),
         name: opt_text(m, "name", at)?,
+        commit: opt_text(m, "commit", at)?.map(|s| StepStatus::parse(&s)),
     })
 }
 

@@ -145,11 +145,19 @@ pub fn next_action(view: &ManifestView) -> NextAction {
         return monorepo_next_action(view);
     }
     // Rules 10–14.
-    let Some(n) = view.next_unfinished_phase() else {
+    // piv's deviation: a phase whose validation passed but whose `commit` is still
+    // pending (piv's own key) makes rule 14 reachable; without the key, as the reference.
+    let Some((n, commit_only)) = view.next_phase_needing_work() else {
         return NextAction::high("done", None, "All phases complete".to_string());
     };
     let status = &view.phases[&n];
-    if status.plan != StepStatus::Complete {
+    if commit_only {
+        NextAction::high(
+            "commit",
+            None,
+            format!("Phase {n} validated \u{2014} ready to commit"),
+        )
+    } else if status.plan != StepStatus::Complete {
         NextAction::high(
             "plan-feature",
             Some(format!("Phase {n}")),
