@@ -45,6 +45,29 @@ pub struct AgentConfig {
     pub allow_api_key: bool,
     /// `--dangerously-skip-permissions` instead of `--permission-mode acceptEdits`.
     pub skip_permissions: bool,
+    /// Extra variables for the child (set before the removals above apply, so they
+    /// cannot smuggle `ANTHROPIC_API_KEY` in). Tests point the stand-in at its script here.
+    pub env: Vec<(String, String)>,
+}
+
+impl AgentConfig {
+    /// Defaults for everything but the program and the project: `PIV_MODEL`'s default
+    /// model, 200 turns, 60 min timeout, 10 min stall, 5 s kill grace, no API key,
+    /// `acceptEdits`.
+    pub fn new(bin: impl Into<PathBuf>, project_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            bin: bin.into(),
+            project_dir: project_dir.into(),
+            model: "claude-opus-4-6".to_string(),
+            max_turns: 200,
+            timeout: Duration::from_secs(60 * 60),
+            stall: Duration::from_secs(10 * 60),
+            kill_grace: Duration::from_secs(5),
+            allow_api_key: false,
+            skip_permissions: false,
+            env: Vec::new(),
+        }
+    }
 }
 
 /// The command line for one session (without the program name).
@@ -281,6 +304,7 @@ pub async fn run_session(
         .process_group(0)
         // Last resort if piv itself is dropped mid-session; the group is stopped properly below.
         .kill_on_drop(true)
+        .envs(cfg.env.iter().map(|(k, v)| (k, v)))
         // A nested CLI refuses to start when it thinks it runs inside Claude Code.
         .env_remove("CLAUDECODE");
     if !cfg.allow_api_key {
@@ -651,15 +675,9 @@ mod tests {
     #[test]
     fn args_follow_the_contract() {
         let cfg = AgentConfig {
-            bin: "claude".into(),
-            project_dir: ".".into(),
             model: "m".into(),
             max_turns: 7,
-            timeout: Duration::from_secs(1),
-            stall: Duration::from_secs(1),
-            kill_grace: Duration::from_secs(1),
-            allow_api_key: false,
-            skip_permissions: false,
+            ..AgentConfig::new("claude", ".")
         };
         assert_eq!(
             session_args(&cfg, "/prime", Some("abc")).join(" "),

@@ -1,0 +1,3 @@
+//! The one integration-test binary: each feature is a module.
+
+mod agent;
