@@ -334,6 +334,21 @@ async fn cancel_stops_the_session() {
     drop(canceller.join().unwrap());
 }
 
+#[tokio::test]
+async fn a_cli_that_lingers_after_its_result_is_stopped_and_the_result_counts() {
+    let fx = Fixture::new(Scenario::new().rule(Rule::new("/prime", Action::LingerAfterResult)));
+    let cfg = AgentConfig {
+        result_grace: Duration::from_millis(500),
+        stall: Duration::from_millis(300),
+        ..fx.cfg()
+    };
+    let out = run_session(&cfg, "/prime", None, no_cancel()).await;
+    assert_eq!(out.error, None, "{out:?}");
+    assert!(out.text.contains("primed"));
+    let pgid = fx.log_entries()[0]["pgid"].as_i64().unwrap() as i32;
+    wait_until("the lingering CLI to be gone", || group_gone(pgid));
+}
+
 fn vm_kib(field: &str) -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     status

@@ -256,6 +256,9 @@ pub struct ExitInfo {
     pub cancelled: bool,
     /// The limit that fired (timeout or stall), in seconds, for the message.
     pub limit_secs: u64,
+    /// The process printed its result but did not exit, so piv stopped it: the result
+    /// decides, not the signal.
+    pub stopped_after_result: bool,
     pub stderr_tail: String,
 }
 
@@ -598,7 +601,7 @@ impl SessionAccumulator {
             if let Some(name) = unknown_command(result_text) {
                 return Some(SessionError::UnknownCommand { name });
             }
-            if exit.code != Some(0) {
+            if exit.code != Some(0) && !exit.stopped_after_result {
                 return Some(SessionError::NonZeroExit {
                     code: exit.code,
                     signal: exit.signal,
@@ -943,6 +946,15 @@ mod tests {
                     ..ExitInfo::default()
                 },
                 Some(SessionError::Stalled { after_secs: 3 }),
+            ),
+            (
+                format!("{init}\n{ok}"),
+                ExitInfo {
+                    signal: Some(15),
+                    stopped_after_result: true,
+                    ..ExitInfo::default()
+                },
+                None,
             ),
             (
                 init.to_string(),

@@ -24,6 +24,8 @@ use crate::core::stream::{
 
 /// Longest stdout line piv parses; longer ones are skipped (and logged), never buffered whole.
 pub const MAX_LINE_BYTES: usize = 1024 * 1024;
+/// After the child exits, how long leftovers holding its pipes get before the group is stopped.
+const PIPE_LINGER: Duration = Duration::from_secs(2);
 /// How much of the child's stderr is kept for error details.
 pub const STDERR_TAIL_BYTES: usize = 8 * 1024;
 
@@ -45,6 +47,9 @@ pub struct AgentConfig {
     pub allow_api_key: bool,
     /// `--dangerously-skip-permissions` instead of `--permission-mode acceptEdits`.
     pub skip_permissions: bool,
+    /// How long the CLI may linger after its `result` line before piv stops it (it sometimes
+    /// stays up, e.g. waiting on an MCP server); the result then decides the outcome.
+    pub result_grace: Duration,
     /// Extra variables for the child (set before the removals above apply, so they
     /// cannot smuggle `ANTHROPIC_API_KEY` in). Tests point the stand-in at its script here.
     pub env: Vec<(String, String)>,
@@ -65,6 +70,7 @@ impl AgentConfig {
             kill_grace: Duration::from_secs(5),
             allow_api_key: false,
             skip_permissions: false,
+            result_grace: Duration::from_secs(15),
             env: Vec::new(),
         }
     }
@@ -340,9 +346,10 @@ pub async fn run_session(
     let mut exit = ExitInfo::default();
     let deadline = tokio::time::Instant::now() + cfg.timeout;
     let mut last_output = tokio::time::Instant::now();
-    // After the child exits, its leftovers (a background process holding the pipes) get
-    // this long to let go before the group is stopped.
+    // Set once the session is over in substance (the child exited, or it printed its
+    // result): when it passes, whatever is left of the group is stopped.
     let mut linger_until: Option<tokio::time::Instant> = None;
+    let mut result_seen = false;
     let mut cancel_open = true;
     if *cancel.borrow() {
         exit.cancelled = true;
@@ -362,6 +369,11 @@ pub async fn run_session(
                         match parse_line(&bytes) {
                             Ok(event) => {
                                 log_event(&event);
+                                if matches!(event, StreamEvent::Result(_)) && !result_seen {
+                                    result_seen = true;
+                                    let grace = tokio::time::Instant::now() + cfg.result_grace;
+                                    linger_until = Some(linger_until.map_or(grace, |l| l.min(grace)));
+                                }
                                 acc.feed(event);
                             }
                             Err(e) => {
@@ -393,7 +405,8 @@ pub async fn run_session(
                         break;
                     }
                 }
-                linger_until = Some(tokio::time::Instant::now() + Duration::from_secs(2));
+                let pipes = tokio::time::Instant::now() + PIPE_LINGER;
+                linger_until = Some(linger_until.map_or(pipes, |l| l.min(pipes)));
             }
             changed = cancel.changed(), if cancel_open => match changed {
                 Ok(()) => if *cancel.borrow() { exit.cancelled = true },
@@ -405,13 +418,18 @@ pub async fn run_session(
                 exit.limit_secs = cfg.timeout.as_secs();
                 break;
             }
-            _ = tokio::time::sleep_until(stall_at), if stdout_open && status.is_none() => {
+            _ = tokio::time::sleep_until(stall_at), if stdout_open && status.is_none() && !result_seen => {
                 exit.stalled = true;
                 exit.limit_secs = cfg.stall.as_secs();
                 break;
             }
             _ = tokio::time::sleep_until(linger_at), if linger_until.is_some() => {
-                debug!("agent exited but its pipes stay open; stopping leftovers");
+                if status.is_none() {
+                    warn!("agent printed its result but did not exit; stopping it");
+                    exit.stopped_after_result = true;
+                } else {
+                    debug!("agent exited but its pipes stay open; stopping leftovers");
+                }
                 break;
             }
         }

@@ -72,6 +72,8 @@ pub enum Action {
     UsageLimit { resets_in_secs: i64 },
     /// Answer as if the `--resume` id were unknown, whatever it is.
     ResumeUnknown,
+    /// Succeed, then stay up without printing anything (a CLI that does not exit).
+    LingerAfterResult,
 }
 
 fn default_fail_subtype() -> String {
@@ -322,6 +324,7 @@ fn action_name(a: &Action) -> &'static str {
         Action::UnknownCommand => "unknown_command",
         Action::UsageLimit { .. } => "usage_limit",
         Action::ResumeUnknown => "resume_unknown",
+        Action::LingerAfterResult => "linger_after_result",
     }
 }
 
@@ -669,6 +672,12 @@ impl Ctx<'_> {
             }
             // Handled before init (it needs no session).
             Action::ResumeUnknown => 1,
+            Action::LingerAfterResult => {
+                self.succeed(out);
+                loop {
+                    std::thread::sleep(Duration::from_secs(3600));
+                }
+            }
         }
     }
 
