@@ -1,1 +1,711 @@
 //! One Claude Code session as a child process: spawn in its own process group, read stream-json line by line with bounded memory, enforce timeout and stall limits, stop the whole group.
+//!
+//! The child runs in a fresh process group so that stopping a session also stops every
+//! tool process the agent started (test runners, dev servers, `sleep`s). Stdout is read
+//! as it arrives through [`BoundedLines`], which never holds more than one line of at most
+//! [`MAX_LINE_BYTES`]: sessions can print hundreds of MB. Stderr keeps only its last
+//! [`STDERR_TAIL_BYTES`]. What the lines mean is decided in [`crate::core::stream`].
+//! [`run_pairing`] chains the sessions of one PIV step (`/prime` then the real command)
+//! through `--resume`.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use crate::core::stream::{
+    parse_line, ExitInfo, SessionAccumulator, SessionError, SessionOutcome, StreamEvent,
+};
+
+/// Longest stdout line piv parses; longer ones are skipped (and logged), never buffered whole.
+pub const MAX_LINE_BYTES: usize = 1024 * 1024;
+/// After the child exits, how long leftovers holding its pipes get before the group is stopped.
+const PIPE_LINGER: Duration = Duration::from_secs(2);
+/// How much of the child's stderr is kept for error details.
+pub const STDERR_TAIL_BYTES: usize = 8 * 1024;
+
+/// How to run the `claude` CLI for every session of a run.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// `PIV_CLAUDE_BIN`, default `claude`.
+    pub bin: PathBuf,
+    pub project_dir: PathBuf,
+    pub model: String,
+    pub max_turns: u32,
+    /// Wall-clock limit of one session.
+    pub timeout: Duration,
+    /// No stdout for this long = stalled.
+    pub stall: Duration,
+    /// SIGTERM → SIGKILL grace when stopping the session's process group.
+    pub kill_grace: Duration,
+    /// Keep `ANTHROPIC_API_KEY` in the child's environment (`PIV_ALLOW_API_KEY=1`).
+    pub allow_api_key: bool,
+    /// `--dangerously-skip-permissions` instead of `--permission-mode acceptEdits`.
+    pub skip_permissions: bool,
+    /// How long the CLI may linger after its `result` line before piv stops it (it sometimes
+    /// stays up, e.g. waiting on an MCP server); the result then decides the outcome.
+    pub result_grace: Duration,
+    /// Extra variables for the child (set before the removals above apply, so they
+    /// cannot smuggle `ANTHROPIC_API_KEY` in). Tests point the stand-in at its script here.
+    pub env: Vec<(String, String)>,
+}
+
+impl AgentConfig {
+    /// Defaults for everything but the program and the project: `PIV_MODEL`'s default
+    /// model, 200 turns, 60 min timeout, 10 min stall, 5 s kill grace, no API key,
+    /// `acceptEdits`.
+    pub fn new(bin: impl Into<PathBuf>, project_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            bin: bin.into(),
+            project_dir: project_dir.into(),
+            model: "claude-opus-4-6".to_string(),
+            max_turns: 200,
+            timeout: Duration::from_secs(60 * 60),
+            stall: Duration::from_secs(10 * 60),
+            kill_grace: Duration::from_secs(5),
+            allow_api_key: false,
+            skip_permissions: false,
+            result_grace: Duration::from_secs(15),
+            env: Vec::new(),
+        }
+    }
+}
+
+/// The command line for one session (without the program name).
+///
+/// Unattended runs cannot answer permission prompts. `--dangerously-skip-permissions`
+/// lets the agent run any tool (what the earlier version did with `bypassPermissions`),
+/// but the CLI refuses it as root unless `IS_SANDBOX=1`; `--permission-mode acceptEdits`
+/// works everywhere but leaves non-edit tools (Bash) to the project's allow-list in
+/// `.claude/settings.json`. The caller picks, knowing whether it runs as root.
+pub fn session_args(cfg: &AgentConfig, prompt: &str, resume: Option<&str>) -> Vec<String> {
+    let mut args: Vec<String> = vec![
+        "-p".into(),
+        prompt.into(),
+        "--output-format".into(),
+        "stream-json".into(),
+        "--verbose".into(),
+        "--model".into(),
+        cfg.model.clone(),
+        "--max-turns".into(),
+        cfg.max_turns.to_string(),
+    ];
+    if cfg.skip_permissions {
+        args.push("--dangerously-skip-permissions".into());
+    } else {
+        args.extend(["--permission-mode".into(), "acceptEdits".into()]);
+    }
+    if let Some(id) = resume {
+        args.extend(["--resume".into(), id.into()]);
+    }
+    args
+}
+
+/// One item from [`BoundedLines`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum LineItem {
+    Line(Vec<u8>),
+    /// A line longer than the limit; its bytes were discarded as they arrived.
+    Oversized(usize),
+}
+
+/// A line reader whose memory is bounded by `max` rather than by the line length.
+///
+/// Cancel-safe: the only await is `fill_buf`, and progress is stored in `self` before and
+/// after it, so it can sit in a `tokio::select!` beside timers.
+pub struct BoundedLines<R> {
+    reader: R,
+    buf: Vec<u8>,
+    max: usize,
+    skipped: Option<usize>,
+}
+
+impl<R: AsyncBufRead + Unpin> BoundedLines<R> {
+    pub fn new(reader: R, max: usize) -> Self {
+        Self {
+            reader,
+            buf: Vec::new(),
+            max,
+            skipped: None,
+        }
+    }
+
+    /// The next line (without `\n`), or None at end of input.
+    pub async fn next_line(&mut self) -> std::io::Result<Option<LineItem>> {
+        loop {
+            let available = self.reader.fill_buf().await?;
+            if available.is_empty() {
+                if let Some(n) = self.skipped.take() {
+                    return Ok(Some(LineItem::Oversized(n)));
+                }
+                if self.buf.is_empty() {
+                    return Ok(None);
+                }
+                return Ok(Some(LineItem::Line(std::mem::take(&mut self.buf))));
+            }
+            let (chunk, consumed, complete) = match available.iter().position(|&b| b == b'\n') {
+                Some(i) => (&available[..i], i + 1, true),
+                None => (available, available.len(), false),
+            };
+            match self.skipped.as_mut() {
+                Some(n) => *n += chunk.len(),
+                None if self.buf.len() + chunk.len() > self.max => {
+                    self.skipped = Some(self.buf.len() + chunk.len());
+                    self.buf = Vec::new();
+                }
+                None => self.buf.extend_from_slice(chunk),
+            }
+            self.reader.consume(consumed);
+            if complete {
+                if let Some(n) = self.skipped.take() {
+                    return Ok(Some(LineItem::Oversized(n)));
+                }
+                return Ok(Some(LineItem::Line(std::mem::take(&mut self.buf))));
+            }
+        }
+    }
+}
+
+/// The last `cap` bytes written to it.
+struct TailBuffer {
+    bytes: VecDeque<u8>,
+    cap: usize,
+}
+
+impl TailBuffer {
+    fn new(cap: usize) -> Self {
+        Self {
+            bytes: VecDeque::with_capacity(cap),
+            cap,
+        }
+    }
+
+    fn push(&mut self, data: &[u8]) {
+        let data = &data[data.len().saturating_sub(self.cap)..];
+        let overflow = (self.bytes.len() + data.len()).saturating_sub(self.cap);
+        self.bytes.drain(..overflow);
+        self.bytes.extend(data);
+    }
+
+    fn text(&self) -> String {
+        let (a, b) = self.bytes.as_slices();
+        let mut v = Vec::with_capacity(a.len() + b.len());
+        v.extend_from_slice(a);
+        v.extend_from_slice(b);
+        String::from_utf8_lossy(&v).into_owned()
+    }
+}
+
+fn group_signal(pgid: i32, signal: i32) -> std::io::Result<()> {
+    // SAFETY: killpg(2) has no memory-safety preconditions.
+    if unsafe { libc::killpg(pgid, signal) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Whether any process of group `pgid` is still running. Zombies do not count: a killed
+/// grandchild stays a zombie until init reaps it, but it runs nothing.
+pub fn group_has_live_members(pgid: i32) -> bool {
+    if group_signal(pgid, 0).is_err() {
+        return false;
+    }
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return true;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // Fields after the parenthesised command: state, ppid, pgrp, ...
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+            continue;
+        };
+        let mut fields = rest.split_whitespace();
+        let state = fields.next().unwrap_or("");
+        let pgrp = fields.nth(1).and_then(|s| s.parse::<i32>().ok());
+        if pgrp == Some(pgid) && state != "Z" && state != "X" {
+            return true;
+        }
+    }
+    false
+}
+
+/// Stops every process of group `pgid`: SIGTERM, up to `grace` for them to go, then
+/// SIGKILL and wait until none is left running. Blocking; for a child you spawned, use
+/// [`stop_child_group`] so it is also reaped.
+pub fn stop_process_group(pgid: i32, grace: Duration) {
+    if pgid <= 1 {
+        return;
+    }
+    let _ = group_signal(pgid, libc::SIGTERM);
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if !group_has_live_members(pgid) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = group_signal(pgid, libc::SIGKILL);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while group_has_live_members(pgid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Async [`stop_process_group`] for a child piv spawned as its group leader: the child is
+/// reaped too, so no process of the group remains when this returns.
+pub async fn stop_child_group(child: &mut Child, pgid: i32, grace: Duration) {
+    if pgid <= 1 {
+        let _ = child.kill().await;
+        return;
+    }
+    let _ = group_signal(pgid, libc::SIGTERM);
+    let deadline = Instant::now() + grace;
+    loop {
+        let _ = child.try_wait();
+        if !group_has_live_members(pgid) {
+            break;
+        }
+        if Instant::now() >= deadline {
+            let _ = group_signal(pgid, libc::SIGKILL);
+            let _ = child.wait().await;
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while group_has_live_members(pgid) && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = child.wait().await;
+}
+
+/// Runs one session to its end and says how it went. Never panics and never returns an
+/// `Err`: a spawn failure is an outcome too (`NonZeroExit` with the reason in `stderr_tail`).
+pub async fn run_session(
+    cfg: &AgentConfig,
+    prompt: &str,
+    resume: Option<&str>,
+    mut cancel: watch::Receiver<bool>,
+) -> SessionOutcome {
+    let started = Instant::now();
+    let mut command = Command::new(&cfg.bin);
+    command
+        .args(session_args(cfg, prompt, resume))
+        .current_dir(&cfg.project_dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        // Last resort if piv itself is dropped mid-session; the group is stopped properly below.
+        .kill_on_drop(true)
+        .envs(cfg.env.iter().map(|(k, v)| (k, v)))
+        // A nested CLI refuses to start when it thinks it runs inside Claude Code.
+        .env_remove("CLAUDECODE");
+    if !cfg.allow_api_key {
+        // Subscription billing through CLAUDE_CODE_OAUTH_TOKEN, never a pay-per-token key by accident.
+        command.env_remove("ANTHROPIC_API_KEY");
+    }
+    let mut child = match command.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            return SessionAccumulator::new().finish(ExitInfo {
+                code: None,
+                stderr_tail: format!("cannot start {}: {e}", cfg.bin.display()),
+                ..ExitInfo::default()
+            })
+        }
+    };
+    let pgid = child.id().map(|p| p as i32).unwrap_or(0);
+    debug!(pid = pgid, resume, "agent session started");
+    let (Some(stdout), Some(mut stderr)) = (child.stdout.take(), child.stderr.take()) else {
+        stop_child_group(&mut child, pgid, cfg.kill_grace).await;
+        return SessionAccumulator::new().finish(ExitInfo {
+            stderr_tail: "child pipes missing".into(),
+            ..ExitInfo::default()
+        });
+    };
+    let mut lines = BoundedLines::new(BufReader::with_capacity(64 * 1024, stdout), MAX_LINE_BYTES);
+    let mut tail = TailBuffer::new(STDERR_TAIL_BYTES);
+    let mut acc = SessionAccumulator::new();
+    let mut stderr_chunk = vec![0u8; 4096];
+    let mut stdout_open = true;
+    let mut stderr_open = true;
+    let mut status: Option<std::process::ExitStatus> = None;
+    let mut exit = ExitInfo::default();
+    let deadline = tokio::time::Instant::now() + cfg.timeout;
+    let mut last_output = tokio::time::Instant::now();
+    // Set once the session is over in substance (the child exited, or it printed its
+    // result): when it passes, whatever is left of the group is stopped.
+    let mut linger_until: Option<tokio::time::Instant> = None;
+    let mut result_seen = false;
+    let mut cancel_open = true;
+    if *cancel.borrow() {
+        exit.cancelled = true;
+    }
+
+    while !exit.cancelled && (stdout_open || stderr_open || status.is_none()) {
+        let stall_at = last_output + cfg.stall;
+        let linger_at = linger_until.unwrap_or(deadline);
+        tokio::select! {
+            line = lines.next_line(), if stdout_open => {
+                last_output = tokio::time::Instant::now();
+                match line {
+                    Ok(Some(LineItem::Line(bytes))) => {
+                        if bytes.iter().all(u8::is_ascii_whitespace) {
+                            continue;
+                        }
+                        match parse_line(&bytes) {
+                            Ok(event) => {
+                                log_event(&event);
+                                if matches!(event, StreamEvent::Result(_)) && !result_seen {
+                                    result_seen = true;
+                                    let grace = tokio::time::Instant::now() + cfg.result_grace;
+                                    linger_until = Some(linger_until.map_or(grace, |l| l.min(grace)));
+                                }
+                                acc.feed(event);
+                            }
+                            Err(e) => {
+                                acc.note_malformed();
+                                warn!(error = %e, line = %preview(&bytes), "malformed stream-json line skipped");
+                            }
+                        }
+                    }
+                    Ok(Some(LineItem::Oversized(n))) => {
+                        acc.note_malformed();
+                        warn!(bytes = n, limit = MAX_LINE_BYTES, "oversized stream-json line skipped");
+                    }
+                    Ok(None) => stdout_open = false,
+                    Err(e) => {
+                        warn!(error = %e, "reading agent stdout failed");
+                        stdout_open = false;
+                    }
+                }
+            }
+            n = stderr.read(&mut stderr_chunk), if stderr_open => match n {
+                Ok(0) | Err(_) => stderr_open = false,
+                Ok(n) => tail.push(&stderr_chunk[..n]),
+            },
+            st = child.wait(), if status.is_none() => {
+                match st {
+                    Ok(s) => status = Some(s),
+                    Err(e) => {
+                        warn!(error = %e, "waiting for the agent failed");
+                        break;
+                    }
+                }
+                let pipes = tokio::time::Instant::now() + PIPE_LINGER;
+                linger_until = Some(linger_until.map_or(pipes, |l| l.min(pipes)));
+            }
+            changed = cancel.changed(), if cancel_open => match changed {
+                Ok(()) => if *cancel.borrow() { exit.cancelled = true },
+                // Sender gone: nobody can cancel any more; keep running.
+                Err(_) => cancel_open = false,
+            },
+            _ = tokio::time::sleep_until(deadline) => {
+                exit.timed_out = true;
+                exit.limit_secs = cfg.timeout.as_secs();
+                break;
+            }
+            _ = tokio::time::sleep_until(stall_at), if stdout_open && status.is_none() && !result_seen => {
+                exit.stalled = true;
+                exit.limit_secs = cfg.stall.as_secs();
+                break;
+            }
+            _ = tokio::time::sleep_until(linger_at), if linger_until.is_some() => {
+                if status.is_none() {
+                    warn!("agent printed its result but did not exit; stopping it");
+                    exit.stopped_after_result = true;
+                } else {
+                    debug!("agent exited but its pipes stay open; stopping leftovers");
+                }
+                break;
+            }
+        }
+    }
+
+    if exit.cancelled || exit.timed_out || exit.stalled {
+        info!(
+            pgid,
+            cancelled = exit.cancelled,
+            timed_out = exit.timed_out,
+            stalled = exit.stalled,
+            "stopping agent session"
+        );
+    }
+    // Always: also catches processes the agent left running in its group.
+    stop_child_group(&mut child, pgid, cfg.kill_grace).await;
+    if status.is_none() {
+        status = child.try_wait().ok().flatten();
+    }
+    // Whatever stderr is still buffered (the child is gone now) completes the tail.
+    if stderr_open {
+        let drain = async {
+            while let Ok(n) = stderr.read(&mut stderr_chunk).await {
+                if n == 0 {
+                    break;
+                }
+                tail.push(&stderr_chunk[..n]);
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_millis(500), drain).await;
+    }
+    if let Some(s) = status {
+        use std::os::unix::process::ExitStatusExt;
+        exit.code = s.code();
+        exit.signal = s.signal();
+    }
+    exit.stderr_tail = tail.text();
+    let mut outcome = acc.finish(exit);
+    if outcome.duration_ms == 0 {
+        outcome.duration_ms = started.elapsed().as_millis() as u64;
+    }
+    outcome
+}
+
+fn log_event(event: &StreamEvent) {
+    match event {
+        StreamEvent::Init { session_id, model } => {
+            info!(
+                session_id,
+                model = model.as_deref().unwrap_or("?"),
+                "agent session init"
+            )
+        }
+        StreamEvent::ApiRetry {
+            attempt,
+            error_status,
+        } => warn!(attempt, ?error_status, "agent API retry"),
+        StreamEvent::RateLimit { status, resets_at } => {
+            info!(status, ?resets_at, "agent rate limit event")
+        }
+        StreamEvent::AssistantError { error, .. } => warn!(error, "agent error message"),
+        _ => {}
+    }
+}
+
+fn preview(bytes: &[u8]) -> String {
+    let s = String::from_utf8_lossy(&bytes[..bytes.len().min(200)]);
+    s.into_owned()
+}
+
+/// Whether piv runs as root (the CLI treats root specially).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid(2) cannot fail and has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// The startup message when the permission flag piv would send will be refused: the CLI
+/// rejects `--dangerously-skip-permissions` for root unless `IS_SANDBOX=1`.
+pub fn root_permission_problem(skip_permissions: bool) -> Option<String> {
+    root_permission_problem_for(
+        is_root(),
+        skip_permissions,
+        std::env::var("IS_SANDBOX").ok().as_deref(),
+    )
+}
+
+/// [`root_permission_problem`] with its inputs made explicit (for tests).
+pub fn root_permission_problem_for(
+    root: bool,
+    skip_permissions: bool,
+    is_sandbox: Option<&str>,
+) -> Option<String> {
+    let sandboxed = is_sandbox.is_some_and(|v| !v.trim().is_empty() && v.trim() != "0");
+    (root && skip_permissions && !sandboxed).then(|| {
+        "piv runs as root, and Claude Code refuses --dangerously-skip-permissions for root \
+         (\"cannot be used with root/sudo privileges\"). Run piv as a normal user, or, if this \
+         machine is a disposable sandbox, set IS_SANDBOX=1."
+            .to_string()
+    })
+}
+
+/// The slash commands (without `/`) that neither `<project>/.claude/commands/<name>.md`
+/// nor `<home>/.claude/commands/<name>.md` provides.
+pub fn missing_commands(
+    project_dir: &Path,
+    user_home: Option<&Path>,
+    names: &[&str],
+) -> Vec<String> {
+    names
+        .iter()
+        .filter(|name| {
+            let file = format!("{name}.md");
+            let in_project = project_dir.join(".claude/commands").join(&file).is_file();
+            let in_home =
+                user_home.is_some_and(|h| h.join(".claude/commands").join(&file).is_file());
+            !in_project && !in_home
+        })
+        .map(|n| n.to_string())
+        .collect()
+}
+
+/// One session of a pairing, as recorded in the manifest.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionRecord {
+    pub session_id: Option<String>,
+    pub prompt: String,
+    pub cost_usd: f64,
+    pub num_turns: u32,
+    pub duration_ms: u64,
+    pub error: Option<String>,
+}
+
+/// The sessions of one PIV step and their sums.
+#[derive(Debug, Clone)]
+pub struct PairingOutcome {
+    pub sessions: Vec<SessionRecord>,
+    pub cost_usd: f64,
+    pub num_turns: u32,
+    pub duration_ms: u64,
+    /// A `--resume` found no conversation and the prompt ran in a fresh session instead.
+    pub resume_fell_back: bool,
+    /// The last session's outcome; its `error` is the pairing's.
+    pub last: SessionOutcome,
+}
+
+impl PairingOutcome {
+    pub fn error(&self) -> Option<&SessionError> {
+        self.last.error.as_ref()
+    }
+}
+
+/// Sends `prompts` in order: the first starts a session, the others resume it. Stops at
+/// the first error. When a resume names a conversation the CLI does not know, that prompt
+/// runs once in a fresh session (and later prompts resume the new one).
+pub async fn run_pairing(
+    cfg: &AgentConfig,
+    prompts: &[String],
+    cancel: watch::Receiver<bool>,
+) -> PairingOutcome {
+    let mut sessions = Vec::new();
+    let mut last = SessionOutcome::default();
+    let mut session_id: Option<String> = None;
+    let mut resume_fell_back = false;
+    for prompt in prompts {
+        let mut outcome = run_session(cfg, prompt, session_id.as_deref(), cancel.clone()).await;
+        if let (Some(SessionError::ResumeUnknown { session_id: lost }), false) =
+            (&outcome.error, resume_fell_back)
+        {
+            warn!(session_id = %lost, prompt = %prompt, "resume failed; running the prompt in a fresh session");
+            sessions.push(record(prompt, &outcome));
+            resume_fell_back = true;
+            outcome = run_session(cfg, prompt, None, cancel.clone()).await;
+        }
+        sessions.push(record(prompt, &outcome));
+        if outcome.session_id.is_some() {
+            session_id.clone_from(&outcome.session_id);
+        }
+        let failed = outcome.error.is_some();
+        last = outcome;
+        if failed {
+            break;
+        }
+    }
+    PairingOutcome {
+        cost_usd: sessions.iter().map(|s| s.cost_usd).sum(),
+        num_turns: sessions.iter().map(|s| s.num_turns).sum(),
+        duration_ms: sessions.iter().map(|s| s.duration_ms).sum(),
+        sessions,
+        resume_fell_back,
+        last,
+    }
+}
+
+fn record(prompt: &str, o: &SessionOutcome) -> SessionRecord {
+    SessionRecord {
+        session_id: o.session_id.clone(),
+        prompt: prompt.to_string(),
+        cost_usd: o.cost_usd,
+        num_turns: o.num_turns,
+        duration_ms: o.duration_ms,
+        error: o.error.as_ref().map(SessionError::message),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn bounded_lines_skip_oversized_and_keep_the_rest() {
+        let mut input = Vec::new();
+        input.extend_from_slice(b"short\n");
+        input.extend(std::iter::repeat_n(b'x', 100));
+        input.extend_from_slice(b"\nlast-no-newline");
+        let reader = BufReader::with_capacity(7, &input[..]);
+        let mut lines = BoundedLines::new(reader, 20);
+        assert_eq!(
+            lines.next_line().await.unwrap(),
+            Some(LineItem::Line(b"short".to_vec()))
+        );
+        assert_eq!(
+            lines.next_line().await.unwrap(),
+            Some(LineItem::Oversized(100))
+        );
+        assert_eq!(
+            lines.next_line().await.unwrap(),
+            Some(LineItem::Line(b"last-no-newline".to_vec()))
+        );
+        assert_eq!(lines.next_line().await.unwrap(), None);
+    }
+
+    #[test]
+    fn tail_buffer_keeps_the_end() {
+        let mut t = TailBuffer::new(5);
+        t.push(b"abc");
+        t.push(b"defg");
+        assert_eq!(t.text(), "cdefg");
+        t.push(b"0123456789");
+        assert_eq!(t.text(), "56789");
+    }
+
+    #[test]
+    fn root_problem_table() {
+        let cases = [
+            (true, true, None, true),
+            (true, true, Some(""), true),
+            (true, true, Some("0"), true),
+            (true, true, Some("1"), false),
+            (true, false, None, false),
+            (false, true, None, false),
+        ];
+        for (root, skip, sandbox, want) in cases {
+            let got = root_permission_problem_for(root, skip, sandbox);
+            assert_eq!(got.is_some(), want, "{root} {skip} {sandbox:?}");
+            if let Some(msg) = got {
+                assert!(msg.contains("IS_SANDBOX=1"));
+            }
+        }
+    }
+
+    #[test]
+    fn args_follow_the_contract() {
+        let cfg = AgentConfig {
+            model: "m".into(),
+            max_turns: 7,
+            ..AgentConfig::new("claude", ".")
+        };
+        assert_eq!(
+            session_args(&cfg, "/prime", Some("abc")).join(" "),
+            "-p /prime --output-format stream-json --verbose --model m --max-turns 7 \
+             --permission-mode acceptEdits --resume abc"
+        );
+        let cfg = AgentConfig {
+            skip_permissions: true,
+            ..cfg
+        };
+        assert!(session_args(&cfg, "x", None).contains(&"--dangerously-skip-permissions".into()));
+    }
+}
