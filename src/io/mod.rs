@@ -9,5 +9,6 @@ pub mod home;
 pub mod lock;
 pub mod pid_file;
 pub mod registry_store;
+pub mod send_budget;
 pub mod signal_queue;
 pub mod telegram;
