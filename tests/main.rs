@@ -2,6 +2,7 @@
 //! real processes and real files in its own temp directories.
 
 mod agent;
+mod bot_api_standin;
 mod dry_run;
 mod registry;
 mod signals;

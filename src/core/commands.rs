@@ -1,1 +1,463 @@
 //! Telegram commands: parsing a chat message into a typed command and deciding where it goes (pure routing).
+//!
+//! The bot owner's actor feeds every allowed chat message through [`parse_command`], then
+//! for `/go`, `/pause` and `/resume` asks [`route`] whether to act locally, enqueue a
+//! signal for another instance, or ask the human which instance was meant. The reply
+//! texts live here too so the actor never builds user-visible strings itself. Replies
+//! are Telegram HTML: anything the human typed is escaped.
+
+use crate::core::telegram_text::escape_html;
+
+/// Which instance(s) `/status` is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StatusTarget {
+    /// No argument: the owner's own project.
+    This,
+    /// `/status all`.
+    All,
+    /// `/status <prefix>`.
+    Prefix(String),
+}
+
+/// A chat command, with its optional `[prefix]` argument.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Status(StatusTarget),
+    Go(Option<String>),
+    Pause(Option<String>),
+    Resume(Option<String>),
+    /// `/help`, and `/start` (what Telegram sends when a chat opens the bot).
+    Help,
+    /// A slash command piv does not know (its name, without `/` or `@bot`).
+    Unknown(String),
+}
+
+/// The three commands that act on an instance and may be routed to another one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoteAction {
+    Go,
+    Pause,
+    Resume,
+}
+
+impl RemoteAction {
+    /// The name used in signal files and in commands (`go`, `pause`, `resume`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RemoteAction::Go => "go",
+            RemoteAction::Pause => "pause",
+            RemoteAction::Resume => "resume",
+        }
+    }
+
+    fn icon(self) -> &'static str {
+        match self {
+            RemoteAction::Go => "🚀",
+            RemoteAction::Pause => "⏸",
+            RemoteAction::Resume => "▶️",
+        }
+    }
+}
+
+impl Command {
+    /// For `/go`, `/pause`, `/resume`: the action and its prefix argument.
+    pub fn as_remote_action(&self) -> Option<(RemoteAction, Option<&str>)> {
+        match self {
+            Command::Go(p) => Some((RemoteAction::Go, p.as_deref())),
+            Command::Pause(p) => Some((RemoteAction::Pause, p.as_deref())),
+            Command::Resume(p) => Some((RemoteAction::Resume, p.as_deref())),
+            _ => None,
+        }
+    }
+}
+
+/// Parses a chat message. `None` when it is not a command, or is a command addressed to
+/// another bot (`/status@OtherBot`) when `bot_username` is known. Command names and
+/// `all` are matched case-insensitively; the argument is trimmed.
+pub fn parse_command(text: &str, bot_username: Option<&str>) -> Option<Command> {
+    let text = text.trim();
+    let rest = text.strip_prefix('/')?;
+    let (head, args) = match rest.find(char::is_whitespace) {
+        Some(i) => (&rest[..i], rest[i..].trim()),
+        None => (rest, ""),
+    };
+    let (name, addressee) = match head.split_once('@') {
+        Some((n, bot)) => (n, Some(bot)),
+        None => (head, None),
+    };
+    if let (Some(addressee), Some(me)) = (addressee, bot_username) {
+        if !addressee.eq_ignore_ascii_case(me.trim_start_matches('@')) {
+            return None;
+        }
+    }
+    if name.is_empty() {
+        return None;
+    }
+    let arg = (!args.is_empty()).then(|| args.to_string());
+    let command = match name.to_ascii_lowercase().as_str() {
+        "status" => Command::Status(match arg {
+            None => StatusTarget::This,
+            Some(a) if a.eq_ignore_ascii_case("all") => StatusTarget::All,
+            Some(a) => StatusTarget::Prefix(a),
+        }),
+        "go" => Command::Go(arg),
+        "pause" => Command::Pause(arg),
+        "resume" => Command::Resume(arg),
+        "help" | "start" => Command::Help,
+        _ => Command::Unknown(name.to_string()),
+    };
+    Some(command)
+}
+
+/// Where a command for an instance goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// The owner's own instance: handle it directly.
+    Local,
+    /// Another live instance: enqueue a signal on its queue.
+    Remote { prefix: String },
+    /// No prefix while several instances run: ask which one (all prefixes, sorted).
+    AskWhich { prefixes: Vec<String> },
+    /// No instance has that prefix (known prefixes, sorted).
+    UnknownPrefix { prefix: String, known: Vec<String> },
+}
+
+/// Decides where `/go|/pause|/resume [target]` goes. `known_prefixes` are the registered
+/// live instances (the owner's own may or may not be among them). A prefix is matched
+/// exactly first, then case-insensitively when that names exactly one instance.
+pub fn route(target: Option<&str>, own_prefix: &str, known_prefixes: &[String]) -> Route {
+    let mut all: Vec<String> = known_prefixes.to_vec();
+    all.push(own_prefix.to_string());
+    all.sort();
+    all.dedup();
+    match target.map(str::trim).filter(|t| !t.is_empty()) {
+        None if all.len() <= 1 => Route::Local,
+        None => Route::AskWhich { prefixes: all },
+        Some(t) => {
+            let found = if all.iter().any(|p| p == t) {
+                Some(t.to_string())
+            } else {
+                let mut matches = all.iter().filter(|p| p.eq_ignore_ascii_case(t));
+                match (matches.next(), matches.next()) {
+                    (Some(only), None) => Some(only.clone()),
+                    _ => None,
+                }
+            };
+            match found {
+                Some(p) if p == own_prefix => Route::Local,
+                Some(prefix) => Route::Remote { prefix },
+                None => Route::UnknownPrefix {
+                    prefix: t.to_string(),
+                    known: all,
+                },
+            }
+        }
+    }
+}
+
+/// Whether a message from `chat_id` may command this bot (others are ignored and logged).
+pub fn is_allowed_chat(chat_id: i64, allowed: &[i64]) -> bool {
+    allowed.contains(&chat_id)
+}
+
+/// The command menu registered with `setMyCommands`: (command, description).
+pub fn command_menu() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("status", "Status (or /status all, /status <prefix>)"),
+        (
+            "go",
+            "Start execution (or /go <prefix> for a specific project)",
+        ),
+        ("pause", "Pause after the current step (or /pause <prefix>)"),
+        ("resume", "Resume execution (or /resume <prefix>)"),
+        ("help", "List the commands"),
+    ]
+}
+
+/// Confirms a command forwarded to another instance: `⏸ Sent /pause signal to [b]`.
+pub fn reply_sent(action: RemoteAction, prefix: &str) -> String {
+    format!(
+        "{} Sent /{} signal to [{}]",
+        action.icon(),
+        action.as_str(),
+        escape_html(prefix)
+    )
+}
+
+/// Asks which instance a prefix-less command was meant for.
+pub fn reply_ask_which(action: RemoteAction, prefixes: &[String]) -> String {
+    let list = prefixes
+        .iter()
+        .map(|p| escape_html(p))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let example = prefixes.first().map(|p| escape_html(p)).unwrap_or_default();
+    format!(
+        "❓ Several projects are running: {list}.\nSay which one: /{cmd} &lt;prefix&gt;, e.g. /{cmd} {example}",
+        cmd = action.as_str()
+    )
+}
+
+/// Names the prefixes that do exist when the asked one does not.
+pub fn reply_unknown_prefix(prefix: &str, known: &[String]) -> String {
+    let mut text = format!(
+        "⚠️ No active instance with prefix \"{}\".",
+        escape_html(prefix)
+    );
+    if known.is_empty() {
+        text.push_str(" No instance is running.");
+    } else {
+        let list = known
+            .iter()
+            .map(|p| escape_html(p))
+            .collect::<Vec<_>>()
+            .join(", ");
+        text.push_str(&format!(" Known: {list}."));
+    }
+    text
+}
+
+/// Answers a slash command piv does not know.
+pub fn reply_unknown_command(name: &str) -> String {
+    format!(
+        "⚠️ Unknown command /{}. Send /help for the list.",
+        escape_html(name)
+    )
+}
+
+/// `/status <prefix>` could not read that instance's manifest.
+pub fn reply_status_unreadable(reason: &str) -> String {
+    format!("⚠️ Could not read status: {}", escape_html(reason))
+}
+
+// Local replies, as the earlier version words them (behaviour.md §9.1).
+pub const REPLY_ALREADY_RUNNING: &str = "⚠️ Execution already in progress.";
+pub const REPLY_STARTING: &str = "🚀 Autonomous execution starting...";
+pub const REPLY_NOTHING_TO_PAUSE: &str = "⚠️ Nothing is running to pause.";
+pub const REPLY_ALREADY_PAUSED: &str = "⚠️ Already paused.";
+pub const REPLY_PAUSING: &str = "⏸ Pausing after current step completes...";
+pub const REPLY_NOT_PAUSED: &str = "⚠️ Not currently paused.";
+pub const REPLY_RESUMING: &str = "▶️ Resuming execution...";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &str) -> Option<String> {
+        Some(v.to_string())
+    }
+
+    #[test]
+    fn parses_every_command_form() {
+        let cases: Vec<(&str, Option<Command>)> = vec![
+            ("/status", Some(Command::Status(StatusTarget::This))),
+            ("/status all", Some(Command::Status(StatusTarget::All))),
+            ("/status ALL", Some(Command::Status(StatusTarget::All))),
+            (
+                "/status   b  ",
+                Some(Command::Status(StatusTarget::Prefix("b".into()))),
+            ),
+            ("/STATUS", Some(Command::Status(StatusTarget::This))),
+            ("/go", Some(Command::Go(None))),
+            ("/go b", Some(Command::Go(s("b")))),
+            ("  /go   my project ", Some(Command::Go(s("my project")))),
+            ("/pause", Some(Command::Pause(None))),
+            ("/pause b", Some(Command::Pause(s("b")))),
+            ("/resume", Some(Command::Resume(None))),
+            ("/resume\tb", Some(Command::Resume(s("b")))),
+            ("/help", Some(Command::Help)),
+            ("/start", Some(Command::Help)),
+            ("/frobnicate x", Some(Command::Unknown("frobnicate".into()))),
+            (
+                "/status@PivBot all",
+                Some(Command::Status(StatusTarget::All)),
+            ),
+            ("/pause@pivbot b", Some(Command::Pause(s("b")))),
+            ("/go@OtherBot", None),
+            ("hello", None),
+            ("", None),
+            ("   ", None),
+            ("/", None),
+            ("/@PivBot", None),
+            ("status", None),
+            ("please /go", None),
+        ];
+        for (text, want) in cases {
+            assert_eq!(parse_command(text, Some("PivBot")), want, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn addressed_commands_without_a_known_username_are_accepted() {
+        assert_eq!(
+            parse_command("/go@AnyBot a", None),
+            Some(Command::Go(s("a")))
+        );
+        assert_eq!(
+            parse_command("/go@PivBot", Some("@pivbot")),
+            Some(Command::Go(None))
+        );
+    }
+
+    #[test]
+    fn remote_action_of_commands() {
+        assert_eq!(
+            Command::Pause(s("b")).as_remote_action(),
+            Some((RemoteAction::Pause, Some("b")))
+        );
+        assert_eq!(
+            Command::Go(None).as_remote_action(),
+            Some((RemoteAction::Go, None))
+        );
+        assert_eq!(
+            Command::Resume(None).as_remote_action(),
+            Some((RemoteAction::Resume, None))
+        );
+        assert_eq!(Command::Help.as_remote_action(), None);
+        assert_eq!(Command::Status(StatusTarget::All).as_remote_action(), None);
+    }
+
+    #[test]
+    fn routing_table() {
+        let known = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let cases: Vec<(Option<&str>, &str, Vec<String>, Route)> = vec![
+            (None, "a", known(&["a"]), Route::Local),
+            (None, "a", known(&[]), Route::Local),
+            (Some("a"), "a", known(&["a", "b"]), Route::Local),
+            (Some(" a "), "a", known(&["a", "b"]), Route::Local),
+            (Some(""), "a", known(&["a"]), Route::Local),
+            (
+                None,
+                "a",
+                known(&["b", "a"]),
+                Route::AskWhich {
+                    prefixes: known(&["a", "b"]),
+                },
+            ),
+            (
+                None,
+                "a",
+                known(&["b"]),
+                Route::AskWhich {
+                    prefixes: known(&["a", "b"]),
+                },
+            ),
+            (
+                Some("b"),
+                "a",
+                known(&["a", "b"]),
+                Route::Remote { prefix: "b".into() },
+            ),
+            (
+                Some("B"),
+                "a",
+                known(&["a", "b"]),
+                Route::Remote { prefix: "b".into() },
+            ),
+            (Some("A"), "a", known(&["a", "b"]), Route::Local),
+            (
+                Some("B"),
+                "a",
+                known(&["a", "b", "B"]),
+                Route::Remote { prefix: "B".into() },
+            ),
+            (
+                Some("x"),
+                "a",
+                known(&["b", "a"]),
+                Route::UnknownPrefix {
+                    prefix: "x".into(),
+                    known: known(&["a", "b"]),
+                },
+            ),
+            (
+                Some("C"),
+                "a",
+                known(&["c1", "C2"]),
+                Route::UnknownPrefix {
+                    prefix: "C".into(),
+                    known: known(&["C2", "a", "c1"]),
+                },
+            ),
+        ];
+        for (target, own, known, want) in cases {
+            assert_eq!(
+                route(target, own, &known),
+                want,
+                "{target:?} {own} {known:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn ambiguous_case_insensitive_prefix_is_unknown() {
+        let known = vec!["Ab".to_string(), "aB".to_string()];
+        assert!(matches!(
+            route(Some("ab"), "x", &known),
+            Route::UnknownPrefix { .. }
+        ));
+    }
+
+    #[test]
+    fn allow_list() {
+        assert!(is_allowed_chat(42, &[42]));
+        assert!(is_allowed_chat(-100, &[42, -100]));
+        assert!(!is_allowed_chat(43, &[42]));
+        assert!(!is_allowed_chat(-42, &[42]));
+        assert!(!is_allowed_chat(42, &[]));
+    }
+
+    #[test]
+    fn reply_texts() {
+        assert_eq!(
+            reply_sent(RemoteAction::Pause, "b"),
+            "⏸ Sent /pause signal to [b]"
+        );
+        assert_eq!(
+            reply_sent(RemoteAction::Go, "b<"),
+            "🚀 Sent /go signal to [b&lt;]"
+        );
+        assert_eq!(
+            reply_sent(RemoteAction::Resume, "c"),
+            "▶️ Sent /resume signal to [c]"
+        );
+        let ask = reply_ask_which(RemoteAction::Pause, &["a".into(), "b".into()]);
+        assert_eq!(
+            ask,
+            "❓ Several projects are running: a, b.\nSay which one: /pause &lt;prefix&gt;, e.g. /pause a"
+        );
+        assert_eq!(
+            reply_unknown_prefix("x<", &["a".into(), "b".into()]),
+            "⚠️ No active instance with prefix \"x&lt;\". Known: a, b."
+        );
+        assert_eq!(
+            reply_unknown_prefix("x", &[]),
+            "⚠️ No active instance with prefix \"x\". No instance is running."
+        );
+        assert_eq!(
+            reply_unknown_command("f<"),
+            "⚠️ Unknown command /f&lt;. Send /help for the list."
+        );
+        assert_eq!(
+            reply_status_unreadable("a&b"),
+            "⚠️ Could not read status: a&amp;b"
+        );
+    }
+
+    #[test]
+    fn menu_commands_are_valid_for_telegram() {
+        for (cmd, desc) in command_menu() {
+            assert!(
+                cmd.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
+                "{cmd}"
+            );
+            assert!((1..=32).contains(&cmd.len()));
+            assert!((3..=256).contains(&desc.chars().count()));
+            assert!(
+                parse_command(&format!("/{cmd}"), None)
+                    .is_some_and(|c| !matches!(c, Command::Unknown(_))),
+                "{cmd} parses"
+            );
+        }
+    }
+}

@@ -11,5 +11,6 @@ pub mod log_file;
 pub mod manifest_file;
 pub mod pid_file;
 pub mod registry_store;
+pub mod send_budget;
 pub mod signal_queue;
 pub mod telegram;

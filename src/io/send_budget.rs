@@ -1,0 +1,307 @@
+//! The send budget of one bot token, shared by every piv process of one `$PIV_HOME`: who may send to a chat, and when.
+//!
+//! Telegram's per-chat limits (about one message a second to a private chat, twenty a
+//! minute to a group) belong to the token, so several instances sending to one chat must
+//! take turns. Each send first [`SendBudget::reserve`]s the next free slot: under an
+//! exclusive lock on `$PIV_HOME/send-budget.lock` it reads the last reserved slot from
+//! `$PIV_HOME/send-budget.json`, books the next one, writes it back atomically and
+//! returns how long the caller must wait. A 429 from Telegram is recorded with
+//! [`SendBudget::push_back`] so every process waits it out, not just the one that got it.
+//!
+//! The lock wait blocks: callers on an actor thread run this in `spawn_blocking` or a
+//! thread of their own.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::io::atomic_file::{self, AtomicFileError};
+
+/// Spacing for a private chat (positive id): Telegram asks for at most one a second;
+/// the margin absorbs clock and network jitter.
+pub const PRIVATE_CHAT_INTERVAL: Duration = Duration::from_millis(1100);
+/// Spacing for a group (negative id): twenty messages a minute.
+pub const GROUP_CHAT_INTERVAL: Duration = Duration::from_millis(3000);
+
+/// The spacing Telegram wants between two messages to `chat_id`.
+pub fn interval_for_chat(chat_id: i64) -> Duration {
+    if chat_id < 0 {
+        GROUP_CHAT_INTERVAL
+    } else {
+        PRIVATE_CHAT_INTERVAL
+    }
+}
+
+/// A booked slot or back-off further ahead than this is taken for a clock that went
+/// backwards, and ignored, rather than silencing every instance for that long.
+pub const MAX_AHEAD: Duration = Duration::from_secs(3600);
+
+/// The slot (ms since the epoch) a new send gets: no earlier than now, one interval after
+/// the last reserved slot, and not before a 429 back-off ends.
+pub fn next_slot_ms(
+    now_ms: u64,
+    last_slot_ms: Option<u64>,
+    blocked_until_ms: Option<u64>,
+    interval_ms: u64,
+) -> u64 {
+    let horizon = now_ms.saturating_add(MAX_AHEAD.as_millis() as u64);
+    let sane = |t: Option<u64>| t.filter(|t| *t <= horizon);
+    let after_last = sane(last_slot_ms).map_or(0, |last| last.saturating_add(interval_ms));
+    now_ms
+        .max(after_last)
+        .max(sane(blocked_until_ms).unwrap_or(0))
+}
+
+/// Failures of the send budget; each names the file and the step.
+#[derive(Debug, thiserror::Error)]
+pub enum SendBudgetError {
+    #[error("send budget: cannot {step} {path}: {source}")]
+    Io {
+        path: PathBuf,
+        step: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("send budget: {0}")]
+    Write(#[from] AtomicFileError),
+}
+
+/// `send-budget.json`: per chat, the last reserved slot; for the token, the end of the
+/// last 429 back-off.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct BudgetFile {
+    #[serde(default)]
+    last_slot_ms: BTreeMap<String, u64>,
+    #[serde(default)]
+    blocked_until_ms: Option<u64>,
+}
+
+/// A handle on the shared budget for one chat. Each handle opens the lock file anew per
+/// call, so handles in one process exclude each other like separate processes do.
+#[derive(Debug, Clone)]
+pub struct SendBudget {
+    lock_path: PathBuf,
+    state_path: PathBuf,
+    chat_id: i64,
+    interval: Duration,
+}
+
+fn ms_since_epoch(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl SendBudget {
+    /// The budget for `chat_id` in `home` (which must exist), spaced as Telegram asks.
+    pub fn new(home: &Path, chat_id: i64) -> Self {
+        Self::with_interval(home, chat_id, interval_for_chat(chat_id))
+    }
+
+    /// As [`SendBudget::new`] with another spacing (tests, a self-hosted server).
+    pub fn with_interval(home: &Path, chat_id: i64, interval: Duration) -> Self {
+        Self {
+            lock_path: home.join("send-budget.lock"),
+            state_path: home.join("send-budget.json"),
+            chat_id,
+            interval,
+        }
+    }
+
+    fn io_err(path: &Path, step: &'static str) -> impl FnOnce(std::io::Error) -> SendBudgetError {
+        let path = path.to_path_buf();
+        move |source| SendBudgetError::Io { path, step, source }
+    }
+
+    /// Holds the exclusive lock while `f` reads and updates the state file.
+    fn with_state<T>(&self, f: impl FnOnce(&mut BudgetFile) -> T) -> Result<T, SendBudgetError> {
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&self.lock_path)
+            .map_err(Self::io_err(&self.lock_path, "open lock file"))?;
+        lock.lock().map_err(Self::io_err(&self.lock_path, "lock"))?;
+        let mut state = self.read_state()?;
+        let out = f(&mut state);
+        let json = serde_json::to_vec_pretty(&state).expect("budget state serialises");
+        atomic_file::write(&self.state_path, &json)?;
+        drop::<File>(lock); // closing the file releases the lock
+        Ok(out)
+    }
+
+    fn read_state(&self) -> Result<BudgetFile, SendBudgetError> {
+        match std::fs::read(&self.state_path) {
+            Ok(bytes) => match serde_json::from_slice(&bytes) {
+                Ok(state) => Ok(state),
+                Err(e) => {
+                    // Kept for a human; the budget restarts empty (worst case one early send).
+                    match atomic_file::quarantine(&self.state_path) {
+                        Ok(to) => tracing::warn!(
+                            "send budget {} unreadable ({e}); set aside as {}",
+                            self.state_path.display(),
+                            to.display()
+                        ),
+                        Err(q) => tracing::warn!("send budget unreadable ({e}); {q}"),
+                    }
+                    Ok(BudgetFile::default())
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BudgetFile::default()),
+            Err(e) => Err(Self::io_err(&self.state_path, "read")(e)),
+        }
+    }
+
+    /// Books the next send slot for this chat and returns how long to wait before sending.
+    pub fn reserve(&self, now: SystemTime) -> Result<Duration, SendBudgetError> {
+        let now_ms = ms_since_epoch(now);
+        let key = self.chat_id.to_string();
+        let interval_ms = self.interval.as_millis() as u64;
+        self.with_state(|state| {
+            let slot = next_slot_ms(
+                now_ms,
+                state.last_slot_ms.get(&key).copied(),
+                state.blocked_until_ms,
+                interval_ms,
+            );
+            state.last_slot_ms.insert(key, slot);
+            Duration::from_millis(slot - now_ms)
+        })
+    }
+
+    /// Records a 429: nobody on this token sends before `until`.
+    pub fn push_back(&self, until: SystemTime) -> Result<(), SendBudgetError> {
+        let until_ms = ms_since_epoch(until);
+        self.with_state(|state| {
+            state.blocked_until_ms = Some(state.blocked_until_ms.unwrap_or(0).max(until_ms));
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Barrier};
+
+    #[test]
+    fn next_slot_table() {
+        // (now, last, blocked, interval) -> slot
+        let cases = [
+            (1000, None, None, 1100, 1000),
+            (1000, Some(500), None, 1100, 1600),
+            (5000, Some(500), None, 1100, 5000),
+            (1000, Some(500), Some(9000), 1100, 9000),
+            (1000, None, Some(200), 1100, 1000),
+            // Far-future values mean the clock went back: ignored.
+            (1000, Some(u64::MAX), None, 1100, 1000),
+            (1000, None, Some(1000 + 3_600_001), 1100, 1000),
+            (1000, None, Some(1000 + 3_600_000), 1100, 3_601_000),
+        ];
+        for (now, last, blocked, interval, want) in cases {
+            assert_eq!(next_slot_ms(now, last, blocked, interval), want);
+        }
+    }
+
+    #[test]
+    fn interval_depends_on_chat_kind() {
+        assert_eq!(interval_for_chat(42), PRIVATE_CHAT_INTERVAL);
+        assert_eq!(interval_for_chat(-100123), GROUP_CHAT_INTERVAL);
+        assert_eq!(GROUP_CHAT_INTERVAL.as_millis(), 60_000 / 20);
+    }
+
+    #[test]
+    fn consecutive_reservations_are_spaced() {
+        let home = tempfile::tempdir().unwrap();
+        let budget = SendBudget::new(home.path(), 7);
+        let now = SystemTime::now();
+        assert_eq!(budget.reserve(now).unwrap(), Duration::ZERO);
+        assert_eq!(budget.reserve(now).unwrap(), PRIVATE_CHAT_INTERVAL);
+        assert_eq!(budget.reserve(now).unwrap(), PRIVATE_CHAT_INTERVAL * 2);
+        // Another chat has its own spacing.
+        let group = SendBudget::new(home.path(), -5);
+        assert_eq!(group.reserve(now).unwrap(), Duration::ZERO);
+        assert_eq!(group.reserve(now).unwrap(), GROUP_CHAT_INTERVAL);
+    }
+
+    #[test]
+    fn push_back_delays_every_chat() {
+        let home = tempfile::tempdir().unwrap();
+        let a = SendBudget::new(home.path(), 1);
+        let b = SendBudget::new(home.path(), 2);
+        let now = SystemTime::now();
+        a.push_back(now + Duration::from_secs(5)).unwrap();
+        // An earlier back-off never shortens a later one.
+        b.push_back(now + Duration::from_secs(1)).unwrap();
+        assert_eq!(a.reserve(now).unwrap(), Duration::from_secs(5));
+        assert_eq!(b.reserve(now).unwrap(), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn unreadable_state_is_set_aside_and_the_budget_restarts() {
+        let home = tempfile::tempdir().unwrap();
+        std::fs::write(home.path().join("send-budget.json"), "{not json").unwrap();
+        let budget = SendBudget::new(home.path(), 1);
+        assert_eq!(budget.reserve(SystemTime::now()).unwrap(), Duration::ZERO);
+        let kept = std::fs::read_dir(home.path())
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with("send-budget.json.corrupt-")
+            })
+            .count();
+        assert_eq!(kept, 1);
+    }
+
+    #[test]
+    fn missing_home_names_the_path() {
+        let home = tempfile::tempdir().unwrap();
+        let missing = home.path().join("nope");
+        let err = SendBudget::new(&missing, 1)
+            .reserve(SystemTime::now())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("send-budget.lock"), "{err}");
+    }
+
+    /// Many handles (each opening the lock file itself, as separate processes would)
+    /// reserving at once all get distinct slots at least one interval apart.
+    #[test]
+    fn concurrent_reservations_never_overlap() {
+        let home = tempfile::tempdir().unwrap();
+        let interval = Duration::from_millis(50);
+        let now = SystemTime::now();
+        let threads = 8;
+        let per_thread = 5;
+        let barrier = Arc::new(Barrier::new(threads));
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                let budget = SendBudget::with_interval(home.path(), 9, interval);
+                let barrier = barrier.clone();
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    (0..per_thread)
+                        .map(|_| budget.reserve(now).unwrap())
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut waits: Vec<Duration> = handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect();
+        waits.sort();
+        assert_eq!(waits.len(), threads * per_thread);
+        for (i, w) in waits.iter().enumerate() {
+            assert_eq!(*w, interval * i as u32, "slot {i}");
+        }
+    }
+}
