@@ -9,6 +9,7 @@ pub mod manifest;
 pub mod next_action;
 pub mod registry;
 pub mod signal;
+pub mod status;
 pub mod stream;
 pub mod supervision;
 pub mod taxonomy;

@@ -497,7 +497,7 @@ impl SessionAccumulator {
             }) => r.clone(),
             _ => self.text.to_string(),
         };
-        let hooks = hooks_of(&text);
+        let hooks = crate::core::hooks::parse_hooks(&text);
         let (cost_usd, num_turns, duration_ms) = self
             .result
             .as_ref()
@@ -671,36 +671,6 @@ fn ceil_char_boundary(s: &str, mut i: usize) -> usize {
         i += 1;
     }
     i
-}
-
-/// PIV-Automator-Hooks from a session's final text (behaviour.md §5): the block after the
-/// last `## PIV-Automator-Hooks` header, `key: value` lines, stopping at the next `## `.
-/// A stand-in until the lead switches callers to `crate::core::hooks::parse_hooks`.
-pub fn hooks_of(text: &str) -> BTreeMap<String, String> {
-    const HEADER: &str = "## PIV-Automator-Hooks";
-    let mut hooks = BTreeMap::new();
-    let Some(at) = text.rfind(HEADER) else {
-        return hooks;
-    };
-    for raw in text[at + HEADER.len()..].split('\n') {
-        let line = raw.trim();
-        if line.is_empty() {
-            continue;
-        }
-        if line.starts_with("## ") {
-            break;
-        }
-        let Some((key, value)) = line.split_once(": ") else {
-            continue;
-        };
-        if !key.is_empty()
-            && key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
-            && !value.is_empty()
-        {
-            hooks.insert(key.to_string(), value.to_string());
-        }
-    }
-    hooks
 }
 
 #[cfg(test)]

@@ -13,4 +13,5 @@ pub mod pid_file;
 pub mod registry_store;
 pub mod send_budget;
 pub mod signal_queue;
+pub mod state_file;
 pub mod telegram;
