@@ -93,19 +93,33 @@ pub struct ManifestSummary {
     pub next_phase: Option<u32>,
 }
 
+/// What the registry (or the project itself) says about an instance.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct InstanceFacts {
+    pub prefix: String,
+    pub project_dir: String,
+    /// `None` when no live process runs the project.
+    pub pid: Option<u32>,
+    pub is_bot_owner: bool,
+    pub started_at_unix_secs: Option<i64>,
+}
+
 /// Builds one instance's status from what could be read. `runtime` is `None` when the
 /// instance is not running (or has not published yet); `manifest` is the error text when
 /// the manifest could not be read.
 pub fn build_status(
-    prefix: &str,
-    project_dir: &str,
-    pid: Option<u32>,
-    is_bot_owner: bool,
+    facts: &InstanceFacts,
     runtime: Option<&RuntimeState>,
     manifest: Result<ManifestSummary, String>,
     now_unix_secs: i64,
-    started_at_unix_secs: Option<i64>,
 ) -> InstanceStatus {
+    let InstanceFacts {
+        prefix,
+        project_dir,
+        pid,
+        is_bot_owner,
+        started_at_unix_secs,
+    } = facts.clone();
     let (summary, error) = match manifest {
         Ok(s) => (s, None),
         Err(e) => (ManifestSummary::default(), Some(e)),
@@ -122,8 +136,8 @@ pub fn build_status(
         }
     };
     InstanceStatus {
-        prefix: prefix.to_string(),
-        project_dir: project_dir.to_string(),
+        prefix,
+        project_dir,
         pid,
         is_bot_owner,
         state,
@@ -233,6 +247,16 @@ mod tests {
         }
     }
 
+    fn facts(prefix: &str, pid: Option<u32>, owner: bool, started: Option<i64>) -> InstanceFacts {
+        InstanceFacts {
+            prefix: prefix.into(),
+            project_dir: format!("/p/{prefix}"),
+            pid,
+            is_bot_owner: owner,
+            started_at_unix_secs: started,
+        }
+    }
+
     fn runtime(state: RunState) -> RuntimeState {
         RuntimeState {
             pid: 42,
@@ -250,10 +274,7 @@ mod tests {
     #[test]
     fn running_instance_takes_state_from_its_runtime_file() {
         let s = build_status(
-            "a",
-            "/p/a",
-            Some(42),
-            true,
+            &facts("a", Some(42), true, Some(900)),
             Some(&runtime(RunState::Paused)),
             Ok(ManifestSummary {
                 next: Some(next("execute", Some("x.md"))),
@@ -262,7 +283,6 @@ mod tests {
                 next_phase: Some(2),
             }),
             1000,
-            Some(900),
         );
         assert_eq!(s.state, RunState::Paused);
         assert_eq!(s.phase, Some(2));
@@ -275,14 +295,10 @@ mod tests {
     #[test]
     fn unreadable_manifest_is_reported_not_dropped() {
         let s = build_status(
-            "b",
-            "/p/b",
-            Some(7),
-            false,
+            &facts("b", Some(7), false, None),
             None,
             Err("syntax error at line 3".into()),
             0,
-            None,
         );
         assert_eq!(s.error.as_deref(), Some("syntax error at line 3"));
         let table = render_table(&[s]);
@@ -292,14 +308,10 @@ mod tests {
     #[test]
     fn json_names_are_the_contract() {
         let s = build_status(
-            "a",
-            "/p",
-            None,
-            false,
+            &facts("a", None, false, None),
             None,
             Ok(ManifestSummary::default()),
             0,
-            None,
         );
         let v = serde_json::to_value(&s).unwrap();
         for key in [
@@ -325,17 +337,13 @@ mod tests {
     #[test]
     fn not_running_and_done_is_done() {
         let s = build_status(
-            "a",
-            "/p",
-            None,
-            false,
+            &facts("a", None, false, None),
             None,
             Ok(ManifestSummary {
                 next: Some(next("done", None)),
                 ..Default::default()
             }),
             0,
-            None,
         );
         assert_eq!(s.state, RunState::Done);
     }
@@ -345,14 +353,10 @@ mod tests {
         let mut r = runtime(RunState::WaitingForHuman);
         r.why = Some("integration_auth: not logged in".into());
         let s = build_status(
-            "a",
-            "/p",
-            Some(42),
-            true,
+            &facts("a", Some(42), true, None),
             Some(&r),
             Ok(Default::default()),
             0,
-            None,
         );
         let t = render_table(&[s]);
         assert!(t.lines().nth(1).unwrap().contains(" * "), "{t}");
