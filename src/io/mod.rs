@@ -14,4 +14,5 @@ pub mod registry_store;
 pub mod send_budget;
 pub mod signal_queue;
 pub mod state_file;
+pub mod status_probe;
 pub mod telegram;
