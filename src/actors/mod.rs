@@ -3,5 +3,6 @@
 
 pub mod control;
 pub mod manifest;
+pub mod phase_runner;
 pub mod registry;
 pub mod signal_watcher;

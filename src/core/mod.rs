@@ -10,6 +10,7 @@ pub mod next_action;
 pub mod registry;
 pub mod signal;
 pub mod status;
+pub mod step;
 pub mod stream;
 pub mod supervision;
 pub mod taxonomy;
