@@ -53,6 +53,112 @@ pub enum Command {
     /// Exit code 0 with the action; 2 when the manifest is missing, empty or invalid
     /// (the message names the file, and the line and column of a YAML syntax error).
     DryRun(DryRunArgs),
+    /// Drive the project through its phases, unattended, until done (the long-running
+    /// foreground orchestrator).
+    ///
+    /// For each phase of `.agents/manifest.yaml`: plan → execute → validate → commit, each
+    /// step a fresh Claude Code session; failures are retried, refactored or rolled back
+    /// by the error taxonomy; everything is recorded in the manifest. Pause, resume and
+    /// stop it with `piv signal <prefix> pause|resume|shutdown`, Ctrl-C (twice to exit at
+    /// once), or Telegram (`/pause`, `/resume`, `/go`, `/status`).
+    ///
+    /// Exit code 0 when every phase is done (or stopped on request); 1 when it stops for a
+    /// human (escalation, exhausted retries, cost cap) or on a runtime failure; 2 for a
+    /// usage or input error (missing manifest, another instance on the project, a prefix
+    /// already used by another project, missing slash commands, root without IS_SANDBOX).
+    Run(Box<RunArgs>),
+}
+
+/// `piv run`'s options. Every one can also come from the environment or the project's
+/// `.env`.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// The project directory (the one holding `.agents/manifest.yaml`). Default: the
+    /// current directory.
+    #[arg(long, env = "PIV_PROJECT_DIR", value_name = "DIR")]
+    pub project: Option<PathBuf>,
+    /// Run only phase N (no research/preflight pre-loop).
+    #[arg(long, env = "PIV_PHASE", value_name = "N")]
+    pub phase: Option<u32>,
+    /// With Telegram configured, exit when all phases are done instead of staying up to
+    /// answer commands (`/go` runs phases added later).
+    #[arg(long, env = "PIV_EXIT_WHEN_DONE", value_parser = clap::builder::FalseyValueParser::new())]
+    pub exit_when_done: bool,
+    /// The model every session uses (`--model`).
+    #[arg(long, env = "PIV_MODEL", default_value = "claude-opus-4-6")]
+    pub model: String,
+    /// The Claude Code CLI to run.
+    #[arg(
+        long,
+        env = "PIV_CLAUDE_BIN",
+        default_value = "claude",
+        value_name = "PATH"
+    )]
+    pub claude_bin: PathBuf,
+    /// `--max-turns` for each session.
+    #[arg(long, env = "PIV_MAX_TURNS", default_value_t = 200)]
+    pub max_turns: u32,
+    /// One session's wall-clock limit, in seconds.
+    #[arg(long, env = "PIV_SESSION_TIMEOUT_SECS", default_value_t = 3600)]
+    pub session_timeout_secs: u64,
+    /// A session with no output for this many seconds is stalled: it is stopped and
+    /// counted as a failure.
+    #[arg(long, env = "PIV_STALL_SECS", default_value_t = 900)]
+    pub stall_secs: u64,
+    /// Seconds between SIGTERM and SIGKILL when stopping an agent's process group.
+    #[arg(long, env = "PIV_KILL_GRACE_SECS", default_value_t = 5)]
+    pub kill_grace_secs: u64,
+    /// Cost cap for this run in USD: reaching it pauses the run and says so (a resume
+    /// allows another cap's worth). Default: no cap.
+    #[arg(long, env = "PIV_MAX_COST_USD", value_name = "USD")]
+    pub max_cost_usd: Option<f64>,
+    /// Seconds between "Still running" heartbeats while a phase runs (0: none).
+    #[arg(long, env = "PIV_HEARTBEAT_SECS", default_value_t = 1800)]
+    pub heartbeat_secs: u64,
+    /// How often the signal queue is polled, in milliseconds, in case file events are
+    /// unavailable (network file systems, watch limit reached).
+    #[arg(long, env = "PIV_SIGNAL_POLL_MS", default_value_t = 2000)]
+    pub signal_poll_ms: u64,
+    /// piv's per-user directory: the registry, the bot-owner lock, the send budget.
+    /// Default: ~/.piv-orchestrator.
+    #[arg(long, env = "PIV_HOME", value_name = "DIR")]
+    pub home: Option<PathBuf>,
+    /// Single-instance mode: no registry, no routing to other instances.
+    #[arg(long, env = "PIV_REGISTRY_DISABLED", value_parser = clap::builder::FalseyValueParser::new())]
+    pub registry_disabled: bool,
+    /// This project's tag in every message and its name for `piv signal` and `/pause`.
+    /// Default: the project directory's name. Must be unique among running instances.
+    #[arg(long, env = "TELEGRAM_PROJECT_PREFIX", value_name = "PREFIX")]
+    pub prefix: Option<String>,
+    /// The Telegram bot token (from BotFather). With TELEGRAM_CHAT_ID it turns Telegram on.
+    #[arg(
+        long,
+        env = "TELEGRAM_BOT_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub telegram_bot_token: Option<String>,
+    /// The one chat piv reports to and takes commands from.
+    #[arg(long, env = "TELEGRAM_CHAT_ID", value_name = "ID")]
+    pub telegram_chat_id: Option<String>,
+    /// The Bot API server (a self-hosted Bot API server or a test server goes here).
+    #[arg(
+        long,
+        env = "TELEGRAM_API_URL",
+        default_value = "https://api.telegram.org",
+        value_name = "URL"
+    )]
+    pub telegram_api_url: String,
+    /// Keep ANTHROPIC_API_KEY in the agent's environment (API billing). By default it is
+    /// removed so sessions bill the subscription through CLAUDE_CODE_OAUTH_TOKEN.
+    #[arg(long, env = "PIV_ALLOW_API_KEY", value_parser = clap::builder::FalseyValueParser::new())]
+    pub allow_api_key: bool,
+    /// Restart budget: at most this many restarts of a crashed component...
+    #[arg(long, env = "PIV_MAX_RESTARTS", default_value_t = 3)]
+    pub max_restarts: usize,
+    /// ...within this many seconds; one more crash shuts piv down cleanly.
+    #[arg(long, env = "PIV_RESTART_WINDOW_SECS", default_value_t = 60)]
+    pub restart_window_secs: u64,
 }
 
 /// Options of `piv dry-run`.
@@ -160,7 +266,9 @@ mod tests {
     #[test]
     fn parses_dry_run_flags() {
         let cli = Cli::try_parse_from(["piv", "dry-run", "--project", "/x", "--json"]).unwrap();
-        let Command::DryRun(args) = cli.command;
+        let Command::DryRun(args) = cli.command else {
+            panic!("dry-run parsed as another command");
+        };
         assert_eq!(args.project.as_deref(), Some(Path::new("/x")));
         assert!(args.json);
         assert!(Cli::try_parse_from(["piv", "dry-run", "--bogus"]).is_err());

@@ -14,6 +14,8 @@
 
 pub mod actors;
 pub mod cli;
+pub mod config;
 pub mod core;
 pub mod io;
+pub mod run;
 pub mod testkit;

@@ -23,6 +23,7 @@ fn main() {
     init_logging(&cli.command);
     let code = match &cli.command {
         Command::DryRun(args) => cli::run_dry_run(args),
+        Command::Run(args) => piv::run::run(args),
     };
     std::process::exit(code);
 }
@@ -58,6 +59,8 @@ fn load_project_env(args: Vec<OsString>) {
 fn init_logging(command: &Command) {
     let default = match command {
         Command::DryRun(_) => "warn",
+        // `piv run` logs to its project's log file too; it sets up its own subscriber.
+        Command::Run(_) => return,
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()

@@ -3,6 +3,8 @@
 
 pub mod control;
 pub mod manifest;
+pub mod notifier;
 pub mod phase_runner;
 pub mod registry;
 pub mod signal_watcher;
+pub mod supervisor;

@@ -526,7 +526,14 @@ impl LoopRun {
             let step = step::decide_step(&view, &next, &self.memory);
             tracing::debug!(?step, next = ?next, "decided");
             let end = match step {
-                Step::Done => return StopReason::Done,
+                Step::Done => {
+                    let done = view.phases.values().filter(|p| p.is_complete()).count();
+                    self.emit(RunEvent::AllDone {
+                        phases: done,
+                        cost_usd: self.run_cost,
+                    });
+                    return StopReason::Done;
+                }
                 Step::StopForHuman { why, category } => {
                     self.emit(RunEvent::NeedsHuman {
                         phase: None,

@@ -192,15 +192,10 @@ pub fn decide_step(view: &ManifestView, next: &NextAction, memory: &RunMemory) -
             None => first_phase_step(view),
         },
         "execute" if next.reason.starts_with("Execution interrupted") => {
-            match view.active_checkpoint() {
-                Some(c) => match c.phase {
-                    Some(phase) => Step::Execute {
-                        phase,
-                        plan_path: view.plan_path_for(phase).map(str::to_string),
-                        checkpoint: Some(c.tag.clone()),
-                    },
-                    None => first_phase_step(view),
-                },
+            // The checkpoint stays active until the phase is committed: resume that phase
+            // where its status says (execute again only if execution is not complete).
+            match view.active_checkpoint().and_then(|c| c.phase) {
+                Some(phase) => phase_step(view, phase).unwrap_or_else(|| first_phase_step(view)),
                 None => first_phase_step(view),
             }
         }
@@ -382,6 +377,28 @@ mod tests {
                 checkpoint: Some("t1".into())
             }
         );
+    }
+
+    #[test]
+    fn an_active_checkpoint_resumes_its_phase_where_it_stands() {
+        let base = "checkpoints:\n  - {tag: t1, phase: 1, status: active}\nplans:\n  - {path: p.md, phase: 1}\n";
+        let interrupted = format!(
+            "{base}{}",
+            with_phases("  1: {plan: complete, execution: in_progress, validation: not_run}\n")
+        );
+        assert_eq!(
+            decide(&interrupted),
+            Step::Execute {
+                phase: 1,
+                plan_path: Some("p.md".into()),
+                checkpoint: Some("t1".into())
+            }
+        );
+        let executed = format!(
+            "{base}{}",
+            with_phases("  1: {plan: complete, execution: complete, validation: not_run}\n")
+        );
+        assert_eq!(decide(&executed), Step::Validate { phase: 1 });
     }
 
     #[test]

@@ -244,6 +244,49 @@ pub fn group_has_live_members(pgid: i32) -> bool {
 /// Stops every process of group `pgid`: SIGTERM, up to `grace` for them to go, then
 /// SIGKILL and wait until none is left running. Blocking; for a child you spawned, use
 /// [`stop_child_group`] so it is also reaped.
+/// Process groups of agent sessions still running in this process, so that the
+/// immediate-exit path (a second Ctrl-C) can kill them without waiting for anything.
+static LIVE_GROUPS: std::sync::Mutex<Vec<i32>> = std::sync::Mutex::new(Vec::new());
+
+/// Keeps a group in [`LIVE_GROUPS`] for as long as its session runs.
+struct TrackedGroup(i32);
+
+impl TrackedGroup {
+    fn new(pgid: i32) -> Self {
+        if pgid > 0 {
+            LIVE_GROUPS
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(pgid);
+        }
+        TrackedGroup(pgid)
+    }
+}
+
+impl Drop for TrackedGroup {
+    fn drop(&mut self) {
+        LIVE_GROUPS
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|g| *g != self.0);
+    }
+}
+
+/// SIGKILL to every agent process group this process still runs (no grace): for the
+/// immediate exit on a second Ctrl-C.
+pub fn kill_all_groups_now() {
+    let groups = LIVE_GROUPS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    for pgid in groups {
+        // SAFETY: killpg only sends a signal; a stale group id yields ESRCH.
+        unsafe {
+            libc::killpg(pgid, libc::SIGKILL);
+        }
+    }
+}
+
 pub fn stop_process_group(pgid: i32, grace: Duration) {
     if pgid <= 1 {
         return;
@@ -329,6 +372,7 @@ pub async fn run_session(
     };
     let pgid = child.id().map(|p| p as i32).unwrap_or(0);
     debug!(pid = pgid, resume, "agent session started");
+    let _tracked = TrackedGroup::new(pgid);
     let (Some(stdout), Some(mut stderr)) = (child.stdout.take(), child.stderr.take()) else {
         stop_child_group(&mut child, pgid, cfg.kill_grace).await;
         return SessionAccumulator::new().finish(ExitInfo {
