@@ -12,6 +12,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use piv::cli::{self, Cli, Command};
+use piv::commands;
 use tracing_subscriber::EnvFilter;
 
 fn main() {
@@ -23,6 +24,8 @@ fn main() {
     init_logging(&cli.command);
     let code = match &cli.command {
         Command::DryRun(args) => cli::run_dry_run(args),
+        Command::Status(args) => commands::status::run(args),
+        Command::Signal(args) => commands::signal::run(args),
     };
     std::process::exit(code);
 }
@@ -57,7 +60,7 @@ fn load_project_env(args: Vec<OsString>) {
 /// their stdout and stderr stay clean.
 fn init_logging(command: &Command) {
     let default = match command {
-        Command::DryRun(_) => "warn",
+        Command::DryRun(_) | Command::Status(_) | Command::Signal(_) => "warn",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
