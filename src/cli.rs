@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::core::manifest::ManifestError;
 use crate::core::next_action::{next_action, NextAction};
+use crate::core::signal::SignalAction;
 use crate::io::manifest_file::{self, ManifestFileError};
 
 /// Process exit codes (design §5).
@@ -67,6 +68,41 @@ pub enum Command {
     /// usage or input error (missing manifest, another instance on the project, a prefix
     /// already used by another project, missing slash commands, root without IS_SANDBOX).
     Run(Box<RunArgs>),
+    /// Show what this project's piv instance (or, with --all, every registered instance)
+    /// is doing; needs no Telegram.
+    ///
+    /// Reads the registry ($PIV_HOME/registry.json) for the pid, start time and bot-owner
+    /// mark, the PID file `.agents/orchestrator.pid` when the project is not registered,
+    /// the state a running instance publishes (`.agents/orchestrator.state.json`: running,
+    /// paused, waiting_for_human, ...) and the manifest (phase, next action). An instance
+    /// whose manifest cannot be read is shown as "manifest unavailable" with the reason,
+    /// never dropped. Nothing is written (except pruning dead entries from the registry).
+    ///
+    /// `--json` prints exactly one JSON object: one instance object, or
+    /// `{"instances":[...]}` with --all. Instance fields: prefix, projectDir, pid (null when
+    /// not running), isBotOwner, state, phase, step, next, costUsd, startedAt,
+    /// lastActivity, uptimeSecs, phasesDone, phasesTotal, why, error.
+    ///
+    /// Exit code 0 when the status was printed (also when the manifest is missing: see
+    /// `error`); 2 when the project directory does not exist, or with --all when the
+    /// registry is disabled; 1 when the registry cannot be read.
+    Status(StatusArgs),
+    /// Send go, pause, resume or shutdown to a running instance, found by its prefix.
+    ///
+    /// The prefix is looked up in the registry ($PIV_HOME/registry.json): an exact match
+    /// first, then a unique case-insensitive one. The signal is queued as one file in
+    /// `<project>/.agents/signals/`; the instance handles it between steps (pause holds
+    /// before the next step, resume continues, shutdown stops cleanly, go starts or
+    /// continues the phases).
+    ///
+    /// With the registry disabled (PIV_REGISTRY_DISABLED=1), or with the prefix `-`,
+    /// `--project DIR` names the target project directly: `piv signal - pause --project
+    /// DIR`.
+    ///
+    /// Exit code 0 when queued; 2 for an unknown or ambiguous prefix (the message lists
+    /// the running prefixes), a missing project directory, or the registry disabled
+    /// without --project; 1 when the queue file cannot be written.
+    Signal(SignalArgs),
 }
 
 /// `piv run`'s options. Every one can also come from the environment or the project's
@@ -172,6 +208,77 @@ pub struct DryRunArgs {
     /// (`argument` is null when absent) instead of the human-readable block.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Options of `piv status`.
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    /// Project directory to report on (ignored with --all); defaults to the current
+    /// directory.
+    #[arg(long, env = "PIV_PROJECT_DIR", value_name = "DIR")]
+    pub project: Option<PathBuf>,
+    /// Report every instance registered in $PIV_HOME instead of this project only.
+    #[arg(long)]
+    pub all: bool,
+    /// Print exactly one JSON object instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// piv's home directory holding the registry; defaults to ~/.piv-orchestrator.
+    #[arg(long, env = "PIV_HOME", value_name = "DIR")]
+    pub home: Option<PathBuf>,
+    /// Do not read the registry (single-instance mode): this project's pid then comes
+    /// from its PID file only, and --all is refused.
+    #[arg(long, env = "PIV_REGISTRY_DISABLED", value_parser = clap::builder::FalseyValueParser::new())]
+    pub no_registry: bool,
+}
+
+/// What `piv signal` asks an instance to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SignalActionArg {
+    /// Start (or continue) running phases.
+    Go,
+    /// Hold before the next step.
+    Pause,
+    /// Continue after a pause.
+    Resume,
+    /// Stop cleanly.
+    Shutdown,
+}
+
+impl From<SignalActionArg> for SignalAction {
+    fn from(action: SignalActionArg) -> SignalAction {
+        match action {
+            SignalActionArg::Go => SignalAction::Go,
+            SignalActionArg::Pause => SignalAction::Pause,
+            SignalActionArg::Resume => SignalAction::Resume,
+            SignalActionArg::Shutdown => SignalAction::Shutdown,
+        }
+    }
+}
+
+/// Options of `piv signal`.
+#[derive(Debug, Clone, Args)]
+pub struct SignalArgs {
+    /// The target instance's prefix (as `piv status --all` shows it), or `-` to target
+    /// the project given by --project.
+    #[arg(value_name = "PREFIX")]
+    pub prefix: String,
+    /// What to ask the instance to do.
+    #[arg(value_enum, value_name = "ACTION")]
+    pub action: SignalActionArg,
+    /// Target this project directly instead of looking the prefix up in the registry;
+    /// used when the prefix is `-` or the registry is disabled.
+    #[arg(long, env = "PIV_PROJECT_DIR", value_name = "DIR")]
+    pub project: Option<PathBuf>,
+    /// piv's home directory holding the registry; defaults to ~/.piv-orchestrator.
+    #[arg(long, env = "PIV_HOME", value_name = "DIR")]
+    pub home: Option<PathBuf>,
+    /// Do not read the registry (single-instance mode): --project is then required.
+    #[arg(long, env = "PIV_REGISTRY_DISABLED", value_parser = clap::builder::FalseyValueParser::new())]
+    pub no_registry: bool,
+    /// Sender name recorded in the signal file (`from`).
+    #[arg(long, value_name = "NAME", default_value = "terminal")]
+    pub from: String,
 }
 
 /// The project directory: `--project` / `PIV_PROJECT_DIR`, else the current directory.

@@ -14,6 +14,7 @@
 
 pub mod actors;
 pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod core;
 pub mod io;

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use piv::cli::{self, Cli, Command};
+use piv::commands;
 use tracing_subscriber::EnvFilter;
 
 fn main() {
@@ -24,6 +25,8 @@ fn main() {
     let code = match &cli.command {
         Command::DryRun(args) => cli::run_dry_run(args),
         Command::Run(args) => piv::run::run(args),
+        Command::Status(args) => commands::status::run(args),
+        Command::Signal(args) => commands::signal::run(args),
     };
     std::process::exit(code);
 }
@@ -58,7 +61,7 @@ fn load_project_env(args: Vec<OsString>) {
 /// their stdout and stderr stay clean.
 fn init_logging(command: &Command) {
     let default = match command {
-        Command::DryRun(_) => "warn",
+        Command::DryRun(_) | Command::Status(_) | Command::Signal(_) => "warn",
         // `piv run` logs to its project's log file too; it sets up its own subscriber.
         Command::Run(_) => return,
     };
