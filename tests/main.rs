@@ -5,5 +5,7 @@ mod agent;
 mod bot_api_standin;
 mod dry_run;
 mod registry;
+mod run_loop;
 mod signals;
 mod status_signal;
+mod support;

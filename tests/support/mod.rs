@@ -1,0 +1,264 @@
+//! Shared helpers for tests that drive real `piv run` processes: a [`Sandbox`] (a
+//! temporary project with a manifest, the PIV slash commands and a git repo, plus its own
+//! `PIV_HOME`), a builder for the real `piv` binary with a scrubbed environment pointing
+//! at the scripted `claude`, and [`wait_until`] (never a bare sleep).
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use piv::testkit::fake_claude::{Scenario, LOG_ENV, SCRIPT_ENV, STATE_DIR_ENV};
+
+pub const PIV: &str = env!("CARGO_BIN_EXE_piv");
+pub const FAKE_CLAUDE: &str = env!("CARGO_BIN_EXE_piv-fake-claude");
+
+/// A generous deadline for conditions on a loaded 2-core machine.
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+/// Polls `cond` every 20 ms until it holds or `timeout` passes; returns whether it held.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    loop {
+        if cond() {
+            return true;
+        }
+        if start.elapsed() > timeout {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A manifest with the pre-loop satisfied (PRD, preflight, a fresh profile) and
+/// `phases` phases not started, plus a key piv does not model.
+pub fn ready_manifest(phases: u32) -> String {
+    let mut m = String::from(
+        "prd:\n  path: .agents/PRD.md\n  status: validated\npreflight:\n  status: passed\nprofiles:\n  rust:\n    path: .agents/reference/rust-profile.md\n    freshness: fresh\nphases:\n",
+    );
+    for n in 1..=phases {
+        m.push_str(&format!(
+            "  {n}:\n    plan: not_started\n    execution: not_started\n    validation: not_run\n    name: Phase number {n}\n"
+        ));
+    }
+    m.push_str("custom_notes:\n  owner: keep-me\n");
+    m
+}
+
+/// A temporary project (git repo, PIV slash commands, manifest) with its own
+/// `PIV_HOME`, scenario file and fake-claude log.
+pub struct Sandbox {
+    pub root: tempfile::TempDir,
+    pub project: PathBuf,
+    pub home: PathBuf,
+    pub script: PathBuf,
+    pub claude_log: PathBuf,
+}
+
+impl Sandbox {
+    /// A project named `name` with `manifest` as `.agents/manifest.yaml`.
+    pub fn new(name: &str, manifest: &str) -> Sandbox {
+        let root = tempfile::tempdir().expect("tempdir");
+        let home = root.path().join("piv-home");
+        Sandbox::with_home(root, name, manifest, home)
+    }
+
+    /// A second project sharing `other`'s `PIV_HOME` (several instances, one machine).
+    pub fn sharing_home(other: &Sandbox, name: &str, manifest: &str) -> Sandbox {
+        let root = tempfile::tempdir().expect("tempdir");
+        Sandbox::with_home(root, name, manifest, other.home.clone())
+    }
+
+    fn with_home(root: tempfile::TempDir, name: &str, manifest: &str, home: PathBuf) -> Sandbox {
+        let project = root.path().join(name);
+        std::fs::create_dir_all(project.join(".agents")).unwrap();
+        std::fs::create_dir_all(project.join(".claude/commands")).unwrap();
+        for c in [
+            "prime",
+            "plan-feature",
+            "execute",
+            "validate-implementation",
+            "commit",
+            "research-stack",
+            "preflight",
+        ] {
+            std::fs::write(
+                project.join(".claude/commands").join(format!("{c}.md")),
+                format!("# /{c}\n"),
+            )
+            .unwrap();
+        }
+        std::fs::write(project.join(".agents/manifest.yaml"), manifest).unwrap();
+        git(&project, &["init", "-q"]);
+        git(&project, &["add", "-A"]);
+        git(&project, &["commit", "-qm", "init"]);
+        let script = root.path().join("scenario.json");
+        Scenario::new().write(&script).unwrap();
+        let claude_log = root.path().join("claude-calls.jsonl");
+        Sandbox {
+            root,
+            project,
+            home,
+            script,
+            claude_log,
+        }
+    }
+
+    pub fn scenario(&self, scenario: Scenario) {
+        scenario.write(&self.script).unwrap();
+    }
+
+    pub fn manifest_path(&self) -> PathBuf {
+        self.project.join(".agents/manifest.yaml")
+    }
+
+    pub fn manifest_text(&self) -> String {
+        std::fs::read_to_string(self.manifest_path()).unwrap_or_default()
+    }
+
+    pub fn manifest(&self) -> serde_yaml::Value {
+        serde_yaml::from_str(&self.manifest_text()).expect("manifest parses")
+    }
+
+    /// `piv <args>` with a scrubbed environment: this sandbox's project, home and the
+    /// scripted claude; fast polling; no Telegram unless the caller adds it.
+    pub fn piv(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(PIV);
+        cmd.args(args)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.root.path())
+            .env("IS_SANDBOX", "1")
+            .env("PIV_PROJECT_DIR", &self.project)
+            .env("PIV_HOME", &self.home)
+            .env("PIV_CLAUDE_BIN", FAKE_CLAUDE)
+            .env("PIV_SIGNAL_POLL_MS", "200")
+            .env("PIV_KILL_GRACE_SECS", "2")
+            .env(SCRIPT_ENV, &self.script)
+            .env(LOG_ENV, &self.claude_log)
+            .env(STATE_DIR_ENV, self.root.path())
+            .env("GIT_AUTHOR_NAME", "piv-test")
+            .env("GIT_AUTHOR_EMAIL", "piv@test")
+            .env("GIT_COMMITTER_NAME", "piv-test")
+            .env("GIT_COMMITTER_EMAIL", "piv@test")
+            .env("RUST_LOG", "info")
+            .current_dir(&self.project);
+        cmd
+    }
+
+    /// Runs `piv run` to its end, bounded by [`DEADLINE`].
+    pub fn run_to_end(&self, extra: &[&str]) -> Output {
+        let mut args = vec!["run"];
+        args.extend_from_slice(extra);
+        let child = self
+            .piv(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn piv run");
+        wait_output(child, DEADLINE)
+    }
+
+    /// Starts `piv run` in the background (stdout/stderr to files in the sandbox).
+    pub fn spawn_run(&self, extra: &[&str]) -> Child {
+        let mut args = vec!["run"];
+        args.extend_from_slice(extra);
+        let out = std::fs::File::create(self.root.path().join("run.stdout")).unwrap();
+        let err = std::fs::File::create(self.root.path().join("run.stderr")).unwrap();
+        self.piv(&args)
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .expect("spawn piv run")
+    }
+
+    pub fn run_stdout(&self) -> String {
+        std::fs::read_to_string(self.root.path().join("run.stdout")).unwrap_or_default()
+    }
+
+    pub fn run_stderr(&self) -> String {
+        std::fs::read_to_string(self.root.path().join("run.stderr")).unwrap_or_default()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.project.join(".agents/orchestrator.log")).unwrap_or_default()
+    }
+
+    /// Every invocation of the scripted claude, as logged by it.
+    pub fn claude_calls(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.claude_log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    pub fn git_log(&self) -> Vec<String> {
+        let out = Command::new("git")
+            .args(["log", "--format=%s"])
+            .current_dir(&self.project)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(String::from)
+            .collect()
+    }
+
+    /// Everything worth seeing when a test fails.
+    pub fn dump(&self) -> String {
+        format!(
+            "--- manifest ---\n{}\n--- stdout ---\n{}\n--- stderr ---\n{}\n--- log ---\n{}",
+            self.manifest_text(),
+            self.run_stdout(),
+            self.run_stderr(),
+            self.log()
+        )
+    }
+}
+
+pub fn git(dir: &Path, args: &[&str]) {
+    let status = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "piv-test")
+        .env("GIT_AUTHOR_EMAIL", "piv@test")
+        .env("GIT_COMMITTER_NAME", "piv-test")
+        .env("GIT_COMMITTER_EMAIL", "piv@test")
+        .status()
+        .expect("git");
+    assert!(status.success(), "git {args:?} failed");
+}
+
+/// Waits for a child with a deadline (killing it if the deadline passes) and collects
+/// its output.
+pub fn wait_output(mut child: Child, timeout: Duration) -> Output {
+    let start = Instant::now();
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if start.elapsed() > timeout => {
+                let _ = child.kill();
+                break;
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => panic!("wait: {e}"),
+        }
+    }
+    child.wait_with_output().expect("output")
+}
+
+/// Sends a Unix signal to a process.
+pub fn send_signal(pid: u32, signal: i32) {
+    // SAFETY: kill(2) only sends a signal.
+    unsafe {
+        libc::kill(pid as i32, signal);
+    }
+}
+
+/// Whether a process (or, with a negative id, a process group) still exists.
+pub fn exists(pid: i32) -> bool {
+    // SAFETY: kill with signal 0 only checks for existence.
+    unsafe { libc::kill(pid, 0) == 0 }
+}
