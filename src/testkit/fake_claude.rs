@@ -101,6 +101,10 @@ pub struct Rule {
     /// `total_cost_usd` reported for the call (default 0.01).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cost: Option<f64>,
+    /// Work for this long (printing a line first) before the action: a session that
+    /// takes time, for demos and for tests that steer a run while a step is under way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_ms: Option<u64>,
 }
 
 impl Rule {
@@ -111,7 +115,13 @@ impl Rule {
             action,
             hooks: BTreeMap::new(),
             cost: None,
+            delay_ms: None,
         }
+    }
+
+    pub fn delay(mut self, d: Duration) -> Self {
+        self.delay_ms = Some(d.as_millis() as u64);
+        self
     }
 
     pub fn times(mut self, n: u32) -> Self {
@@ -579,6 +589,10 @@ impl Ctx<'_> {
     }
 
     fn act(&self, out: &mut Out) -> i32 {
+        if let Some(ms) = self.rule.delay_ms {
+            out.line(&self.assistant("Thinking...", &self.model(), None));
+            std::thread::sleep(Duration::from_millis(ms));
+        }
         match &self.rule.action {
             Action::Succeed => self.succeed(out),
             Action::Fail {

@@ -4,3 +4,4 @@
 
 pub mod bot_api;
 pub mod fake_claude;
+pub mod project;

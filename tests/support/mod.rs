@@ -31,20 +31,7 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
 }
 
-/// A manifest with the pre-loop satisfied (PRD, preflight, a fresh profile) and
-/// `phases` phases not started, plus a key piv does not model.
-pub fn ready_manifest(phases: u32) -> String {
-    let mut m = String::from(
-        "prd:\n  path: .agents/PRD.md\n  status: validated\npreflight:\n  status: passed\nprofiles:\n  rust:\n    path: .agents/reference/rust-profile.md\n    freshness: fresh\nphases:\n",
-    );
-    for n in 1..=phases {
-        m.push_str(&format!(
-            "  {n}:\n    plan: not_started\n    execution: not_started\n    validation: not_run\n    name: Phase number {n}\n"
-        ));
-    }
-    m.push_str("custom_notes:\n  owner: keep-me\n");
-    m
-}
+pub use piv::testkit::project::ready_manifest;
 
 /// A temporary project (git repo, PIV slash commands, manifest) with its own
 /// `PIV_HOME`, scenario file and fake-claude log.
@@ -72,27 +59,7 @@ impl Sandbox {
 
     fn with_home(root: tempfile::TempDir, name: &str, manifest: &str, home: PathBuf) -> Sandbox {
         let project = root.path().join(name);
-        std::fs::create_dir_all(project.join(".agents")).unwrap();
-        std::fs::create_dir_all(project.join(".claude/commands")).unwrap();
-        for c in [
-            "prime",
-            "plan-feature",
-            "execute",
-            "validate-implementation",
-            "commit",
-            "research-stack",
-            "preflight",
-        ] {
-            std::fs::write(
-                project.join(".claude/commands").join(format!("{c}.md")),
-                format!("# /{c}\n"),
-            )
-            .unwrap();
-        }
-        std::fs::write(project.join(".agents/manifest.yaml"), manifest).unwrap();
-        git(&project, &["init", "-q"]);
-        git(&project, &["add", "-A"]);
-        git(&project, &["commit", "-qm", "init"]);
+        piv::testkit::project::scaffold(&project, manifest).expect("scaffold project");
         let script = root.path().join("scenario.json");
         Scenario::new().write(&script).unwrap();
         let claude_log = root.path().join("claude-calls.jsonl");
@@ -219,16 +186,7 @@ impl Sandbox {
 }
 
 pub fn git(dir: &Path, args: &[&str]) {
-    let status = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "piv-test")
-        .env("GIT_AUTHOR_EMAIL", "piv@test")
-        .env("GIT_COMMITTER_NAME", "piv-test")
-        .env("GIT_COMMITTER_EMAIL", "piv@test")
-        .status()
-        .expect("git");
-    assert!(status.success(), "git {args:?} failed");
+    piv::testkit::project::git(dir, args).expect("git");
 }
 
 /// Waits for a child with a deadline (killing it if the deadline passes) and collects
