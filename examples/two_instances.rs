@@ -1,0 +1,529 @@
+//! The `two_instances` demo (the SC-010 story): two projects, two real `piv run`
+//! processes, ONE bot token.
+//!
+//! With no accounts it starts a local Bot API stand-in and drives two temporary projects
+//! with the scripted `claude` (`piv-fake-claude`), and narrates: both instances
+//! registered, which one owns the bot, `/status all` as the chat sees it, `/pause` routed
+//! to the other instance, the owner killed and the standby taking over (measured), both
+//! projects driven to done, a clean shutdown and an empty registry.
+//!
+//! With `TELEGRAM_BOT_TOKEN` and `TELEGRAM_CHAT_ID` set it uses the real Telegram instead
+//! (watch it from your phone); the chat commands are then sent with `piv signal` and the
+//! status is read with `piv status --all`, since the demo cannot type in your chat.
+//!
+//! Run: `cargo run --example two_instances`. It finishes by itself (bounded in time).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use piv::testkit::bot_api::{parse_telegram_html, BotApiStandIn};
+use piv::testkit::fake_claude::{Action, Rule, Scenario, SCRIPT_ENV, STATE_DIR_ENV};
+use piv::testkit::project::{ready_manifest, scaffold};
+
+/// The whole demo must end within this.
+const DEMO_DEADLINE: Duration = Duration::from_secs(240);
+/// One wait for one condition.
+const STEP_DEADLINE: Duration = Duration::from_secs(60);
+const DEMO_TOKEN: &str = "424242:demo-token-for-the-local-stand-in";
+const DEMO_CHAT: i64 = 777_000;
+
+fn main() -> ExitCode {
+    let started = Instant::now();
+    match run_demo() {
+        Ok(()) => {
+            say(&format!(
+                "Demo finished in {:.1}s.",
+                started.elapsed().as_secs_f64()
+            ));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("\ndemo failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn say(text: &str) {
+    println!("{text}");
+}
+
+fn step(n: u32, text: &str) {
+    println!("\n== {n}. {text}");
+}
+
+/// Where the chat messages go: the local stand-in, or the real Telegram.
+enum Chat {
+    StandIn(BotApiStandIn),
+    Real { url: String, token: String, chat: i64 },
+}
+
+impl Chat {
+    fn api_url(&self) -> String {
+        match self {
+            Chat::StandIn(s) => s.url().to_string(),
+            Chat::Real { url, .. } => url.clone(),
+        }
+    }
+    fn token(&self) -> String {
+        match self {
+            Chat::StandIn(_) => DEMO_TOKEN.to_string(),
+            Chat::Real { token, .. } => token.clone(),
+        }
+    }
+    fn chat_id(&self) -> i64 {
+        match self {
+            Chat::StandIn(_) => DEMO_CHAT,
+            Chat::Real { chat, .. } => *chat,
+        }
+    }
+}
+
+struct Demo {
+    piv: PathBuf,
+    fake_claude: PathBuf,
+    root: tempfile::TempDir,
+    home: PathBuf,
+    script: PathBuf,
+    chat: Chat,
+}
+
+struct Instance {
+    prefix: &'static str,
+    dir: PathBuf,
+    child: Child,
+}
+
+fn run_demo() -> Result<(), String> {
+    let (piv, fake_claude) = locate_binaries()?;
+    let chat = match (
+        std::env::var("TELEGRAM_BOT_TOKEN").ok().filter(|t| !t.is_empty()),
+        std::env::var("TELEGRAM_CHAT_ID")
+            .ok()
+            .and_then(|c| c.trim().parse::<i64>().ok()),
+    ) {
+        (Some(token), Some(chat)) => Chat::Real {
+            url: std::env::var("TELEGRAM_API_URL")
+                .unwrap_or_else(|_| "https://api.telegram.org".into()),
+            token,
+            chat,
+        },
+        _ => Chat::StandIn(BotApiStandIn::start(DEMO_TOKEN)),
+    };
+    let root = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
+    let home = root.path().join("piv-home");
+    let script = root.path().join("scenario.json");
+    // Every agent session takes a little time, so there is a run to watch and steer.
+    Scenario::new()
+        .rule(Rule::new("", Action::Succeed).delay(Duration::from_millis(600)))
+        .write(&script)
+        .map_err(|e| format!("scenario: {e}"))?;
+    let demo = Demo {
+        piv,
+        fake_claude,
+        root,
+        home,
+        script,
+        chat,
+    };
+    let deadline = Instant::now() + DEMO_DEADLINE;
+
+    say("piv two_instances demo — two projects, two `piv run` processes, one bot token.");
+    match &demo.chat {
+        Chat::StandIn(s) => say(&format!(
+            "Telegram: a local Bot API stand-in at {} (no account needed).",
+            s.url()
+        )),
+        Chat::Real { .. } => say("Telegram: the REAL Bot API — watch your chat."),
+    }
+    say(&format!("PIV_HOME: {}", demo.home.display()));
+
+    step(1, "Two projects, two instances");
+    let alpha_dir = demo.project("alpha", 2)?;
+    let beta_dir = demo.project("beta", 2)?;
+    let alpha = demo.start("alpha", &alpha_dir)?;
+    wait(STEP_DEADLINE, "alpha to register", || {
+        demo.registered().iter().any(|(p, _, _)| p == "alpha")
+    })?;
+    let beta = demo.start("beta", &beta_dir)?;
+    wait(STEP_DEADLINE, "both to register", || {
+        demo.registered().len() == 2
+    })?;
+    for (prefix, pid, owner) in demo.registered() {
+        say(&format!(
+            "  registered: [{prefix}] pid {pid}{}",
+            if owner { "  ← bot owner (polls Telegram)" } else { "  (standby: sends only)" }
+        ));
+    }
+
+    step(2, "Who owns the bot");
+    wait(STEP_DEADLINE, "a bot owner", || {
+        demo.registered().iter().any(|(_, _, o)| *o)
+    })?;
+    let (owner_prefix, owner_pid, _) = demo
+        .registered()
+        .into_iter()
+        .find(|(_, _, o)| *o)
+        .ok_or("no bot owner")?;
+    say(&format!(
+        "  [{owner_prefix}] (pid {owner_pid}) holds $PIV_HOME/bot-owner.lock and polls getUpdates; the other waits on the lock."
+    ));
+    if let Chat::StandIn(s) = &demo.chat {
+        let pollers: std::collections::BTreeSet<u32> =
+            s.poll_starts().iter().filter_map(|p| p.pid).collect();
+        say(&format!(
+            "  the stand-in has seen getUpdates from {} process(es): {pollers:?}",
+            pollers.len()
+        ));
+    }
+    let (owner, standby) = if owner_prefix == "alpha" {
+        (alpha, beta)
+    } else {
+        (beta, alpha)
+    };
+
+    step(3, "`/status all`, as the chat sees it");
+    match demo.command("/status all", |t| t.contains("All Instances"))? {
+        Some(reply) => print_chat(&reply),
+        None => {
+            let out = demo
+                .piv_cmd(&standby.dir)
+                .args(["status", "--all"])
+                .output()
+                .map_err(|e| e.to_string())?;
+            print_chat(&String::from_utf8_lossy(&out.stdout));
+        }
+    }
+
+    step(4, &format!("`/pause {}` — routed to the other instance", standby.prefix));
+    let pause = format!("/pause {}", standby.prefix);
+    match demo.command(&pause, |t| t.contains("pause") && t.contains(standby.prefix))? {
+        Some(reply) => print_chat(&reply),
+        None => {
+            demo.signal(&standby.dir, standby.prefix, "pause")?;
+            say(&format!("  (real Telegram: sent with `piv signal {} pause`)", standby.prefix));
+        }
+    }
+    wait(STEP_DEADLINE, "the standby to pause", || {
+        state_of(&standby.dir).as_deref() == Some("paused")
+    })?;
+    say(&format!(
+        "  [{}] is paused (its published state says so); [{}] keeps running.",
+        standby.prefix, owner.prefix
+    ));
+
+    step(5, "The owner is killed (SIGKILL); the standby takes over");
+    let mut owner = owner;
+    let killed_at = Instant::now();
+    let _ = owner.child.kill();
+    let _ = owner.child.wait();
+    let resume = format!("/resume {}", standby.prefix);
+    let takeover = match &demo.chat {
+        Chat::StandIn(s) => {
+            // A command sent while nobody polls: the new owner must answer it, once.
+            s.inject_message(DEMO_CHAT, &resume);
+            let standby_pid = standby.child.id();
+            wait(STEP_DEADLINE, "the standby's first getUpdates", || {
+                s.poll_starts()
+                    .iter()
+                    .any(|p| p.pid == Some(standby_pid) && p.at > killed_at)
+            })?;
+            let first = s
+                .poll_starts()
+                .into_iter()
+                .filter(|p| p.pid == Some(standby_pid) && p.at > killed_at)
+                .map(|p| p.at)
+                .min()
+                .ok_or("no poll")?;
+            Some(first.duration_since(killed_at))
+        }
+        Chat::Real { .. } => None,
+    };
+    match takeover {
+        Some(t) => say(&format!(
+            "  [{}] polled getUpdates {:.1} ms after the kill (the kernel released the lock).",
+            standby.prefix,
+            t.as_secs_f64() * 1000.0
+        )),
+        None => say("  (real Telegram: takeover time is measured against the local stand-in only)"),
+    }
+    match &demo.chat {
+        Chat::StandIn(s) => {
+            wait(STEP_DEADLINE, "the answer to the command sent meanwhile", || {
+                s.sent_messages().iter().any(|m| is_resume_reply(&m.text))
+            })?;
+            let answers: Vec<_> = s
+                .sent_messages()
+                .into_iter()
+                .filter(|m| is_resume_reply(&m.text))
+                .collect();
+            print_chat(&answers[0].text);
+            say(&format!(
+                "  `{resume}`, sent while no one polled, was answered {} time(s).",
+                answers.len()
+            ));
+        }
+        Chat::Real { .. } => demo.signal(&standby.dir, standby.prefix, "resume")?,
+    }
+    wait(STEP_DEADLINE, "the standby to resume", || {
+        state_of(&standby.dir).as_deref() != Some("paused")
+    })?;
+
+    step(6, &format!("[{}] starts again and resumes from its manifest", owner.prefix));
+    let restarted = demo.start(owner.prefix, &owner.dir)?;
+    say(&format!(
+        "  `piv run` on {} again (pid {}): the stale PID file and registry entry are replaced.",
+        owner.prefix,
+        restarted.child.id()
+    ));
+
+    step(7, "Both projects driven to done");
+    let mut finals = vec![];
+    for mut inst in [standby, restarted] {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let status = wait_child(&mut inst.child, remaining)?;
+        let commits = git_log(&inst.dir);
+        say(&format!(
+            "  [{}] exited with {status}; commits: {}",
+            inst.prefix,
+            commits.join(" | ")
+        ));
+        if !status.success() {
+            return Err(format!(
+                "[{}] did not end cleanly; its log is in {}",
+                inst.prefix,
+                inst.dir.join(".agents/orchestrator.log").display()
+            ));
+        }
+        finals.push(inst);
+    }
+
+    step(8, "Clean shutdown");
+    let left = demo.registered();
+    say(&format!(
+        "  registry entries left: {} {}",
+        left.len(),
+        if left.is_empty() { "(empty, as it should be)" } else { "(!)" }
+    ));
+    if let Chat::StandIn(s) = &demo.chat {
+        let sent = s.sent_messages();
+        say(&format!(
+            "  the chat received {} messages; every one starts with its project's tag: {}",
+            sent.len(),
+            sent.iter()
+                .all(|m| m.text.starts_with("[alpha] ") || m.text.starts_with("[beta] "))
+        ));
+        say("  the last few, as the chat shows them:");
+        for m in sent.iter().rev().take(4).rev() {
+            print_chat(&m.text);
+        }
+    }
+    if !left.is_empty() {
+        return Err("the registry is not empty after both instances exited".into());
+    }
+    Ok(())
+}
+
+fn is_resume_reply(text: &str) -> bool {
+    text.contains("Resuming") || text.contains("resume")
+}
+
+impl Demo {
+    fn project(&self, name: &str, phases: u32) -> Result<PathBuf, String> {
+        let dir = self.root.path().join(name);
+        scaffold(&dir, &ready_manifest(phases)).map_err(|e| format!("project {name}: {e}"))?;
+        Ok(dir)
+    }
+
+    fn piv_cmd(&self, project: &Path) -> Command {
+        let mut cmd = Command::new(&self.piv);
+        cmd.env("PIV_HOME", &self.home)
+            .env("PIV_PROJECT_DIR", project)
+            .env("PIV_CLAUDE_BIN", &self.fake_claude)
+            .env(SCRIPT_ENV, &self.script)
+            .env(STATE_DIR_ENV, self.root.path())
+            .env("PIV_SIGNAL_POLL_MS", "200")
+            .env("PIV_KILL_GRACE_SECS", "2")
+            // The scripted agent runs in a throwaway sandbox; as root, the real CLI would
+            // need this too (see the README).
+            .env("IS_SANDBOX", "1")
+            .env("TELEGRAM_BOT_TOKEN", self.chat.token())
+            .env("TELEGRAM_CHAT_ID", self.chat.chat_id().to_string())
+            .env("TELEGRAM_API_URL", self.chat.api_url())
+            .env("GIT_AUTHOR_NAME", "piv-demo")
+            .env("GIT_AUTHOR_EMAIL", "demo@piv")
+            .env("GIT_COMMITTER_NAME", "piv-demo")
+            .env("GIT_COMMITTER_EMAIL", "demo@piv")
+            .env_remove("ANTHROPIC_API_KEY")
+            .current_dir(project);
+        cmd
+    }
+
+    fn start(&self, prefix: &'static str, dir: &Path) -> Result<Instance, String> {
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.root.path().join(format!("{prefix}.out")))
+            .map_err(|e| e.to_string())?;
+        let child = self
+            .piv_cmd(dir)
+            .env("TELEGRAM_PROJECT_PREFIX", prefix)
+            .args(["run", "--exit-when-done"])
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().map_err(|e| e.to_string())?)
+            .stderr(out)
+            .spawn()
+            .map_err(|e| format!("cannot start piv: {e}"))?;
+        say(&format!("  started `piv run` for [{prefix}] (pid {})", child.id()));
+        Ok(Instance {
+            prefix,
+            dir: dir.to_path_buf(),
+            child,
+        })
+    }
+
+    /// `(prefix, pid, isBotOwner)` of every registry entry.
+    fn registered(&self) -> Vec<(String, u32, bool)> {
+        let text = std::fs::read_to_string(self.home.join("registry.json")).unwrap_or_default();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        v["instances"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|i| {
+                        (
+                            i["prefix"].as_str().unwrap_or("?").to_string(),
+                            i["pid"].as_u64().unwrap_or(0) as u32,
+                            i["isBotOwner"].as_bool().unwrap_or(false),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Sends `text` from the chat and waits for the reply matching `is_reply` (stand-in
+    /// only; `None` with the real Telegram, where the demo cannot type in the chat).
+    fn command(&self, text: &str, is_reply: impl Fn(&str) -> bool) -> Result<Option<String>, String> {
+        let Chat::StandIn(s) = &self.chat else {
+            return Ok(None);
+        };
+        let before = s.sent_messages().len();
+        say(&format!("  chat → {text}"));
+        s.inject_message(DEMO_CHAT, text);
+        let mut reply = None;
+        wait(STEP_DEADLINE, &format!("the reply to {text}"), || {
+            reply = s
+                .sent_messages()
+                .into_iter()
+                .skip(before)
+                .find(|m| is_reply(&m.text))
+                .map(|m| m.text);
+            reply.is_some()
+        })?;
+        Ok(reply)
+    }
+
+    fn signal(&self, project: &Path, prefix: &str, action: &str) -> Result<(), String> {
+        let status = self
+            .piv_cmd(project)
+            .args(["signal", prefix, action])
+            .status()
+            .map_err(|e| e.to_string())?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(format!("piv signal {prefix} {action} failed: {status}"))
+        }
+    }
+}
+
+/// The published state of an instance (`.agents/orchestrator.state.json`).
+fn state_of(project: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(project.join(".agents/orchestrator.state.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    v["state"].as_str().map(String::from)
+}
+
+fn print_chat(html: &str) {
+    let plain = parse_telegram_html(html).unwrap_or_else(|_| html.to_string());
+    for line in plain.lines() {
+        println!("  │ {line}");
+    }
+}
+
+fn git_log(dir: &Path) -> Vec<String> {
+    Command::new("git")
+        .args(["log", "--format=%s"])
+        .current_dir(dir)
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn wait(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) -> Result<(), String> {
+    let start = Instant::now();
+    while !cond() {
+        if start.elapsed() > timeout {
+            return Err(format!("timed out after {}s waiting for {what}", timeout.as_secs()));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
+}
+
+fn wait_child(child: &mut Child, timeout: Duration) -> Result<std::process::ExitStatus, String> {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+            return Ok(status);
+        }
+        if start.elapsed() > timeout {
+            let _ = child.kill();
+            return Err("an instance did not finish in time".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The `piv` and `piv-fake-claude` binaries of this build. `cargo run --example` builds
+/// only the example, so build the binaries (a no-op when they are up to date) with the
+/// same cargo and profile.
+fn locate_binaries() -> Result<(PathBuf, PathBuf), String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    // target/<profile>/examples/two_instances
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or("cannot find the target directory")?
+        .to_path_buf();
+    let release = profile_dir.file_name().is_some_and(|n| n == "release");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut build = Command::new(cargo);
+    build.args(["build", "--quiet", "--bins"]);
+    if release {
+        build.arg("--release");
+    }
+    if let Some(manifest_dir) = option_env!("CARGO_MANIFEST_DIR") {
+        build.current_dir(manifest_dir);
+    }
+    match build.status() {
+        Ok(s) if s.success() => {}
+        Ok(s) => return Err(format!("building the piv binaries failed: {s}")),
+        Err(e) => say(&format!("(cannot run cargo to build the binaries: {e}; using what exists)")),
+    }
+    let piv = profile_dir.join("piv");
+    let fake = profile_dir.join("piv-fake-claude");
+    for b in [&piv, &fake] {
+        if !b.exists() {
+            return Err(format!("{} is missing: run `cargo build --bins`", b.display()));
+        }
+    }
+    Ok((piv, fake))
+}
