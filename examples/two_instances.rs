@@ -56,7 +56,11 @@ fn step(n: u32, text: &str) {
 /// Where the chat messages go: the local stand-in, or the real Telegram.
 enum Chat {
     StandIn(BotApiStandIn),
-    Real { url: String, token: String, chat: i64 },
+    Real {
+        url: String,
+        token: String,
+        chat: i64,
+    },
 }
 
 impl Chat {
@@ -98,7 +102,9 @@ struct Instance {
 fn run_demo() -> Result<(), String> {
     let (piv, fake_claude) = locate_binaries()?;
     let chat = match (
-        std::env::var("TELEGRAM_BOT_TOKEN").ok().filter(|t| !t.is_empty()),
+        std::env::var("TELEGRAM_BOT_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty()),
         std::env::var("TELEGRAM_CHAT_ID")
             .ok()
             .and_then(|c| c.trim().parse::<i64>().ok()),
@@ -116,7 +122,7 @@ fn run_demo() -> Result<(), String> {
     let script = root.path().join("scenario.json");
     // Every agent session takes a little time, so there is a run to watch and steer.
     Scenario::new()
-        .rule(Rule::new("", Action::Succeed).delay(Duration::from_millis(600)))
+        .rule(Rule::new("", Action::Succeed).delay(Duration::from_millis(400)))
         .write(&script)
         .map_err(|e| format!("scenario: {e}"))?;
     let demo = Demo {
@@ -153,7 +159,11 @@ fn run_demo() -> Result<(), String> {
     for (prefix, pid, owner) in demo.registered() {
         say(&format!(
             "  registered: [{prefix}] pid {pid}{}",
-            if owner { "  ← bot owner (polls Telegram)" } else { "  (standby: sends only)" }
+            if owner {
+                "  ← bot owner (polls Telegram)"
+            } else {
+                "  (standby: sends only)"
+            }
         ));
     }
 
@@ -170,6 +180,9 @@ fn run_demo() -> Result<(), String> {
         "  [{owner_prefix}] (pid {owner_pid}) holds $PIV_HOME/bot-owner.lock and polls getUpdates; the other waits on the lock."
     ));
     if let Chat::StandIn(s) = &demo.chat {
+        wait(STEP_DEADLINE, "the owner's first getUpdates", || {
+            s.poll_starts().iter().any(|p| p.pid == Some(owner_pid))
+        })?;
         let pollers: std::collections::BTreeSet<u32> =
             s.poll_starts().iter().filter_map(|p| p.pid).collect();
         say(&format!(
@@ -196,13 +209,21 @@ fn run_demo() -> Result<(), String> {
         }
     }
 
-    step(4, &format!("`/pause {}` — routed to the other instance", standby.prefix));
+    step(
+        4,
+        &format!("`/pause {}` — routed to the other instance", standby.prefix),
+    );
     let pause = format!("/pause {}", standby.prefix);
-    match demo.command(&pause, |t| t.contains("pause") && t.contains(standby.prefix))? {
+    match demo.command(&pause, |t| {
+        t.contains("pause") && t.contains(standby.prefix)
+    })? {
         Some(reply) => print_chat(&reply),
         None => {
             demo.signal(&standby.dir, standby.prefix, "pause")?;
-            say(&format!("  (real Telegram: sent with `piv signal {} pause`)", standby.prefix));
+            say(&format!(
+                "  (real Telegram: sent with `piv signal {} pause`)",
+                standby.prefix
+            ));
         }
     }
     wait(STEP_DEADLINE, "the standby to pause", || {
@@ -250,9 +271,11 @@ fn run_demo() -> Result<(), String> {
     }
     match &demo.chat {
         Chat::StandIn(s) => {
-            wait(STEP_DEADLINE, "the answer to the command sent meanwhile", || {
-                s.sent_messages().iter().any(|m| is_resume_reply(&m.text))
-            })?;
+            wait(
+                STEP_DEADLINE,
+                "the answer to the command sent meanwhile",
+                || s.sent_messages().iter().any(|m| is_resume_reply(&m.text)),
+            )?;
             let answers: Vec<_> = s
                 .sent_messages()
                 .into_iter()
@@ -270,7 +293,13 @@ fn run_demo() -> Result<(), String> {
         state_of(&standby.dir).as_deref() != Some("paused")
     })?;
 
-    step(6, &format!("[{}] starts again and resumes from its manifest", owner.prefix));
+    step(
+        6,
+        &format!(
+            "[{}] starts again and resumes from its manifest",
+            owner.prefix
+        ),
+    );
     let restarted = demo.start(owner.prefix, &owner.dir)?;
     say(&format!(
         "  `piv run` on {} again (pid {}): the stale PID file and registry entry are replaced.",
@@ -304,7 +333,11 @@ fn run_demo() -> Result<(), String> {
     say(&format!(
         "  registry entries left: {} {}",
         left.len(),
-        if left.is_empty() { "(empty, as it should be)" } else { "(!)" }
+        if left.is_empty() {
+            "(empty, as it should be)"
+        } else {
+            "(!)"
+        }
     ));
     if let Chat::StandIn(s) = &demo.chat {
         let sent = s.sent_messages();
@@ -375,7 +408,10 @@ impl Demo {
             .stderr(out)
             .spawn()
             .map_err(|e| format!("cannot start piv: {e}"))?;
-        say(&format!("  started `piv run` for [{prefix}] (pid {})", child.id()));
+        say(&format!(
+            "  started `piv run` for [{prefix}] (pid {})",
+            child.id()
+        ));
         Ok(Instance {
             prefix,
             dir: dir.to_path_buf(),
@@ -405,7 +441,11 @@ impl Demo {
 
     /// Sends `text` from the chat and waits for the reply matching `is_reply` (stand-in
     /// only; `None` with the real Telegram, where the demo cannot type in the chat).
-    fn command(&self, text: &str, is_reply: impl Fn(&str) -> bool) -> Result<Option<String>, String> {
+    fn command(
+        &self,
+        text: &str,
+        is_reply: impl Fn(&str) -> bool,
+    ) -> Result<Option<String>, String> {
         let Chat::StandIn(s) = &self.chat else {
             return Ok(None);
         };
@@ -471,7 +511,10 @@ fn wait(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) -> Result
     let start = Instant::now();
     while !cond() {
         if start.elapsed() > timeout {
-            return Err(format!("timed out after {}s waiting for {what}", timeout.as_secs()));
+            return Err(format!(
+                "timed out after {}s waiting for {what}",
+                timeout.as_secs()
+            ));
         }
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -516,13 +559,18 @@ fn locate_binaries() -> Result<(PathBuf, PathBuf), String> {
     match build.status() {
         Ok(s) if s.success() => {}
         Ok(s) => return Err(format!("building the piv binaries failed: {s}")),
-        Err(e) => say(&format!("(cannot run cargo to build the binaries: {e}; using what exists)")),
+        Err(e) => say(&format!(
+            "(cannot run cargo to build the binaries: {e}; using what exists)"
+        )),
     }
     let piv = profile_dir.join("piv");
     let fake = profile_dir.join("piv-fake-claude");
     for b in [&piv, &fake] {
         if !b.exists() {
-            return Err(format!("{} is missing: run `cargo build --bins`", b.display()));
+            return Err(format!(
+                "{} is missing: run `cargo build --bins`",
+                b.display()
+            ));
         }
     }
     Ok((piv, fake))

@@ -1,21 +1,47 @@
-//! NotifierActor (interim, terminal only; the Telegram side lands with issue 6): prints
-//! each run event as one terminal line.
+//! The notifier: every instance's one voice. It prints each run event to the terminal and,
+//! when Telegram is configured, queues its HTML for the chat; one sender task drains that
+//! queue in order, tagged `[prefix] `, split under 4096, spaced by the send budget shared by
+//! every instance of this `$PIV_HOME`, waiting out 429s and coalescing a backlog into
+//! fewer messages instead of dropping any. A failed send is logged and never stops a run.
+//!
+//! [`ChatSender`] is the single routine that puts a message into the chat (budget slot,
+//! send, 429 and error handling); the bot owner sends its command replies through it too.
 
+use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::{Duration, SystemTime};
 
 use actix::prelude::*;
+use tokio::sync::{watch, Notify as WakeUp};
 
 use crate::actors::control::{Notify, SendHtml};
-use crate::core::events::terminal_line;
+use crate::core::events::{plain_text, telegram_html, terminal_line};
+use crate::core::telegram_text::{split_tagged, TELEGRAM_LIMIT};
+use crate::io::send_budget::{interval_for_chat, SendBudget};
+use crate::io::telegram::{TelegramClient, TelegramError};
 
-/// Telegram settings (token, chat, API URL).
-#[derive(Debug, Clone)]
+/// How the instance reaches its Telegram chat (filled from the configuration).
+#[derive(Clone)]
 pub struct TelegramSettings {
     pub token: String,
     pub chat_id: i64,
     pub api_url: String,
 }
 
+impl std::fmt::Debug for TelegramSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TelegramSettings")
+            .field("token", &"<redacted>")
+            .field("chat_id", &self.chat_id)
+            .field("api_url", &self.api_url)
+            .finish()
+    }
+}
+
+/// What the notifier needs: the tag, the home holding the shared send budget, and the
+/// chat (none = terminal only).
 #[derive(Debug, Clone)]
 pub struct NotifierSettings {
     pub prefix: String,
@@ -23,44 +49,278 @@ pub struct NotifierSettings {
     pub telegram: Option<TelegramSettings>,
 }
 
-/// Resolves once every queued message has been sent.
-#[derive(Message)]
+/// Resolves once every queued message has been sent or given up on. Callers bound it
+/// with a timeout (a 429 storm can make it long).
+#[derive(Message, Debug, Clone, Copy)]
 #[rtype(result = "()")]
 pub struct Flush;
 
+/// A failing send (other than a 429) is tried this many times before that message is dropped.
+pub const MAX_SEND_ATTEMPTS: u32 = 4;
+/// First pause after a failed send; doubles per attempt.
+const FIRST_RETRY_BACKOFF: Duration = Duration::from_millis(500);
+
+/// Sends messages to one chat through the token's shared send budget.
+#[derive(Clone, Debug)]
+pub struct ChatSender {
+    client: TelegramClient,
+    budget: SendBudget,
+    chat_id: i64,
+}
+
+impl ChatSender {
+    pub fn new(client: TelegramClient, budget: SendBudget, chat_id: i64) -> Self {
+        Self {
+            client,
+            budget,
+            chat_id,
+        }
+    }
+
+    /// Waits for this sender's next slot in the shared budget (the file lock blocks, so
+    /// it is taken off the actor thread).
+    async fn wait_for_slot(&self) {
+        let budget = self.budget.clone();
+        let wait = match tokio::task::spawn_blocking(move || budget.reserve(SystemTime::now()))
+            .await
+        {
+            Ok(Ok(wait)) => wait,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "send budget unavailable; spacing this send locally");
+                interval_for_chat(self.chat_id)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "send budget task failed; spacing this send locally");
+                interval_for_chat(self.chat_id)
+            }
+        };
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Records a 429 for every process of this home; if that fails, waits it out here.
+    async fn back_off_for(&self, retry_after: Duration) {
+        let budget = self.budget.clone();
+        let until = SystemTime::now() + retry_after;
+        let recorded = tokio::task::spawn_blocking(move || budget.push_back(until)).await;
+        if !matches!(recorded, Ok(Ok(()))) {
+            tracing::warn!("cannot record the rate limit in the send budget; waiting locally");
+            tokio::time::sleep(retry_after).await;
+        }
+    }
+
+    /// Sends one finished part (tagged, escaped, within the limit). A 429 waits
+    /// `retry_after` and retries this same part, however often it comes; other failures
+    /// are retried with backoff up to [`MAX_SEND_ATTEMPTS`] and then returned.
+    pub async fn send_part(&self, html: &str) -> Result<(), TelegramError> {
+        let mut attempts = 0;
+        let mut backoff = FIRST_RETRY_BACKOFF;
+        loop {
+            self.wait_for_slot().await;
+            match self.client.send_html(self.chat_id, html).await {
+                Ok(()) => return Ok(()),
+                Err(TelegramError::RetryAfter(retry_after)) => {
+                    tracing::info!(
+                        ?retry_after,
+                        "Telegram rate limit; retrying the same message after the wait"
+                    );
+                    self.back_off_for(retry_after).await;
+                }
+                // Sending the same text again cannot succeed.
+                Err(
+                    e @ (TelegramError::TooLong
+                    | TelegramError::Unauthorized
+                    | TelegramError::MigratedToChat(_)
+                    | TelegramError::Setup(_)),
+                ) => return Err(e),
+                Err(e) => {
+                    attempts += 1;
+                    if attempts >= MAX_SEND_ATTEMPTS {
+                        return Err(e);
+                    }
+                    tracing::warn!(error = %e, attempt = attempts, "Telegram send failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff *= 2;
+                }
+            }
+        }
+    }
+
+    /// Tags `body` with `[prefix] `, splits it under Telegram's limit and sends every
+    /// part in order. A part that cannot be sent is logged and skipped. Returns whether
+    /// every part went out.
+    pub async fn send_tagged(&self, prefix: &str, body: &str) -> bool {
+        let mut all_sent = true;
+        for part in split_tagged(prefix, body, TELEGRAM_LIMIT) {
+            if let Err(e) = self.send_part(&part).await {
+                tracing::warn!(error = %e, "Telegram message dropped after failed sends");
+                all_sent = false;
+            }
+        }
+        all_sent
+    }
+}
+
+/// The chat queue shared by the actor (which fills it) and its sender task (which drains it).
+struct Outbox {
+    waiting: RefCell<VecDeque<String>>,
+    wake: WakeUp,
+    /// True while nothing is queued or being sent (what [`Flush`] waits for).
+    idle: watch::Sender<bool>,
+}
+
+impl Outbox {
+    fn new() -> Self {
+        Self {
+            waiting: RefCell::new(VecDeque::new()),
+            wake: WakeUp::new(),
+            idle: watch::Sender::new(true),
+        }
+    }
+
+    fn push(&self, html: String) {
+        self.waiting.borrow_mut().push_back(html);
+        self.idle.send_replace(false);
+        self.wake.notify_one();
+    }
+
+    /// The next body to send: the oldest message, or — when several are waiting — all of
+    /// them joined in order, so a backlog shrinks into fewer messages instead of growing.
+    fn take_next(&self) -> Option<String> {
+        let mut waiting = self.waiting.borrow_mut();
+        match waiting.len() {
+            0 => None,
+            1 => waiting.pop_front(),
+            n => {
+                tracing::debug!(
+                    messages = n,
+                    "Telegram backlog: coalescing waiting messages"
+                );
+                Some(waiting.drain(..).collect::<Vec<_>>().join("\n\n"))
+            }
+        }
+    }
+}
+
+async fn drain_outbox(outbox: Rc<Outbox>, sender: ChatSender, prefix: String) {
+    loop {
+        match outbox.take_next() {
+            Some(body) => {
+                sender.send_tagged(&prefix, &body).await;
+            }
+            None => {
+                outbox.idle.send_replace(true);
+                outbox.wake.notified().await;
+            }
+        }
+    }
+}
+
+/// Prints run events to the terminal and queues them for Telegram (see the module docs).
 pub struct NotifierActor {
-    _settings: NotifierSettings,
+    prefix: String,
+    sender: Option<ChatSender>,
+    outbox: Rc<Outbox>,
 }
 
 impl NotifierActor {
     pub fn new(settings: NotifierSettings) -> Self {
-        NotifierActor {
-            _settings: settings,
+        let sender = settings.telegram.as_ref().and_then(|tg| {
+            match TelegramClient::new(&tg.token, &tg.api_url, 30) {
+                Ok(client) => Some(ChatSender::new(
+                    client,
+                    SendBudget::new(&settings.home, tg.chat_id),
+                    tg.chat_id,
+                )),
+                Err(e) => {
+                    tracing::error!(error = %e, "Telegram notifications disabled");
+                    None
+                }
+            }
+        });
+        Self {
+            prefix: settings.prefix,
+            sender,
+            outbox: Rc::new(Outbox::new()),
         }
     }
 }
 
 impl Actor for NotifierActor {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        if let Some(sender) = self.sender.clone() {
+            let task = drain_outbox(self.outbox.clone(), sender, self.prefix.clone());
+            ctx.spawn(task.into_actor(self));
+        }
+    }
 }
 
 impl Handler<Notify> for NotifierActor {
     type Result = ();
-    fn handle(&mut self, msg: Notify, _: &mut Context<Self>) {
-        let line = terminal_line(&msg.0);
-        tracing::info!("{line}");
+
+    fn handle(&mut self, Notify(event): Notify, _: &mut Self::Context) {
+        let line = terminal_line(&event);
+        // The terminal is this tool's user interface, not a log.
         println!("{line}");
+        tracing::info!(target: "piv::events", "{line}");
+        if self.sender.is_some() {
+            if let Some(html) = telegram_html(&event) {
+                self.outbox.push(html);
+            }
+        }
     }
 }
 
 impl Handler<SendHtml> for NotifierActor {
     type Result = ();
-    fn handle(&mut self, msg: SendHtml, _: &mut Context<Self>) {
-        println!("{}", msg.0);
+
+    fn handle(&mut self, SendHtml(html): SendHtml, _: &mut Self::Context) {
+        println!("{}", plain_text(&html));
+        if self.sender.is_some() {
+            self.outbox.push(html);
+        }
     }
 }
 
 impl Handler<Flush> for NotifierActor {
-    type Result = ();
-    fn handle(&mut self, _: Flush, _: &mut Context<Self>) {}
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: Flush, _: &mut Self::Context) -> Self::Result {
+        let mut idle = self.outbox.idle.subscribe();
+        Box::pin(async move {
+            let _ = idle.wait_for(|idle| *idle).await;
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outbox_coalesces_a_backlog_in_order() {
+        let outbox = Outbox::new();
+        assert_eq!(outbox.take_next(), None);
+        outbox.push("one".into());
+        assert!(!*outbox.idle.borrow());
+        assert_eq!(outbox.take_next().as_deref(), Some("one"));
+        for m in ["a", "b", "c"] {
+            outbox.push(m.into());
+        }
+        assert_eq!(outbox.take_next().as_deref(), Some("a\n\nb\n\nc"));
+        assert_eq!(outbox.take_next(), None);
+    }
+
+    #[test]
+    fn settings_debug_hides_the_token() {
+        let s = TelegramSettings {
+            token: "123:secret-token-value".into(),
+            chat_id: 1,
+            api_url: "http://x".into(),
+        };
+        assert!(!format!("{s:?}").contains("secret-token-value"));
+    }
 }

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use actix::prelude::*;
 
+use crate::actors::bot_owner::{BotControl, BotOwnerActor, BotOwnerSettings, StopPolling};
 use crate::actors::control::{ControlReply, Go, Notify, Pause, Resume};
 use crate::actors::manifest::{ManifestActor, UpdateManifest};
 use crate::actors::notifier::{Flush, NotifierActor, NotifierSettings};
@@ -51,6 +52,7 @@ pub struct SupervisorActor {
     registry: Option<Addr<RegistryActor>>,
     manifest: Option<Addr<ManifestActor>>,
     notifier: Option<Addr<NotifierActor>>,
+    bot_owner: Option<Addr<BotOwnerActor>>,
     runner: Option<Addr<PhaseRunnerActor>>,
     _watcher: Option<Addr<SignalWatcherActor>>,
     budget: RestartBudget,
@@ -75,6 +77,7 @@ impl SupervisorActor {
             registry: None,
             manifest: None,
             notifier: None,
+            bot_owner: None,
             runner: None,
             _watcher: None,
             budget,
@@ -165,6 +168,26 @@ impl SupervisorActor {
             move |_| PhaseRunnerActor::new(settings, manifest, events, sup)
         });
         self.runner = Some(runner.clone());
+        if let Some(tg) = &cfg.telegram {
+            let settings = BotOwnerSettings {
+                prefix: cfg.prefix.clone(),
+                project_dir: cfg.project_dir.clone(),
+                home: cfg.home.clone(),
+                token: tg.token.clone(),
+                chat_id: tg.chat_id,
+                api_url: tg.api_url.clone(),
+                poll_timeout_secs: crate::actors::bot_owner::DEFAULT_POLL_TIMEOUT_SECS,
+            };
+            let control = BotControl {
+                go: runner.clone().recipient(),
+                pause: runner.clone().recipient(),
+                resume: runner.clone().recipient(),
+            };
+            self.bot_owner = Some(
+                BotOwnerActor::new(settings, control, notifier.clone(), self.registry.clone())
+                    .start(),
+            );
+        }
         runner.do_send(StartRun);
     }
 
@@ -177,6 +200,7 @@ impl SupervisorActor {
         tracing::info!(reason = %reason.describe(), "shutting down");
         let runner = self.runner.clone();
         let manifest = self.manifest.clone();
+        let bot_owner = self.bot_owner.clone();
         let registry = self.registry.take();
         let notifier = self.notifier.clone();
         let grace = self.cfg.agent.kill_grace + Duration::from_secs(10);
@@ -197,6 +221,9 @@ impl SupervisorActor {
                     .await;
             }
             // 2. Stop polling: the owner lock is released and a standby takes over now.
+            if let Some(b) = &bot_owner {
+                let _ = tokio::time::timeout(Duration::from_secs(5), b.send(StopPolling)).await;
+            }
             // 3. Stop the running agent's process group and wait for the loop to end.
             if let Some(r) = &runner {
                 let _ = tokio::time::timeout(

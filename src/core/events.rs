@@ -1,8 +1,13 @@
 //! What a run tells the human: one typed event per thing worth saying, and the terminal
-//! line for each. The Telegram text for the same event is built by the notifier from
-//! `telegram_text`; both read the same event so the two channels never disagree.
+//! line for each, and its Telegram HTML (built from `telegram_text`'s formats); both read
+//! the same event so the two channels never disagree.
 
 use std::time::Duration;
+
+use crate::core::telegram_text::{
+    escape_html, format_escalation, format_heartbeat, format_phase_complete, format_phase_start,
+    format_restart,
+};
 
 /// One thing the run has to say.
 #[derive(Debug, Clone, PartialEq)]
@@ -157,6 +162,108 @@ pub fn terminal_line(event: &RunEvent) -> String {
     }
 }
 
+/// The Telegram HTML for an event, or `None` for events that would only add noise to the
+/// chat (a step starting: its end is reported). Every piece of outside text is escaped.
+pub fn telegram_html(event: &RunEvent) -> Option<String> {
+    let html = match event {
+        RunEvent::StepStarted { .. } => return None,
+        RunEvent::StepEnded {
+            phase,
+            step,
+            elapsed,
+            cost_usd,
+            error,
+        } => match error {
+            None => format!(
+                "✔ <b>{} · {}</b> done in {} · ${cost_usd:.2}",
+                phase_label(*phase),
+                escape_html(step),
+                format_elapsed(*elapsed)
+            ),
+            Some(e) => format!(
+                "✘ <b>{} · {}</b> failed after {} · ${cost_usd:.2}\n{}",
+                phase_label(*phase),
+                escape_html(step),
+                format_elapsed(*elapsed),
+                escape_html(e)
+            ),
+        },
+        RunEvent::PhaseStarted { phase, name } => format_phase_start(*phase, name),
+        RunEvent::PhaseComplete { phase, cost_usd } => format_phase_complete(*phase, *cost_usd),
+        RunEvent::Retrying {
+            phase,
+            command,
+            category,
+            attempt,
+            details,
+        } => format!(
+            "↻ <b>Phase {phase} · {}</b> failed ({}), retry {attempt}\n{}",
+            escape_html(command),
+            escape_html(category),
+            escape_html(details)
+        ),
+        RunEvent::NeedsHuman {
+            phase,
+            category,
+            details,
+            action,
+        } => {
+            let text = format_escalation(phase.unwrap_or(0), category, details, action);
+            match phase {
+                Some(_) => text,
+                // The format names a phase; before the phases there is none.
+                None => text.replacen("Escalation — Phase 0", "Escalation — Pre-loop", 1),
+            }
+        }
+        RunEvent::UsageLimitWait { resets_at } => format!(
+            "⏳ <b>Usage limit reached</b> — waiting until {}, then continuing",
+            escape_html(resets_at)
+        ),
+        RunEvent::Heartbeat { phase } => format_heartbeat(*phase),
+        RunEvent::Restarted { phase, reason } => match phase {
+            Some(n) => format_restart(*n, reason),
+            None => format!(
+                "🔄 <b>Orchestrator Restarted</b>\nResuming from: the manifest\nReason: {}",
+                escape_html(reason)
+            ),
+        },
+        RunEvent::Paused { by } => format!(
+            "⏸ <b>Paused</b> ({}) — holding before the next step",
+            escape_html(by)
+        ),
+        RunEvent::Resumed { by } => format!("▶️ <b>Resumed</b> ({})", escape_html(by)),
+        RunEvent::AllDone { phases, cost_usd } => {
+            format!("✅ <b>All phases complete</b> ({phases} phases, total cost ${cost_usd:.2})")
+        }
+        RunEvent::Stopped { why } => format!("🛑 <b>Stopped</b>: {}", escape_html(why)),
+        RunEvent::Info(text) => escape_html(text),
+    };
+    Some(html)
+}
+
+/// The terminal rendering of a Telegram HTML message: tags dropped, the entities
+/// `telegram_text` produces turned back into their characters.
+pub fn plain_text(html: &str) -> String {
+    let mut out = String::with_capacity(html.len());
+    let mut rest = html;
+    while let Some(lt) = rest.find('<') {
+        out.push_str(&rest[..lt]);
+        match rest[lt..].find('>') {
+            Some(gt) => rest = &rest[lt + gt + 1..],
+            None => {
+                // A lone `<` is text, not a tag.
+                out.push('<');
+                rest = &rest[lt + 1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&amp;", "&")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -242,6 +349,122 @@ mod tests {
         ];
         for e in events {
             assert!(!terminal_line(&e).trim().is_empty(), "{e:?}");
+        }
+    }
+
+    #[test]
+    fn telegram_html_escapes_outside_text_and_keeps_the_chat_quiet_on_step_start() {
+        assert_eq!(
+            telegram_html(&RunEvent::StepStarted {
+                phase: Some(1),
+                step: "plan".into()
+            }),
+            None
+        );
+        let cases: Vec<(RunEvent, &str)> = vec![
+            (
+                RunEvent::StepEnded {
+                    phase: Some(2),
+                    step: "execute".into(),
+                    elapsed: Duration::from_secs(75),
+                    cost_usd: 1.234,
+                    error: Some("a <b> & c".into()),
+                },
+                "✘ <b>Phase 2 · execute</b> failed after 1m 15s · $1.23\na &lt;b&gt; &amp; c",
+            ),
+            (
+                RunEvent::StepEnded {
+                    phase: None,
+                    step: "research".into(),
+                    elapsed: Duration::from_millis(2500),
+                    cost_usd: 0.0,
+                    error: None,
+                },
+                "✔ <b>Pre-loop · research</b> done in 2.5s · $0.00",
+            ),
+            (
+                RunEvent::PhaseStarted {
+                    phase: 1,
+                    name: "Core <api>".into(),
+                },
+                "🚀 <b>Phase 1 Starting</b>: Core &lt;api&gt;",
+            ),
+            (
+                RunEvent::Heartbeat { phase: Some(3) },
+                "💓 Still running — Phase 3 in progress",
+            ),
+            (RunEvent::Info("x < y".into()), "x &lt; y"),
+            (
+                RunEvent::Stopped {
+                    why: "<why>".into(),
+                },
+                "🛑 <b>Stopped</b>: &lt;why&gt;",
+            ),
+        ];
+        for (event, want) in cases {
+            assert_eq!(telegram_html(&event).as_deref(), Some(want), "{event:?}");
+        }
+        let escalation = telegram_html(&RunEvent::NeedsHuman {
+            phase: None,
+            category: "prd_gap".into(),
+            details: "no <PRD>".into(),
+            action: "stopped".into(),
+        })
+        .unwrap();
+        assert!(
+            escalation.starts_with("🔴 <b>Escalation — Pre-loop</b>"),
+            "{escalation}"
+        );
+        assert!(escalation.contains("no &lt;PRD&gt;"));
+    }
+
+    #[test]
+    fn every_event_but_step_start_has_telegram_html() {
+        let events = vec![
+            RunEvent::PhaseComplete {
+                phase: 1,
+                cost_usd: 0.5,
+            },
+            RunEvent::Retrying {
+                phase: 1,
+                command: "execute".into(),
+                category: "test_failure".into(),
+                attempt: 1,
+                details: "x".into(),
+            },
+            RunEvent::UsageLimitWait {
+                resets_at: "soon".into(),
+            },
+            RunEvent::Restarted {
+                phase: None,
+                reason: "crash".into(),
+            },
+            RunEvent::Paused { by: "b".into() },
+            RunEvent::Resumed { by: "b".into() },
+            RunEvent::AllDone {
+                phases: 3,
+                cost_usd: 1.0,
+            },
+        ];
+        for e in events {
+            let html = telegram_html(&e).unwrap();
+            assert!(!plain_text(&html).trim().is_empty(), "{e:?}");
+        }
+    }
+
+    #[test]
+    fn plain_text_drops_tags_and_unescapes() {
+        let cases = [
+            (
+                "<b>Phase 1</b>: a &lt;b&gt; &amp;amp;",
+                "Phase 1: a <b> &amp;",
+            ),
+            ("x < y", "x < y"),
+            ("<i>&quot;q&quot;</i>", "\"q\""),
+            ("plain", "plain"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(plain_text(input), want, "{input}");
         }
     }
 }

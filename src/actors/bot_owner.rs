@@ -1,0 +1,794 @@
+//! The bot owner: the one instance per `$PIV_HOME` that long-polls Telegram and answers
+//! the chat's commands. Ownership is the kernel's exclusive lock on
+//! `$PIV_HOME/bot-owner.lock`: every instance with Telegram waits for it in a thread of its
+//! own, and the instant the owner exits or dies a waiter gets it and starts polling.
+//!
+//! Updates are never dropped on takeover, and answered once: the last handled
+//! `update_id` goes to `$PIV_HOME/bot-offset.json` after its reply is sent and before the
+//! next poll, and a new owner skips anything at or below it (Telegram forgets an update only
+//! when the next `getUpdates` confirms it). Commands are parsed and routed by
+//! `core::commands`; a command for another instance becomes a signal file in its queue.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use actix::prelude::*;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{oneshot, watch};
+
+use crate::actors::control::{ControlReply, Go, Notify, Pause, Resume};
+use crate::actors::notifier::{ChatSender, NotifierActor};
+use crate::actors::registry::{ListInstances, RegistryActor, SetBotOwner};
+use crate::core::commands::{
+    command_menu, is_allowed_chat, parse_command, reply_ask_which, reply_sent,
+    reply_status_unreadable, reply_unknown_command, reply_unknown_prefix, route, Command,
+    RemoteAction, Route, StatusTarget,
+};
+use crate::core::events::RunEvent;
+use crate::core::manifest::ManifestView;
+use crate::core::registry::Instance;
+use crate::core::signal::SignalAction;
+use crate::core::status::{InstanceFacts, InstanceStatus, RunState};
+use crate::core::telegram_text::{
+    format_help, format_multi_status, format_status, FailureLine, MultiStatusEntry, NextLine,
+    PhaseRow, StatusInput,
+};
+use crate::io::atomic_file;
+use crate::io::lock::{lock_exclusive, try_lock_exclusive, LockGuard};
+use crate::io::send_budget::SendBudget;
+use crate::io::telegram::{IncomingUpdate, TelegramClient, TelegramError};
+use crate::io::{manifest_file, signal_queue, status_probe};
+
+/// Telegram's usual long-poll length.
+pub const DEFAULT_POLL_TIMEOUT_SECS: u32 = 25;
+/// The lock whose holder polls.
+pub const OWNER_LOCK_FILE: &str = "bot-owner.lock";
+/// The last handled update, shared by successive owners.
+pub const OFFSET_FILE: &str = "bot-offset.json";
+/// Poll failures back off from this, doubling...
+const FIRST_POLL_BACKOFF: Duration = Duration::from_secs(1);
+/// ...up to this.
+const MAX_POLL_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Who this instance is and how it reaches the bot.
+#[derive(Clone)]
+pub struct BotOwnerSettings {
+    pub prefix: String,
+    pub project_dir: PathBuf,
+    pub home: PathBuf,
+    pub token: String,
+    /// The allow-listed chat; the only one answered.
+    pub chat_id: i64,
+    pub api_url: String,
+    /// Long-poll length ([`DEFAULT_POLL_TIMEOUT_SECS`] normally).
+    pub poll_timeout_secs: u32,
+}
+
+impl std::fmt::Debug for BotOwnerSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BotOwnerSettings")
+            .field("prefix", &self.prefix)
+            .field("project_dir", &self.project_dir)
+            .field("home", &self.home)
+            .field("token", &"<redacted>")
+            .field("chat_id", &self.chat_id)
+            .field("api_url", &self.api_url)
+            .field("poll_timeout_secs", &self.poll_timeout_secs)
+            .finish()
+    }
+}
+
+/// The local phase runner, as far as chat commands drive it.
+#[derive(Clone)]
+pub struct BotControl {
+    pub go: Recipient<Go>,
+    pub pause: Recipient<Pause>,
+    pub resume: Recipient<Resume>,
+}
+
+/// Stop polling and release the owner lock (shutdown); resolves once released, so another
+/// instance can take over at once.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct StopPolling;
+
+/// The lock thread got `bot-owner.lock`; `waited` when another instance held it first.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct OwnershipAcquired {
+    pub guard: LockGuard,
+    pub waited: bool,
+}
+
+/// `bot-offset.json`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct OffsetFile {
+    last_update_id: i64,
+}
+
+/// The last handled update id persisted in `home`; an unreadable file is set aside.
+pub fn read_last_handled(home: &Path) -> Option<i64> {
+    let path = home.join(OFFSET_FILE);
+    let bytes = std::fs::read(&path).ok()?;
+    match serde_json::from_slice::<OffsetFile>(&bytes) {
+        Ok(file) => Some(file.last_update_id),
+        Err(e) => {
+            match atomic_file::quarantine(&path) {
+                Ok(to) => tracing::warn!(
+                    "{} unreadable ({e}); set aside as {}",
+                    path.display(),
+                    to.display()
+                ),
+                Err(q) => tracing::warn!("{} unreadable ({e}); {q}", path.display()),
+            }
+            None
+        }
+    }
+}
+
+fn write_last_handled(home: &Path, update_id: i64) -> Result<(), atomic_file::AtomicFileError> {
+    let json = serde_json::to_vec(&OffsetFile {
+        last_update_id: update_id,
+    })
+    .expect("offset serialises");
+    atomic_file::write(&home.join(OFFSET_FILE), &json)
+}
+
+/// The running poll loop, from the actor's side.
+struct PollHandle {
+    stop: watch::Sender<bool>,
+    /// Fires once the loop has ended and the lock is released.
+    released: oneshot::Receiver<()>,
+}
+
+/// Waits for bot ownership, then polls and answers (see the module docs).
+pub struct BotOwnerActor {
+    settings: BotOwnerSettings,
+    control: BotControl,
+    notifier: Addr<NotifierActor>,
+    registry: Option<Addr<RegistryActor>>,
+    client: Option<TelegramClient>,
+    stopped: bool,
+    poll: Option<PollHandle>,
+}
+
+impl BotOwnerActor {
+    pub fn new(
+        settings: BotOwnerSettings,
+        control: BotControl,
+        notifier: Addr<NotifierActor>,
+        registry: Option<Addr<RegistryActor>>,
+    ) -> Self {
+        let client = match TelegramClient::new(
+            &settings.token,
+            &settings.api_url,
+            settings.poll_timeout_secs,
+        ) {
+            Ok(client) => Some(client),
+            Err(e) => {
+                tracing::error!(error = %e, "Telegram commands disabled");
+                None
+            }
+        };
+        Self {
+            settings,
+            control,
+            notifier,
+            registry,
+            client,
+            stopped: false,
+            poll: None,
+        }
+    }
+}
+
+impl Actor for BotOwnerActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        if self.client.is_none() {
+            return;
+        }
+        let path = self.settings.home.join(OWNER_LOCK_FILE);
+        let me = ctx.address();
+        // The lock wait blocks; on the actor thread it would stall every actor.
+        let spawned = std::thread::Builder::new()
+            .name("bot-owner-lock".into())
+            .spawn(move || {
+                let acquired = match try_lock_exclusive(&path) {
+                    Ok(Some(guard)) => Ok((guard, false)),
+                    Ok(None) => {
+                        tracing::info!("waiting to become bot owner (another instance polls Telegram)");
+                        lock_exclusive(&path).map(|guard| (guard, true))
+                    }
+                    Err(e) => Err(e),
+                };
+                match acquired {
+                    // If the actor is gone the message, and with it the lock, is dropped.
+                    Ok((guard, waited)) => me.do_send(OwnershipAcquired { guard, waited }),
+                    Err(e) => tracing::error!(error = %e, "cannot wait for bot ownership; this instance will not answer Telegram commands"),
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the bot-owner lock thread");
+        }
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        if self.poll.take().is_some() {
+            if let Some(registry) = &self.registry {
+                registry.do_send(SetBotOwner(false));
+            }
+        }
+    }
+}
+
+impl Handler<OwnershipAcquired> for BotOwnerActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: OwnershipAcquired, ctx: &mut Self::Context) {
+        let Some(client) = self.client.clone() else {
+            return;
+        };
+        if self.stopped {
+            // Shutting down: hand the lock straight on.
+            drop(msg.guard);
+            return;
+        }
+        tracing::info!("bot owner now: polling Telegram for commands");
+        if let Some(registry) = self.registry.clone() {
+            actix::spawn(async move {
+                match registry.send(SetBotOwner(true)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "cannot mark this instance bot owner in the registry")
+                    }
+                    Err(e) => tracing::warn!(error = %e, "registry unreachable"),
+                }
+            });
+        }
+        if msg.waited {
+            self.notifier.do_send(Notify(RunEvent::Info(
+                "🤖 Took over the Telegram bot: this instance now answers commands".into(),
+            )));
+        }
+        let s = &self.settings;
+        let poller = Poller {
+            prefix: s.prefix.clone(),
+            project_dir: s.project_dir.clone(),
+            home: s.home.clone(),
+            chat_id: s.chat_id,
+            poll_timeout_secs: s.poll_timeout_secs,
+            sender: ChatSender::new(
+                client.clone(),
+                SendBudget::new(&s.home, s.chat_id),
+                s.chat_id,
+            ),
+            client,
+            control: self.control.clone(),
+            registry: self.registry.clone(),
+            bot_username: None,
+            last_handled: None,
+        };
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (released_tx, released_rx) = oneshot::channel();
+        let guard = msg.guard;
+        let task = async move {
+            poller.run(stop_rx).await;
+            drop(guard);
+            tracing::info!("stopped polling Telegram; bot-owner lock released");
+            let _ = released_tx.send(());
+        };
+        ctx.spawn(task.into_actor(self));
+        self.poll = Some(PollHandle {
+            stop: stop_tx,
+            released: released_rx,
+        });
+    }
+}
+
+impl Handler<StopPolling> for BotOwnerActor {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: StopPolling, _: &mut Self::Context) -> Self::Result {
+        self.stopped = true;
+        let Some(poll) = self.poll.take() else {
+            return Box::pin(async {});
+        };
+        let _ = poll.stop.send(true);
+        let registry = self.registry.clone();
+        Box::pin(async move {
+            let _ = poll.released.await;
+            if let Some(registry) = registry {
+                if let Ok(Err(e)) = registry.send(SetBotOwner(false)).await {
+                    tracing::warn!(error = %e, "cannot clear the bot-owner mark in the registry");
+                }
+            }
+        })
+    }
+}
+
+/// Everything the poll loop needs, owned by the loop's task.
+struct Poller {
+    prefix: String,
+    project_dir: PathBuf,
+    home: PathBuf,
+    chat_id: i64,
+    poll_timeout_secs: u32,
+    client: TelegramClient,
+    sender: ChatSender,
+    control: BotControl,
+    registry: Option<Addr<RegistryActor>>,
+    bot_username: Option<String>,
+    last_handled: Option<i64>,
+}
+
+/// Resolves when a stop is asked for (or nobody can ask any more).
+async fn stop_requested(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
+}
+
+impl Poller {
+    async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        if let Err(e) = self.client.set_my_commands(&command_menu()).await {
+            tracing::warn!(error = %e, "cannot register the command menu (setMyCommands)");
+        }
+        self.bot_username = match self.client.get_me().await {
+            Ok(name) => Some(name),
+            Err(e) => {
+                tracing::warn!(error = %e, "getMe failed; accepting /command@any-bot");
+                None
+            }
+        };
+        let home = self.home.clone();
+        self.last_handled = tokio::task::spawn_blocking(move || read_last_handled(&home))
+            .await
+            .unwrap_or(None);
+        let mut backoff = FIRST_POLL_BACKOFF;
+        let mut warned_conflict = false;
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            let offset = self.last_handled.map(|id| id + 1);
+            let polled = tokio::select! {
+                _ = stop_requested(&mut stop) => return,
+                polled = self.client.get_updates(offset, self.poll_timeout_secs) => polled,
+            };
+            let wait = match polled {
+                Ok(updates) => {
+                    backoff = FIRST_POLL_BACKOFF;
+                    for update in updates {
+                        // Handling is never cut short: a reply sent but not recorded
+                        // would be sent again by the next owner.
+                        if *stop.borrow() {
+                            return;
+                        }
+                        self.take(update).await;
+                    }
+                    continue;
+                }
+                // We hold the lock for the whole loop, so the other poller is not of this home.
+                Err(TelegramError::Conflict) => {
+                    if warned_conflict {
+                        tracing::debug!("Telegram 409 again: the outside poller is still there");
+                    } else {
+                        warned_conflict = true;
+                        tracing::warn!(
+                            "Telegram says another getUpdates is polling this bot token (409). \
+                             This instance holds the bot-owner lock, so the other poller is outside \
+                             this PIV_HOME: another machine, another PIV_HOME or another program \
+                             using the same bot token. Backing off and retrying; give each its own bot."
+                        );
+                    }
+                    next_backoff(&mut backoff)
+                }
+                Err(TelegramError::RetryAfter(d)) => d,
+                Err(e) => {
+                    tracing::warn!(error = %e, "Telegram getUpdates failed; retrying");
+                    next_backoff(&mut backoff)
+                }
+            };
+            tokio::select! {
+                _ = stop_requested(&mut stop) => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// Handles one update (unless an earlier owner already did) and records it.
+    async fn take(&mut self, update: IncomingUpdate) {
+        if self
+            .last_handled
+            .is_some_and(|last| update.update_id <= last)
+        {
+            tracing::debug!(
+                update_id = update.update_id,
+                "skipping an update already handled"
+            );
+            return;
+        }
+        self.handle(&update).await;
+        self.last_handled = Some(update.update_id);
+        let home = self.home.clone();
+        let id = update.update_id;
+        match tokio::task::spawn_blocking(move || write_last_handled(&home, id)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot record the last handled Telegram update")
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot record the last handled Telegram update"),
+        }
+    }
+
+    async fn handle(&self, update: &IncomingUpdate) {
+        let Some(chat_id) = update.chat_id else {
+            tracing::debug!(
+                update_id = update.update_id,
+                "ignoring a non-message update"
+            );
+            return;
+        };
+        if !is_allowed_chat(chat_id, &[self.chat_id]) {
+            tracing::info!(
+                update_id = update.update_id,
+                chat_id,
+                "ignoring a message from a chat not on the allow-list"
+            );
+            return;
+        }
+        let Some(command) = update
+            .text
+            .as_deref()
+            .and_then(|text| parse_command(text, self.bot_username.as_deref()))
+        else {
+            tracing::debug!(
+                update_id = update.update_id,
+                "ignoring a message that is not a command"
+            );
+            return;
+        };
+        tracing::info!(update_id = update.update_id, ?command, "Telegram command");
+        let (tag, reply) = self.answer(command).await;
+        self.sender.send_tagged(&tag, &reply).await;
+    }
+
+    /// The reply to a command and the prefix to tag it with.
+    async fn answer(&self, command: Command) -> (String, String) {
+        let own = self.prefix.clone();
+        match command {
+            Command::Help => (own, format_help()),
+            Command::Unknown(name) => (own, reply_unknown_command(&name)),
+            Command::Status(StatusTarget::This) => (own, self.own_status().await),
+            Command::Status(StatusTarget::All) => (own, self.all_status().await),
+            Command::Status(StatusTarget::Prefix(target)) => {
+                let others = self.other_instances().await;
+                match route(Some(&target), &own, &prefixes(&others)) {
+                    Route::Remote { prefix } => match others.iter().find(|i| i.prefix == prefix) {
+                        Some(other) => (prefix, status_reply(probe_other(other).await)),
+                        None => (own, reply_unknown_prefix(&prefix, &prefixes(&others))),
+                    },
+                    Route::UnknownPrefix { prefix, known } => {
+                        (own, reply_unknown_prefix(&prefix, &known))
+                    }
+                    Route::Local | Route::AskWhich { .. } => (own.clone(), self.own_status().await),
+                }
+            }
+            Command::Go(_) | Command::Pause(_) | Command::Resume(_) => {
+                let Some((action, target)) = command.as_remote_action() else {
+                    return (own, format_help());
+                };
+                let others = self.other_instances().await;
+                let reply = match route(target, &own, &prefixes(&others)) {
+                    Route::Local => self.control_locally(action).await,
+                    Route::Remote { prefix } => match others.iter().find(|i| i.prefix == prefix) {
+                        Some(other) => self.signal_other(other, action).await,
+                        None => reply_unknown_prefix(&prefix, &prefixes(&others)),
+                    },
+                    Route::AskWhich { prefixes } => reply_ask_which(action, &prefixes),
+                    Route::UnknownPrefix { prefix, known } => reply_unknown_prefix(&prefix, &known),
+                };
+                (own, reply)
+            }
+        }
+    }
+
+    async fn control_locally(&self, action: RemoteAction) -> String {
+        let by = "telegram".to_string();
+        let reply = match action {
+            RemoteAction::Go => self.control.go.send(Go { by }).await,
+            RemoteAction::Pause => self.control.pause.send(Pause { by }).await,
+            RemoteAction::Resume => self.control.resume.send(Resume { by }).await,
+        };
+        match reply {
+            Ok(reply) => ControlReply::text(reply).to_string(),
+            Err(e) => {
+                tracing::warn!(error = %e, "the phase runner did not take a Telegram command");
+                format!("⚠️ Could not reach the runner: {e}")
+            }
+        }
+    }
+
+    async fn signal_other(&self, other: &Instance, action: RemoteAction) -> String {
+        let dir = PathBuf::from(&other.project_dir);
+        let from = self.prefix.clone();
+        let signal = match action {
+            RemoteAction::Go => SignalAction::Go,
+            RemoteAction::Pause => SignalAction::Pause,
+            RemoteAction::Resume => SignalAction::Resume,
+        };
+        let queued =
+            tokio::task::spawn_blocking(move || signal_queue::enqueue(&dir, signal, &from)).await;
+        match queued {
+            Ok(Ok(path)) => {
+                tracing::info!(to = %other.prefix, action = action.as_str(), file = %path.display(),
+                    "routed a Telegram command to another instance");
+                reply_sent(action, &other.prefix)
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot queue a signal for another instance");
+                format!(
+                    "⚠️ Could not send /{} to [{}]: {}",
+                    action.as_str(),
+                    crate::core::telegram_text::escape_html(&other.prefix),
+                    crate::core::telegram_text::escape_html(&e.to_string())
+                )
+            }
+            Err(e) => format!("⚠️ Could not send /{}: {e}", action.as_str()),
+        }
+    }
+
+    /// The registered instances other than this one (none without a registry).
+    async fn other_instances(&self) -> Vec<Instance> {
+        let Some(registry) = &self.registry else {
+            return Vec::new();
+        };
+        let own_dir = self.project_dir.display().to_string();
+        match registry.send(ListInstances).await {
+            Ok(Ok(list)) => list
+                .into_iter()
+                .filter(|i| i.project_dir != own_dir)
+                .collect(),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot list instances");
+                Vec::new()
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "registry unreachable");
+                Vec::new()
+            }
+        }
+    }
+
+    fn own_facts(&self) -> InstanceFacts {
+        InstanceFacts {
+            prefix: self.prefix.clone(),
+            project_dir: self.project_dir.display().to_string(),
+            pid: Some(std::process::id()),
+            is_bot_owner: true,
+            started_at_unix_secs: None,
+        }
+    }
+
+    async fn own_status(&self) -> String {
+        let facts = self.own_facts();
+        let dir = self.project_dir.clone();
+        status_reply(probe_blocking(facts, dir).await)
+    }
+
+    async fn all_status(&self) -> String {
+        let mut entries = vec![multi_entry(
+            &probe_blocking(self.own_facts(), self.project_dir.clone())
+                .await
+                .0,
+        )];
+        for other in self.other_instances().await {
+            entries.push(multi_entry(&probe_other(&other).await.0));
+        }
+        format_multi_status(&entries)
+    }
+}
+
+fn prefixes(instances: &[Instance]) -> Vec<String> {
+    instances.iter().map(|i| i.prefix.clone()).collect()
+}
+
+fn next_backoff(backoff: &mut Duration) -> Duration {
+    let wait = *backoff;
+    *backoff = (*backoff * 2).min(MAX_POLL_BACKOFF);
+    wait
+}
+
+/// A status and its manifest view (for the phase table), read off the actor thread.
+type Probed = (InstanceStatus, Option<ManifestView>);
+
+async fn probe_blocking(facts: InstanceFacts, dir: PathBuf) -> Probed {
+    let fallback = facts.clone();
+    tokio::task::spawn_blocking(move || {
+        let status = status_probe::probe(&facts, &dir);
+        let view = manifest_file::read(&dir).ok().and_then(|m| m.view().ok());
+        (status, view)
+    })
+    .await
+    .unwrap_or_else(|e| {
+        let mut status = crate::core::status::build_status(
+            &fallback,
+            None,
+            Err(e.to_string()),
+            chrono::Utc::now().timestamp(),
+        );
+        status.error = Some(format!("status probe failed: {e}"));
+        (status, None)
+    })
+}
+
+async fn probe_other(other: &Instance) -> Probed {
+    let facts = InstanceFacts {
+        prefix: other.prefix.clone(),
+        project_dir: other.project_dir.clone(),
+        pid: Some(other.pid),
+        is_bot_owner: false,
+        started_at_unix_secs: status_probe::unix_secs(&other.started_at),
+    };
+    probe_blocking(facts, PathBuf::from(&other.project_dir)).await
+}
+
+/// `/status` for one instance: the reference's layout plus a state line.
+fn status_reply((status, view): Probed) -> String {
+    match &status.error {
+        Some(error) => reply_status_unreadable(error),
+        None => format_status(&status_input(&status, view.as_ref())),
+    }
+}
+
+/// "running · Phase 2 · execute · $1.23 this run".
+fn state_line(status: &InstanceStatus) -> String {
+    let mut parts = vec![status.state.as_str().to_string()];
+    if let Some(phase) = status.phase {
+        parts.push(format!("Phase {phase}"));
+    }
+    if let Some(step) = &status.step {
+        parts.push(step.clone());
+    }
+    parts.push(format!("${:.2} this run", status.cost_usd));
+    let mut line = parts.join(" · ");
+    if let Some(why) = &status.why {
+        line.push_str(&format!(" — {why}"));
+    }
+    line
+}
+
+fn status_input(status: &InstanceStatus, view: Option<&ManifestView>) -> StatusInput {
+    StatusInput {
+        phases: view
+            .map(|v| {
+                v.phases
+                    .iter()
+                    .map(|(number, p)| PhaseRow {
+                        number: *number,
+                        plan: p.plan.as_str().to_string(),
+                        execution: p.execution.as_str().to_string(),
+                        validation: p.validation.as_str().to_string(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        next: status.next.as_ref().map(|n| NextLine {
+            command: n.command.clone(),
+            argument: n.argument.clone(),
+            reason: n.reason.clone(),
+        }),
+        pending_failures: view
+            .map(|v| {
+                v.failures
+                    .iter()
+                    .filter(|f| f.is_pending())
+                    .map(|f| FailureLine {
+                        phase: f.phase,
+                        category: f.error_category.clone(),
+                        details: f.details.clone(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        last_updated: view.and_then(|v| v.last_updated.clone()),
+        state: Some(state_line(status)),
+    }
+}
+
+fn multi_entry(status: &InstanceStatus) -> MultiStatusEntry {
+    MultiStatusEntry {
+        prefix: status.prefix.clone(),
+        pid: status.pid,
+        is_bot_owner: status.is_bot_owner,
+        phase: status.phase,
+        step: status.step.clone(),
+        paused: status.state == RunState::Paused,
+        done_phases: status.phases_done,
+        total_phases: status.phases_total,
+        next: status
+            .next
+            .as_ref()
+            .map(|n| (n.command.clone(), n.argument.clone())),
+        error: status.error.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::next_action::{Confidence, NextAction};
+
+    fn status(state: RunState) -> InstanceStatus {
+        InstanceStatus {
+            prefix: "a".into(),
+            project_dir: "/p/a".into(),
+            pid: Some(7),
+            is_bot_owner: true,
+            state,
+            phase: Some(2),
+            step: Some("execute".into()),
+            next: Some(NextAction {
+                command: "execute".into(),
+                argument: Some("plan.md".into()),
+                reason: "r".into(),
+                confidence: Confidence::High,
+            }),
+            cost_usd: 1.234,
+            started_at: None,
+            last_activity: None,
+            uptime_secs: None,
+            phases_done: 1,
+            phases_total: 3,
+            why: None,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn single_status_carries_state_step_and_cost() {
+        let text = status_reply((status(RunState::Running), None));
+        assert!(
+            text.contains("<b>State:</b> running · Phase 2 · execute · $1.23 this run"),
+            "{text}"
+        );
+        assert!(text.contains("<b>Next:</b> execute plan.md"), "{text}");
+        let mut broken = status(RunState::Running);
+        broken.error = Some("no <manifest>".into());
+        assert_eq!(
+            status_reply((broken, None)),
+            "⚠️ Could not read status: no &lt;manifest&gt;"
+        );
+    }
+
+    #[test]
+    fn multi_entry_maps_pause_and_owner() {
+        let e = multi_entry(&status(RunState::Paused));
+        assert!(e.paused && e.is_bot_owner);
+        assert_eq!((e.done_phases, e.total_phases), (1, 3));
+        assert_eq!(e.next, Some(("execute".into(), Some("plan.md".into()))));
+    }
+
+    #[test]
+    fn backoff_doubles_to_the_cap() {
+        let mut b = FIRST_POLL_BACKOFF;
+        let waits: Vec<u64> = (0..7).map(|_| next_backoff(&mut b).as_secs()).collect();
+        assert_eq!(waits, vec![1, 2, 4, 8, 16, 30, 30]);
+    }
+
+    #[test]
+    fn offset_file_round_trips_and_bad_files_are_set_aside() {
+        let home = tempfile::tempdir().unwrap();
+        assert_eq!(read_last_handled(home.path()), None);
+        write_last_handled(home.path(), 100_123).unwrap();
+        assert_eq!(read_last_handled(home.path()), Some(100_123));
+        std::fs::write(home.path().join(OFFSET_FILE), "{oops").unwrap();
+        assert_eq!(read_last_handled(home.path()), None);
+        let kept = std::fs::read_dir(home.path())
+            .unwrap()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().contains(".corrupt-"));
+        assert!(kept);
+    }
+}
