@@ -407,14 +407,9 @@ fn sigint_runs_the_whole_shutdown() {
     os_signal_runs_the_whole_shutdown(libc::SIGINT, "int");
 }
 
-/// With an agent that ignores SIGTERM and a long kill grace, the first Ctrl-C's shutdown
-/// waits on the agent; a second Ctrl-C exits at once and takes the agent down with it.
-#[test]
-fn a_second_sigint_exits_at_once() {
-    let mut inst = Instance::new(Sandbox::new("twice", &ready_manifest(1)));
-    inst.sb.scenario(Scenario::new().rule(hang("/execute")));
-    // A claude that ignores SIGTERM (the disposition survives exec, also into its child).
-    let wrapper = inst.sb.root.path().join("stubborn-claude");
+/// A claude that ignores SIGTERM (the disposition survives exec, also into its child).
+fn stubborn_claude(sb: &Sandbox) -> std::path::PathBuf {
+    let wrapper = sb.root.path().join("stubborn-claude");
     std::fs::write(
         &wrapper,
         format!("#!/bin/sh\ntrap '' TERM\nexec '{FAKE_CLAUDE}' \"$@\"\n"),
@@ -423,6 +418,16 @@ fn a_second_sigint_exits_at_once() {
     let mut perms = std::fs::metadata(&wrapper).unwrap().permissions();
     std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
     std::fs::set_permissions(&wrapper, perms).unwrap();
+    wrapper
+}
+
+/// With an agent that ignores SIGTERM and a long kill grace, the first Ctrl-C's shutdown
+/// waits on the agent; a second Ctrl-C exits at once and takes the agent down with it.
+#[test]
+fn a_second_sigint_exits_at_once() {
+    let mut inst = Instance::new(Sandbox::new("twice", &ready_manifest(1)));
+    inst.sb.scenario(Scenario::new().rule(hang("/execute")));
+    let wrapper = stubborn_claude(&inst.sb);
     inst.start(&[
         ("PIV_CLAUDE_BIN", wrapper.to_str().unwrap()),
         ("PIV_KILL_GRACE_SECS", "300"),
@@ -463,11 +468,13 @@ fn a_panicking_phase_runner_is_restarted_and_the_run_ends_done() {
         .find(|f| f["error_category"] == "orchestrator_crash")
         .unwrap_or_else(|| panic!("crash recorded\n{}", inst.sb.dump()));
     assert_ne!(crash["resolution"], "pending", "{crash:?}");
+    let stdout = inst.sb.run_stdout();
     assert!(
-        inst.sb.run_stdout().contains("restarting"),
-        "{}",
+        stdout.contains("phase runner crashed (injected fault"),
+        "the crash is named:\n{}",
         inst.sb.dump()
     );
+    assert!(stdout.contains("restarting"), "{}", inst.sb.dump());
     assert!(!inst.pid_file_exists());
     assert!(!inst.registered());
 }
@@ -523,4 +530,48 @@ fn sigkill_mid_step_then_run_again_resumes_to_done() {
     assert_eq!(inst.sb.manifest()["next_action"]["command"], "done");
     assert!(!inst.pid_file_exists());
     assert!(registry_entries(&inst.sb.home).is_empty());
+}
+
+/// An agent that ignores SIGTERM is killed after the grace period; the shutdown still
+/// completes with exit 0 and nothing left running.
+#[test]
+fn sigterm_with_a_stubborn_agent_kills_it_after_the_grace() {
+    let mut inst = Instance::new(Sandbox::new("stubborn", &ready_manifest(1)));
+    inst.sb.scenario(Scenario::new().rule(hang("/execute")));
+    let wrapper = stubborn_claude(&inst.sb);
+    inst.start(&[
+        ("PIV_CLAUDE_BIN", wrapper.to_str().unwrap()),
+        ("PIV_KILL_GRACE_SECS", "1"),
+    ]);
+    let pgid = inst.wait_hang("/execute", 1);
+    inst.wait_registered();
+    send_signal(inst.pid(), libc::SIGTERM);
+    assert_eq!(inst.exit_code(), Some(0), "{}", inst.sb.dump());
+    assert_cleaned_up(&inst, pgid);
+}
+
+/// A paused instance (held between steps) still shuts down cleanly on SIGTERM and on a
+/// `shutdown` signal.
+#[test]
+fn a_paused_instance_shuts_down_cleanly() {
+    for (n, by_signal) in [(1, false), (2, true)] {
+        let mut inst = Instance::new(Sandbox::new(&format!("held{n}"), &ready_manifest(1)));
+        inst.sb
+            .scenario(Scenario::new().rule(hang("/prime").times(1)));
+        inst.start(&[]);
+        let pgid = inst.wait_hang("/prime", 1);
+        inst.wait_registered();
+        signal(&inst.sb, &format!("held{n}"), "pause");
+        inst.wait_stdout("Pausing after current step");
+        kill_group(pgid);
+        inst.wait_state(RunState::Paused);
+        if by_signal {
+            signal(&inst.sb, &format!("held{n}"), "shutdown");
+        } else {
+            send_signal(inst.pid(), libc::SIGTERM);
+        }
+        assert_eq!(inst.exit_code(), Some(0), "{}", inst.sb.dump());
+        assert_cleaned_up(&inst, pgid);
+        assert_eq!(inst.sb.manifest()["next_action"]["command"], "plan-feature");
+    }
 }

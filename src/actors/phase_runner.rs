@@ -186,7 +186,8 @@ impl PhaseRunnerActor {
                 Ok(reason) => Ok(reason),
                 Err(e) if e.is_panic() => {
                     let payload = e.into_panic();
-                    Err(panic_text(&payload))
+                    // `&*`: the Box is itself `Any`; `&payload` would downcast the Box.
+                    Err(panic_text(&*payload))
                 }
                 Err(e) => Err(format!("the loop task ended unexpectedly: {e}")),
             }
