@@ -490,7 +490,10 @@ fn a_phase_runner_that_keeps_panicking_ends_in_a_clean_shutdown() {
     ]);
     assert_eq!(inst.exit_code(), Some(1), "{}", inst.sb.dump());
     let said = format!("{}{}", inst.sb.run_stdout(), inst.sb.run_stderr());
-    assert!(said.contains("restart"), "the reason is said:\n{said}");
+    assert!(
+        said.contains("crashed more than 2 times"),
+        "the reason is said:\n{said}"
+    );
     assert!(said.contains("orchestrator_crash"), "{said}");
     assert!(!inst.pid_file_exists(), "{}", inst.sb.dump());
     assert!(!inst.registered(), "{}", inst.sb.dump());
@@ -499,6 +502,26 @@ fn a_phase_runner_that_keeps_panicking_ends_in_a_clean_shutdown() {
     assert!(m["failures"].as_sequence().is_some_and(|f| f
         .iter()
         .any(|f| f["error_category"] == "orchestrator_crash")));
+
+    // The manifest is resumable: a plain `piv run` says it resumes after the crash (and
+    // what it will do next, not the stale pre-resume action) and reaches done.
+    inst.start(&[]);
+    assert_eq!(inst.exit_code(), Some(0), "{}", inst.sb.dump());
+    let stdout = inst.sb.run_stdout();
+    let line = stdout
+        .lines()
+        .find(|l| l.contains("Resuming from"))
+        .unwrap_or_else(|| panic!("says it resumes:\n{}", inst.sb.dump()));
+    assert!(line.contains("crash"), "{line}");
+    assert!(!line.contains("Phase 0"), "no phase 0: {line}");
+    assert!(line.contains("plan-feature"), "the next step: {line}");
+    let m = inst.sb.manifest();
+    assert_eq!(m["next_action"]["command"], "done");
+    assert!(m["failures"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .all(|f| f["resolution"] != "pending"));
 }
 
 /// SIGKILL mid-step leaves a stale PID file and registry entry; `piv run` again replaces
