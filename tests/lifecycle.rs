@@ -541,6 +541,10 @@ fn sigkill_mid_step_then_run_again_resumes_to_done() {
     kill_group(pgid);
     assert!(inst.pid_file_exists(), "the stale PID file is left");
     assert!(inst.registered(), "the stale registry entry is left");
+    assert!(
+        status_all(&inst.sb).is_empty(),
+        "a dead instance is not listed"
+    );
 
     inst.start(&[]);
     assert_eq!(inst.exit_code(), Some(0), "{}", inst.sb.dump());
@@ -548,6 +552,11 @@ fn sigkill_mid_step_then_run_again_resumes_to_done() {
     assert!(
         stdout.contains("Resuming from"),
         "says so:\n{}",
+        inst.sb.dump()
+    );
+    assert!(
+        inst.sb.log().contains("replacing stale PID file"),
+        "{}",
         inst.sb.dump()
     );
     assert_eq!(inst.sb.manifest()["next_action"]["command"], "done");
