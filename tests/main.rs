@@ -4,6 +4,7 @@
 mod agent;
 mod bot_api_standin;
 mod dry_run;
+mod lifecycle;
 mod registry;
 mod run_loop;
 mod signals;

@@ -186,7 +186,8 @@ impl PhaseRunnerActor {
                 Ok(reason) => Ok(reason),
                 Err(e) if e.is_panic() => {
                     let payload = e.into_panic();
-                    Err(panic_text(&payload))
+                    // `&*`: the Box is itself `Any`; `&payload` would downcast the Box.
+                    Err(panic_text(&*payload))
                 }
                 Err(e) => Err(format!("the loop task ended unexpectedly: {e}")),
             }
@@ -584,7 +585,9 @@ impl LoopRun {
             .collect();
         let had_state =
             view.active_checkpoint().is_some() || view.first_pending_failure(None).is_some();
-        if !crashes.is_empty() {
+        let manifest = if crashes.is_empty() {
+            manifest
+        } else {
             let updates = crashes
                 .iter()
                 .map(|(phase, command)| ManifestUpdate::ResolveFailures {
@@ -594,13 +597,19 @@ impl LoopRun {
                 })
                 .collect();
             self.record(updates).await;
-        }
+            // Say what comes next once the crash records no longer block the loop.
+            self.read_manifest().await.unwrap_or(manifest)
+        };
         if had_state {
+            let view = manifest.view().ok()?;
             let next = next_action(&view);
+            // Phase 0 is a crash outside any phase: no phase to name.
             let phase = view
                 .active_checkpoint()
                 .and_then(|c| c.phase)
-                .or_else(|| view.first_pending_failure(None).map(|f| f.phase));
+                .or_else(|| view.first_pending_failure(None).map(|f| f.phase))
+                .or_else(|| crashes.iter().map(|(p, _)| *p).max())
+                .filter(|p| *p > 0);
             self.emit(RunEvent::Restarted {
                 phase,
                 reason: format!(
@@ -612,7 +621,9 @@ impl LoopRun {
                     },
                     next.command,
                     next.argument.unwrap_or_default()
-                ),
+                )
+                .trim_end()
+                .to_string(),
             });
         }
         None
