@@ -39,6 +39,11 @@ pub fn run(args: &RunArgs) -> i32 {
         Err(e) => return fail_usage(&e.to_string()),
     };
     tracing::info!(project = %cfg.project_dir.display(), prefix = %cfg.prefix, "piv run starting");
+    if let Some(pgid) = agent::stop_orphaned_agent(&cfg.project_dir, cfg.agent.kill_grace) {
+        println!(
+            "stopped an agent session (process group {pgid}) left running by a killed piv run"
+        );
+    }
     println!(
         "piv {} — project {} [{}]{}",
         env!("CARGO_PKG_VERSION"),
@@ -126,6 +131,7 @@ fn ensure_runtime_files_ignored(project_dir: &std::path::Path) {
         "orchestrator.signal",
         "orchestrator.log*",
         "orchestrator.state.json",
+        "orchestrator.agent-pgid",
         "signals/",
         ".*.tmp-*",
     ];

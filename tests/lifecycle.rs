@@ -537,8 +537,8 @@ fn sigkill_mid_step_then_run_again_resumes_to_done() {
     let old_pid = inst.pid();
     send_signal(old_pid, libc::SIGKILL);
     assert!(inst.wait_exit(DEADLINE).is_some());
-    // The orphaned agent of the killed run is not ours to test here: end it.
-    kill_group(pgid);
+    // SIGKILL gave piv no chance to stop its agent: it is still running.
+    assert!(exists(-pgid), "the killed run's agent is still running");
     assert!(inst.pid_file_exists(), "the stale PID file is left");
     assert!(inst.registered(), "the stale registry entry is left");
     assert!(
@@ -549,6 +549,16 @@ fn sigkill_mid_step_then_run_again_resumes_to_done() {
     inst.start(&[]);
     assert_eq!(inst.exit_code(), Some(0), "{}", inst.sb.dump());
     let stdout = inst.sb.run_stdout();
+    // The new run stopped the agent the killed one left behind before starting its own.
+    assert!(
+        wait_until(DEADLINE, || !exists(-pgid)),
+        "the orphaned agent group {pgid} was stopped"
+    );
+    assert!(
+        stdout.contains(&format!("process group {pgid}) left running")),
+        "{}",
+        inst.sb.dump()
+    );
     assert!(
         stdout.contains("Resuming from"),
         "says so:\n{}",

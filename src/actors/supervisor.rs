@@ -280,6 +280,7 @@ impl SupervisorActor {
     fn listen_for_os_signals(&self, ctx: &mut Context<Self>) {
         use tokio::signal::unix::{signal, SignalKind};
         let me = ctx.address();
+        let project_dir = self.cfg.project_dir.clone();
         actix_rt::spawn(async move {
             let mut int = match signal(SignalKind::interrupt()) {
                 Ok(s) => s,
@@ -304,6 +305,7 @@ impl SupervisorActor {
                 if by == "SIGINT" && interrupts >= 2 {
                     eprintln!("second Ctrl-C: exiting now");
                     stop_agent_groups_now();
+                    remove_own_pid_file(&project_dir);
                     std::process::exit(130);
                 }
                 if by == "SIGINT" {
@@ -312,6 +314,14 @@ impl SupervisorActor {
                 me.do_send(BeginShutdown(StopReason::Requested { by: by.into() }));
             }
         });
+    }
+}
+
+/// On the immediate exit path: the PID file goes if it is ours (the registry entry is
+/// pruned by the next operation, as for any dead instance).
+fn remove_own_pid_file(project_dir: &std::path::Path) {
+    if PidFile::read(project_dir).is_some_and(|r| r.pid == std::process::id()) {
+        let _ = std::fs::remove_file(PidFile::path_for(project_dir));
     }
 }
 

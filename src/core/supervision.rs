@@ -87,15 +87,16 @@ impl StopReason {
         }
     }
 
-    /// One line for the terminal and the chat.
+    /// One line for the terminal and the chat, to follow "Stopped" (as in
+    /// "🛑 Stopped: on request (SIGTERM)").
     pub fn describe(&self) -> String {
         match self {
             StopReason::Done => "all phases complete".to_string(),
-            StopReason::Requested { by } => format!("stopped on request ({by})"),
-            StopReason::NeedsHuman { why } => format!("stopped for a human: {why}"),
-            StopReason::Fatal { why } => format!("stopped after a failure: {why}"),
+            StopReason::Requested { by } => format!("on request ({by})"),
+            StopReason::NeedsHuman { why } => format!("for a human: {why}"),
+            StopReason::Fatal { why } => format!("after a failure: {why}"),
             StopReason::RestartIntensity { restarts, window } => format!(
-                "stopped: a component crashed more than {restarts} times in {}s",
+                "a component crashed more than {restarts} times in {}s",
                 window.as_secs()
             ),
         }

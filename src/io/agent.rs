@@ -216,9 +216,18 @@ pub fn group_has_live_members(pgid: i32) -> bool {
     if group_signal(pgid, 0).is_err() {
         return false;
     }
-    let Ok(entries) = std::fs::read_dir("/proc") else {
+    if std::fs::read_dir("/proc").is_err() {
         return true;
+    }
+    !live_group_members(pgid).is_empty()
+}
+
+/// The pids of the group's members that are not zombies (from `/proc`).
+fn live_group_members(pgid: i32) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
     };
+    let mut members = Vec::new();
     for entry in entries.flatten() {
         let name = entry.file_name();
         let Some(pid) = name.to_str().and_then(|s| s.parse::<i32>().ok()) else {
@@ -235,10 +244,45 @@ pub fn group_has_live_members(pgid: i32) -> bool {
         let state = fields.next().unwrap_or("");
         let pgrp = fields.nth(1).and_then(|s| s.parse::<i32>().ok());
         if pgrp == Some(pgid) && state != "Z" && state != "X" {
-            return true;
+            members.push(pid);
         }
     }
-    false
+    members
+}
+
+/// `.agents/orchestrator.agent-pgid`: the process group of the session running now, so
+/// that a `piv run` started after a killed one (SIGKILL leaves no chance to clean up) can
+/// stop the agent it left behind instead of running a second agent beside it.
+pub fn agent_pgid_path(project_dir: &Path) -> PathBuf {
+    project_dir.join(".agents").join("orchestrator.agent-pgid")
+}
+
+/// Stops an agent a killed `piv run` left running in `project_dir`, if there is one:
+/// the recorded group must still have a member whose working directory is the project
+/// (so a reused group id of an unrelated process is never signalled). Call it only
+/// while holding the project's PID file. Returns the group it stopped.
+pub fn stop_orphaned_agent(project_dir: &Path, grace: Duration) -> Option<i32> {
+    let path = agent_pgid_path(project_dir);
+    let pgid = std::fs::read_to_string(&path)
+        .ok()?
+        .trim()
+        .parse::<i32>()
+        .ok();
+    let _ = std::fs::remove_file(&path);
+    let pgid = pgid.filter(|p| *p > 1)?;
+    let project = project_dir.canonicalize().ok()?;
+    let ours = live_group_members(pgid).into_iter().any(|pid| {
+        std::fs::read_link(format!("/proc/{pid}/cwd"))
+            .ok()
+            .and_then(|cwd| cwd.canonicalize().ok())
+            .is_some_and(|cwd| cwd == project)
+    });
+    if !ours {
+        return None;
+    }
+    tracing::warn!(pgid, "stopping an agent left running by a killed piv run");
+    stop_process_group(pgid, grace);
+    Some(pgid)
 }
 
 /// Stops every process of group `pgid`: SIGTERM, up to `grace` for them to go, then
@@ -248,18 +292,29 @@ pub fn group_has_live_members(pgid: i32) -> bool {
 /// immediate-exit path (a second Ctrl-C) can kill them without waiting for anything.
 static LIVE_GROUPS: std::sync::Mutex<Vec<i32>> = std::sync::Mutex::new(Vec::new());
 
-/// Keeps a group in [`LIVE_GROUPS`] for as long as its session runs.
-struct TrackedGroup(i32);
+/// Keeps a group in [`LIVE_GROUPS`] and in the project's agent-pgid file for as long
+/// as its session runs.
+struct TrackedGroup {
+    pgid: i32,
+    file: PathBuf,
+}
 
 impl TrackedGroup {
-    fn new(pgid: i32) -> Self {
+    fn new(pgid: i32, project_dir: &Path) -> Self {
+        let file = agent_pgid_path(project_dir);
         if pgid > 0 {
             LIVE_GROUPS
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .push(pgid);
+            if file.parent().is_some_and(Path::is_dir) {
+                if let Err(e) = crate::io::atomic_file::write(&file, format!("{pgid}\n").as_bytes())
+                {
+                    warn!("cannot record the agent's process group: {e}");
+                }
+            }
         }
-        TrackedGroup(pgid)
+        TrackedGroup { pgid, file }
     }
 }
 
@@ -268,7 +323,8 @@ impl Drop for TrackedGroup {
         LIVE_GROUPS
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .retain(|g| *g != self.0);
+            .retain(|g| *g != self.pgid);
+        let _ = std::fs::remove_file(&self.file);
     }
 }
 
@@ -372,7 +428,7 @@ pub async fn run_session(
     };
     let pgid = child.id().map(|p| p as i32).unwrap_or(0);
     debug!(pid = pgid, resume, "agent session started");
-    let _tracked = TrackedGroup::new(pgid);
+    let _tracked = TrackedGroup::new(pgid, &cfg.project_dir);
     let (Some(stdout), Some(mut stderr)) = (child.stdout.take(), child.stderr.take()) else {
         stop_child_group(&mut child, pgid, cfg.kill_grace).await;
         return SessionAccumulator::new().finish(ExitInfo {
