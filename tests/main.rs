@@ -3,6 +3,7 @@
 
 mod agent;
 mod bot_api_standin;
+mod corpus;
 mod dry_run;
 mod lifecycle;
 mod registry;

@@ -85,7 +85,20 @@ impl Manifest {
             }
         })?;
         match value {
-            Value::Mapping(doc) => Ok(Manifest { doc }),
+            Value::Mapping(doc) => {
+                // serde_yaml reads some documents it cannot write back (a tagged mapping
+                // key such as `!x a: 1`); refuse them here so `to_yaml` never fails later.
+                if let Err(e) = serde_yaml::to_string(&doc) {
+                    return Err(ManifestError::Syntax {
+                        line: 0,
+                        column: 0,
+                        message: format!(
+                            "the document cannot be written back ({e}), e.g. a tagged key"
+                        ),
+                    });
+                }
+                Ok(Manifest { doc })
+            }
             Value::Null => Err(ManifestError::Empty),
             other => Err(ManifestError::NotAMap {
                 found: kind_of(&other),
@@ -1254,6 +1267,15 @@ aa_last_unknown: [x, {y: z}]
         }
         let err = Manifest::parse("a: 1\n  b: [\n").unwrap_err().to_string();
         assert!(err.contains("line 2"), "{err}");
+        // Found by fuzzing: readable but not writable, so `to_yaml` used to panic.
+        for text in ["phases:\n  !: p{lan: comtee,p\n", "! : 1\n"] {
+            match Manifest::parse(text) {
+                Err(ManifestError::Syntax { message, .. }) => {
+                    assert!(message.contains("written back"), "{message}")
+                }
+                other => panic!("{text:?}: expected a syntax error, got {other:?}"),
+            }
+        }
     }
 
     #[test]
