@@ -85,6 +85,7 @@ impl RunConfig {
         // Unattended runs cannot answer permission prompts (the reference ran with
         // bypassPermissions); the root case is refused at start-up with the fix.
         agent.skip_permissions = true;
+        agent.pgid_file = Some(crate::io::agent::agent_pgid_path(&project_dir));
         Ok(RunConfig {
             project_dir,
             prefix,

@@ -53,6 +53,9 @@ pub struct AgentConfig {
     /// Extra variables for the child (set before the removals above apply, so they
     /// cannot smuggle `ANTHROPIC_API_KEY` in). Tests point the stand-in at its script here.
     pub env: Vec<(String, String)>,
+    /// Where to record the running session's process group (`piv run` uses
+    /// [`agent_pgid_path`]), so a later run can stop an agent a killed one left behind.
+    pub pgid_file: Option<PathBuf>,
 }
 
 impl AgentConfig {
@@ -72,6 +75,7 @@ impl AgentConfig {
             skip_permissions: false,
             result_grace: Duration::from_secs(15),
             env: Vec::new(),
+            pgid_file: None,
         }
     }
 }
@@ -296,25 +300,27 @@ static LIVE_GROUPS: std::sync::Mutex<Vec<i32>> = std::sync::Mutex::new(Vec::new(
 /// as its session runs.
 struct TrackedGroup {
     pgid: i32,
-    file: PathBuf,
+    file: Option<PathBuf>,
 }
 
 impl TrackedGroup {
-    fn new(pgid: i32, project_dir: &Path) -> Self {
-        let file = agent_pgid_path(project_dir);
+    fn new(pgid: i32, file: Option<&Path>) -> Self {
         if pgid > 0 {
             LIVE_GROUPS
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .push(pgid);
-            if file.parent().is_some_and(Path::is_dir) {
-                if let Err(e) = crate::io::atomic_file::write(&file, format!("{pgid}\n").as_bytes())
+            if let Some(file) = file {
+                if let Err(e) = crate::io::atomic_file::write(file, format!("{pgid}\n").as_bytes())
                 {
                     warn!("cannot record the agent's process group: {e}");
                 }
             }
         }
-        TrackedGroup { pgid, file }
+        TrackedGroup {
+            pgid,
+            file: file.map(Path::to_path_buf),
+        }
     }
 }
 
@@ -324,7 +330,9 @@ impl Drop for TrackedGroup {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .retain(|g| *g != self.pgid);
-        let _ = std::fs::remove_file(&self.file);
+        if let Some(file) = &self.file {
+            let _ = std::fs::remove_file(file);
+        }
     }
 }
 
@@ -428,7 +436,7 @@ pub async fn run_session(
     };
     let pgid = child.id().map(|p| p as i32).unwrap_or(0);
     debug!(pid = pgid, resume, "agent session started");
-    let _tracked = TrackedGroup::new(pgid, &cfg.project_dir);
+    let _tracked = TrackedGroup::new(pgid, cfg.pgid_file.as_deref());
     let (Some(stdout), Some(mut stderr)) = (child.stdout.take(), child.stderr.take()) else {
         stop_child_group(&mut child, pgid, cfg.kill_grace).await;
         return SessionAccumulator::new().finish(ExitInfo {
