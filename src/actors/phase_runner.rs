@@ -18,7 +18,7 @@ use actix::prelude::*;
 use tokio::sync::watch;
 
 use crate::actors::control::{ControlReply, Go, Notify, Pause, Resume};
-use crate::actors::manifest::{ManifestActor, ReadManifest, UpdateManifest};
+use crate::actors::manifest::{ManifestActor, ReadManifest, RestoreManifest, UpdateManifest};
 use crate::core::events::RunEvent;
 use crate::core::manifest::{ListSection, Manifest, ManifestUpdate, StepStatus, ValidationStatus};
 use crate::core::next_action::next_action;
@@ -1149,11 +1149,25 @@ impl LoopRun {
                 })
             }
             Recovery::RollbackThenStop { checkpoint: tag } => {
+                // The rollback undoes the work, not the record: the manifest as it is now
+                // is written back after the reset, and `.agents/` (plans, the runtime
+                // files' .gitignore) is kept out of the clean, as the reference kept its
+                // in-memory manifest.
+                let record_before = self.read_manifest().await.ok();
                 let rollback = blocking({
                     let (dir, tag) = (self.settings.project_dir.clone(), tag.clone());
-                    move || git::rollback(&dir, &tag)
+                    move || git::rollback_keeping(&dir, &tag, &[".agents"])
                 })
                 .await;
+                if let Some(before) = record_before {
+                    match self.manifest.send(RestoreManifest(before)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => {
+                            tracing::error!("cannot restore the manifest after the rollback: {e}")
+                        }
+                        Err(e) => tracing::error!("manifest actor unavailable: {e}"),
+                    }
+                }
                 let (resolution, action) = match &rollback {
                     Ok(()) => (
                         "rolled_back",
