@@ -174,6 +174,7 @@ impl PhaseRunnerActor {
             },
             run_cost: 0.0,
             cost_baseline: 0.0,
+            last_stderr_tail: String::new(),
         };
         let handle = actix_rt::spawn(InRunnerLoop(Box::pin(async move {
             if inject {
@@ -389,6 +390,8 @@ struct LoopRun {
     run_cost: f64,
     /// Cost at the last resume after a cost-cap pause: the cap applies from here.
     cost_baseline: f64,
+    /// The stderr tail of the last session run, for the failure record.
+    last_stderr_tail: String,
 }
 
 /// How a step ended, for the loop.
@@ -637,6 +640,7 @@ impl LoopRun {
         let started = Instant::now();
         let outcome = agent::run_pairing(&self.settings.agent, prompts, self.cancel.clone()).await;
         self.run_cost += outcome.cost_usd;
+        self.last_stderr_tail = outcome.last.stderr_tail.clone();
         let cost = self.run_cost;
         self.publish(|s| s.cost_usd = cost);
         self.emit(RunEvent::StepEnded {
@@ -1085,17 +1089,26 @@ impl LoopRun {
         if matches!(e, crate::core::stream::SessionError::UsageLimit { .. }) {
             return StepEnd::Continue;
         }
-        let text = e.error_text();
+        use crate::core::stream::SessionError as E;
+        let mut text = e.error_text();
+        // A CLI that died without a result says why only on stderr: classify and record
+        // with it. A timeout or stall is piv's own verdict, so its stderr is only recorded.
+        let stderr = tail_text(&self.last_stderr_tail, 1000);
+        if !stderr.is_empty() && matches!(e, E::NoResult | E::NonZeroExit { .. }) {
+            text = format!("{text} stderr: {stderr}");
+        }
         let category = match e {
-            crate::core::stream::SessionError::NotLoggedIn { .. } => Category::IntegrationAuth,
+            E::NotLoggedIn { .. } => Category::IntegrationAuth,
             _ => taxonomy::classify(&text),
         };
-        let details = if matches!(e, crate::core::stream::SessionError::NotLoggedIn { .. }) {
-            format!(
+        let details = match e {
+            E::NotLoggedIn { .. } => format!(
                 "{text} — Claude Code is not logged in: set CLAUDE_CODE_OAUTH_TOKEN (from `claude setup-token`) in the environment or .env, or run `claude` and /login"
-            )
-        } else {
-            text
+            ),
+            E::Timeout { .. } | E::Stalled { .. } if !stderr.is_empty() => {
+                format!("{text} stderr: {stderr}")
+            }
+            _ => text,
         };
         let retry_count = match self.read_manifest().await.ok().and_then(|m| m.view().ok()) {
             Some(v) => v
