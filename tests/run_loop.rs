@@ -517,6 +517,7 @@ fn a_second_run_is_refused_and_a_stale_pid_file_is_replaced() {
         &[
             ("PIV_SESSION_TIMEOUT_SECS", "600"),
             ("PIV_STALL_SECS", "600"),
+            ("PIV_HEARTBEAT_SECS", "1"),
         ],
     );
     let first_pid = first.id();
@@ -550,6 +551,13 @@ fn a_second_run_is_refused_and_a_stale_pid_file_is_replaced() {
     // The refused run left the running one's PID file alone.
     let again: Value = serde_json::from_str(&std::fs::read_to_string(&pid_path).unwrap()).unwrap();
     assert_eq!(again["pid"], first_pid);
+
+    // A long session is not silence: the heartbeat says the run is alive.
+    assert!(
+        wait_until(DEADLINE, || sb.run_stdout().contains("Still running")),
+        "no heartbeat\n{}",
+        sb.dump()
+    );
 
     // SIGTERM ends the first run, its agent's group with it.
     let pgid = sb.claude_calls()[0]["pgid"].as_i64().unwrap() as i32;
@@ -716,6 +724,16 @@ fn the_cost_cap_pauses_the_run() {
         state_file(&sb)
     );
     assert!(child.try_wait().unwrap().is_none(), "a paused run stays up");
+    // A resume lifts the cap for another PIV_MAX_COST_USD: one more pairing, then a pause.
+    let resume = sb.piv(&["signal", "costcap", "resume"]).output().unwrap();
+    assert!(resume.status.success(), "{}", text(&resume).1);
+    assert!(
+        wait_until(DEADLINE, || sb.claude_calls().len() > calls_at_pause
+            && state_file(&sb)["state"] == "paused"),
+        "no second pause\n{}",
+        sb.dump()
+    );
+    let calls_at_pause = sb.claude_calls().len();
     let signal = sb.piv(&["signal", "costcap", "shutdown"]).output().unwrap();
     assert!(signal.status.success(), "{}", text(&signal).1);
     let status = wait_exit(&sb, &mut child);
@@ -726,4 +744,107 @@ fn the_cost_cap_pauses_the_run() {
         "no session after the pause"
     );
     assert_ne!(phase(&sb.manifest(), 2)["commit"], "complete");
+}
+
+// ---------------------------------------------------------------------------------------
+// The real CLI's other failure modes, through `piv run`.
+
+/// A CLI that exits non-zero without a result: the failure carries its stderr, is
+/// classified from it, and the retry succeeds.
+#[test]
+fn a_crashing_cli_is_classified_from_its_stderr_and_retried() {
+    let sb = Sandbox::new("exitcode", &ready_manifest(1));
+    sb.scenario(
+        Scenario::new().rule(
+            Rule::new(
+                "/execute",
+                Action::Exit {
+                    code: 3,
+                    stderr: "SyntaxError: Unexpected token '}' in src/app.ts".into(),
+                },
+            )
+            .times(1),
+        ),
+    );
+    let out = sb.run_to_end(&[]);
+    let shown = show(&sb, &out);
+    assert_eq!(out.status.code(), Some(0), "{shown}");
+    let m = sb.manifest();
+    let f = failures_of(&m, "execute");
+    assert_eq!(f.len(), 1, "{shown}");
+    assert_eq!(f[0]["error_category"], "syntax_error", "{shown}");
+    assert!(
+        f[0]["details"]
+            .as_str()
+            .unwrap_or("")
+            .contains("Unexpected token"),
+        "{shown}"
+    );
+    assert_eq!(f[0]["resolution"], "auto_fixed");
+    assert_eq!(phase(&m, 1)["commit"], "complete");
+}
+
+/// `--resume` of a session the CLI does not know: the pairing starts a fresh session
+/// for the second command instead of failing the step.
+#[test]
+fn an_unknown_resume_falls_back_to_a_fresh_session() {
+    let sb = Sandbox::new("resume", &ready_manifest(1));
+    sb.scenario(Scenario::new().rule(Rule::new("/execute", Action::ResumeUnknown).times(1)));
+    let out = sb.run_to_end(&[]);
+    let shown = show(&sb, &out);
+    assert_eq!(out.status.code(), Some(0), "{shown}");
+    let executes = calls_starting(&sb, "/execute");
+    assert_eq!(executes.len(), 2, "{shown}");
+    assert_eq!(executes[0]["action"], "resume_unknown");
+    let fresh = executes[1]["argv"].as_array().unwrap();
+    assert!(
+        !fresh.iter().any(|a| a == "--resume"),
+        "the fallback resumed again: {fresh:?}"
+    );
+    let m = sb.manifest();
+    assert!(failures_of(&m, "execute").is_empty(), "{shown}");
+    assert_eq!(phase(&m, 1)["commit"], "complete");
+}
+
+/// Garbage and unknown message kinds in the stream are skipped, never fatal.
+#[test]
+fn garbage_in_the_stream_does_not_stop_the_run() {
+    let sb = Sandbox::new("garbage", &ready_manifest(1));
+    sb.scenario(Scenario::new().rule(Rule::new("/prime", Action::Garbage)));
+    let out = sb.run_to_end(&[]);
+    let shown = show(&sb, &out);
+    assert_eq!(out.status.code(), Some(0), "{shown}");
+    assert!(calls_starting(&sb, "/prime").len() >= 3);
+    let m = sb.manifest();
+    assert!(list(&m, "failures").is_empty(), "{shown}");
+    assert_eq!(phase(&m, 1)["commit"], "complete");
+}
+
+/// As root, Claude Code refuses the unattended permission flag: piv says so at start-up,
+/// with the fix, before any session (as a normal user the run simply works).
+#[test]
+fn root_without_sandbox_is_refused_at_start_with_the_fix() {
+    let sb = Sandbox::new("root", &ready_manifest(1));
+    let mut cmd = sb.piv(&["run"]);
+    cmd.env_remove("IS_SANDBOX");
+    let out = wait_output(
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+        DEADLINE,
+    );
+    let (o, e) = text(&out);
+    // SAFETY: geteuid(2) has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        assert_eq!(out.status.code(), Some(2), "{o}\n{e}");
+        assert!(e.contains("IS_SANDBOX=1") && e.contains("root"), "{e}");
+        assert!(sb.claude_calls().is_empty());
+    } else {
+        assert_eq!(out.status.code(), Some(0), "{o}\n{e}");
+        assert!(sb
+            .claude_calls()
+            .iter()
+            .all(|c| c["action"] != "refused_root"));
+    }
 }
