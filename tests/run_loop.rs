@@ -268,6 +268,21 @@ fn exhausted_retries_roll_back_to_the_checkpoint_and_stop() {
     let (stdout, _) = text(&out);
     assert!(stdout.contains("retries exhausted"), "{stdout}");
     assert!(stdout.contains(tag), "{stdout}");
+
+    // Once the human has fixed things, the next run executes again from the checkpoint
+    // (the record of the rollback stays) and finishes the phase.
+    sb.scenario(Scenario::new());
+    let again = sb.run_to_end(&[]);
+    assert_eq!(again.status.code(), Some(0), "{}", show(&sb, &again));
+    let m = sb.manifest();
+    assert_eq!(phase(&m, 1)["commit"], "complete", "{}", show(&sb, &again));
+    assert_eq!(
+        failures_of(&m, "execute").last().unwrap()["resolution"],
+        "rolled_back"
+    );
+    assert!(list(&m, "checkpoints")
+        .iter()
+        .all(|c| c["status"] == "resolved"));
 }
 
 /// A 401 during planning is `integration_auth`: no retry, an escalation, exit 1.
@@ -847,4 +862,30 @@ fn root_without_sandbox_is_refused_at_start_with_the_fix() {
             .iter()
             .all(|c| c["action"] != "refused_root"));
     }
+}
+
+/// A validation that keeps failing: refactors, a retry, then a stop for a human without
+/// a rollback (the reference rolls back only failed executions); nothing is committed.
+#[test]
+fn a_validation_that_keeps_failing_stops_for_a_human() {
+    let sb = Sandbox::new("valfail", &ready_manifest(1));
+    sb.scenario(Scenario::new().rule(
+        Rule::new("/validate-implementation", Action::Succeed).hook("validation_status", "fail"),
+    ));
+    let out = sb.run_to_end(&[]);
+    let shown = show(&sb, &out);
+    assert_eq!(out.status.code(), Some(1), "{shown}");
+    let validations = calls_starting(&sb, "/validate-implementation").len();
+    let fixes = calls_starting(&sb, "Fix the following validation error").len();
+    assert!(validations >= 3 && fixes >= 2, "{shown}");
+    let m = sb.manifest();
+    let f = failures_of(&m, "validate-implementation");
+    let last = f.last().expect("failure recorded");
+    assert_eq!(last["resolution"], "escalated_blocking", "{shown}");
+    assert!(!escalations(&m).is_empty(), "{shown}");
+    assert_ne!(phase(&m, 1)["validation"], "pass");
+    assert!(!sb.git_log().iter().any(|l| l == "feat: phase 1"));
+    assert!(sb.project.join("src/phase_1.txt").exists(), "{shown}");
+    let (stdout, _) = text(&out);
+    assert!(stdout.contains("retries exhausted"), "{stdout}");
 }
