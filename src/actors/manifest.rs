@@ -80,6 +80,20 @@ pub struct ResolveFailure {
     pub resolution: String,
 }
 
+/// Writes back a manifest read earlier, whole: after a git rollback reset the file to the
+/// checkpoint, the run's record (sessions, plans, failures) must not be lost with the work.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<(), ManifestFileError>")]
+pub struct RestoreManifest(pub Manifest);
+
+impl Handler<RestoreManifest> for ManifestActor {
+    type Result = Result<(), ManifestFileError>;
+
+    fn handle(&mut self, msg: RestoreManifest, _ctx: &mut Context<Self>) -> Self::Result {
+        manifest_file::write(&self.project_dir, &msg.0)
+    }
+}
+
 impl Handler<ReadManifest> for ManifestActor {
     type Result = Result<Manifest, ManifestFileError>;
 

@@ -18,7 +18,7 @@ use actix::prelude::*;
 use tokio::sync::watch;
 
 use crate::actors::control::{ControlReply, Go, Notify, Pause, Resume};
-use crate::actors::manifest::{ManifestActor, ReadManifest, UpdateManifest};
+use crate::actors::manifest::{ManifestActor, ReadManifest, RestoreManifest, UpdateManifest};
 use crate::core::events::RunEvent;
 use crate::core::manifest::{ListSection, Manifest, ManifestUpdate, StepStatus, ValidationStatus};
 use crate::core::next_action::next_action;
@@ -174,6 +174,7 @@ impl PhaseRunnerActor {
             },
             run_cost: 0.0,
             cost_baseline: 0.0,
+            last_stderr_tail: String::new(),
         };
         let handle = actix_rt::spawn(InRunnerLoop(Box::pin(async move {
             if inject {
@@ -390,6 +391,8 @@ struct LoopRun {
     run_cost: f64,
     /// Cost at the last resume after a cost-cap pause: the cap applies from here.
     cost_baseline: f64,
+    /// The stderr tail of the last session run, for the failure record.
+    last_stderr_tail: String,
 }
 
 /// How a step ended, for the loop.
@@ -648,6 +651,7 @@ impl LoopRun {
         let started = Instant::now();
         let outcome = agent::run_pairing(&self.settings.agent, prompts, self.cancel.clone()).await;
         self.run_cost += outcome.cost_usd;
+        self.last_stderr_tail = outcome.last.stderr_tail.clone();
         let cost = self.run_cost;
         self.publish(|s| s.cost_usd = cost);
         self.emit(RunEvent::StepEnded {
@@ -1096,17 +1100,26 @@ impl LoopRun {
         if matches!(e, crate::core::stream::SessionError::UsageLimit { .. }) {
             return StepEnd::Continue;
         }
-        let text = e.error_text();
+        use crate::core::stream::SessionError as E;
+        let mut text = e.error_text();
+        // A CLI that died without a result says why only on stderr: classify and record
+        // with it. A timeout or stall is piv's own verdict, so its stderr is only recorded.
+        let stderr = tail_text(&self.last_stderr_tail, 1000);
+        if !stderr.is_empty() && matches!(e, E::NoResult | E::NonZeroExit { .. }) {
+            text = format!("{text} stderr: {stderr}");
+        }
         let category = match e {
-            crate::core::stream::SessionError::NotLoggedIn { .. } => Category::IntegrationAuth,
+            E::NotLoggedIn { .. } => Category::IntegrationAuth,
             _ => taxonomy::classify(&text),
         };
-        let details = if matches!(e, crate::core::stream::SessionError::NotLoggedIn { .. }) {
-            format!(
+        let details = match e {
+            E::NotLoggedIn { .. } => format!(
                 "{text} — Claude Code is not logged in: set CLAUDE_CODE_OAUTH_TOKEN (from `claude setup-token`) in the environment or .env, or run `claude` and /login"
-            )
-        } else {
-            text
+            ),
+            E::Timeout { .. } | E::Stalled { .. } if !stderr.is_empty() => {
+                format!("{text} stderr: {stderr}")
+            }
+            _ => text,
         };
         let retry_count = match self.read_manifest().await.ok().and_then(|m| m.view().ok()) {
             Some(v) => v
@@ -1160,11 +1173,25 @@ impl LoopRun {
                 })
             }
             Recovery::RollbackThenStop { checkpoint: tag } => {
+                // The rollback undoes the work, not the record: the manifest as it is now
+                // is written back after the reset, and `.agents/` (plans, the runtime
+                // files' .gitignore) is kept out of the clean, as the reference kept its
+                // in-memory manifest.
+                let record_before = self.read_manifest().await.ok();
                 let rollback = blocking({
                     let (dir, tag) = (self.settings.project_dir.clone(), tag.clone());
-                    move || git::rollback(&dir, &tag)
+                    move || git::rollback_keeping(&dir, &tag, &[".agents"])
                 })
                 .await;
+                if let Some(before) = record_before {
+                    match self.manifest.send(RestoreManifest(before)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => {
+                            tracing::error!("cannot restore the manifest after the rollback: {e}")
+                        }
+                        Err(e) => tracing::error!("manifest actor unavailable: {e}"),
+                    }
+                }
                 let (resolution, action) = match &rollback {
                     Ok(()) => (
                         "rolled_back",

@@ -175,8 +175,21 @@ fn tag_exists(dir: &Path, tag: &str) -> bool {
 /// Puts the working tree back to `tag`: `git reset --hard <tag>` then `git clean -fd`
 /// (untracked files and directories go; ignored files stay).
 pub fn rollback(dir: &Path, tag: &str) -> Result<(), GitError> {
+    rollback_keeping(dir, tag, &[])
+}
+
+/// [`rollback`], except that untracked files under each of `keep` (directories relative
+/// to `dir`, e.g. `.agents`) survive the clean: piv's records and plans are not the work
+/// being rolled back. Tracked files there are still reset to `tag`.
+pub fn rollback_keeping(dir: &Path, tag: &str, keep: &[&str]) -> Result<(), GitError> {
     run_git(dir, &["reset", "-q", "--hard", tag])?;
-    run_git(dir, &["clean", "-fdq"])?;
+    let excludes: Vec<String> = keep
+        .iter()
+        .map(|k| format!("--exclude=/{}/", k.trim_matches('/')))
+        .collect();
+    let mut args = vec!["clean", "-fdq"];
+    args.extend(excludes.iter().map(String::as_str));
+    run_git(dir, &args)?;
     Ok(())
 }
 
