@@ -174,6 +174,7 @@ impl PhaseRunnerActor {
             },
             run_cost: 0.0,
             cost_baseline: 0.0,
+            failures_recorded: std::cell::Cell::new(0),
             last_stderr_tail: String::new(),
         };
         let handle = actix_rt::spawn(InRunnerLoop(Box::pin(async move {
@@ -391,6 +392,8 @@ struct LoopRun {
     run_cost: f64,
     /// Cost at the last resume after a cost-cap pause: the cap applies from here.
     cost_baseline: f64,
+    /// Failures this run recorded in the manifest (for the summary).
+    failures_recorded: std::cell::Cell<usize>,
     /// The stderr tail of the last session run, for the failure record.
     last_stderr_tail: String,
 }
@@ -430,6 +433,20 @@ impl LoopRun {
     /// Writes, logging a failure instead of stopping: the manifest is the record, but a
     /// failed record must not stop a run that otherwise works.
     async fn record(&self, updates: Vec<ManifestUpdate>) {
+        let failures = updates
+            .iter()
+            .filter(|u| {
+                matches!(
+                    u,
+                    ManifestUpdate::Append {
+                        section: ListSection::Failures,
+                        ..
+                    }
+                )
+            })
+            .count();
+        self.failures_recorded
+            .set(self.failures_recorded.get() + failures);
         if let Err(e) = self.update(updates).await {
             tracing::error!("cannot record in the manifest: {e}");
             self.emit(RunEvent::Info(format!(
@@ -479,6 +496,24 @@ impl LoopRun {
     }
 
     async fn drive(mut self) -> StopReason {
+        let reason = self.drive_steps().await;
+        let (done, total) = match self.read_manifest().await.ok().and_then(|m| m.view().ok()) {
+            Some(v) => (
+                v.phases.values().filter(|p| p.is_complete()).count(),
+                v.phases.len(),
+            ),
+            None => (0, 0),
+        };
+        self.emit(RunEvent::Summary {
+            phases_done: done,
+            phases_total: total,
+            cost_usd: self.run_cost,
+            failures: self.failures_recorded.get(),
+        });
+        reason
+    }
+
+    async fn drive_steps(&mut self) -> StopReason {
         self.publish(|s| {
             s.state = RunState::Running;
             s.why = None;
@@ -1133,124 +1168,111 @@ impl LoopRun {
         // Older pending entries of this phase+command are superseded by the new one, so the
         // state machine (first pending failure wins) sees the latest retry count.
         let supersede = resolve(phase, command, "retried");
-        match taxonomy::decide_recovery(category, retry_count, checkpoint) {
-            Recovery::Retry => {
-                let entry = failure_entry(
-                    command,
-                    phase,
-                    category,
-                    retry_count,
-                    checkpoint,
-                    "pending",
-                    &details,
-                );
-                self.record(vec![supersede, append_failure(entry)]).await;
-                self.emit(RunEvent::Retrying {
-                    phase,
-                    command: command.to_string(),
-                    category: category.as_str().to_string(),
-                    attempt: retry_count + 1,
-                    details,
-                });
-                StepEnd::Continue
-            }
-            Recovery::Escalate => {
-                let entry = failure_entry(
-                    command,
-                    phase,
-                    category,
-                    retry_count,
-                    checkpoint,
-                    "escalated_blocking",
-                    &details,
-                );
-                self.record(vec![supersede, append_failure(entry)]).await;
-                let action = format!("Escalated immediately — {}", category.spec().recovery);
-                self.notify_escalation(phase, category, &details, &action)
-                    .await;
-                StepEnd::Stop(StopReason::NeedsHuman {
-                    why: format!("{} in phase {phase}: {details}", category.as_str()),
-                })
-            }
+        let recovery = taxonomy::decide_recovery(category, retry_count, checkpoint);
+        if recovery == Recovery::Retry {
+            let entry = failure_entry(
+                command,
+                phase,
+                category,
+                retry_count,
+                checkpoint,
+                "pending",
+                &details,
+            );
+            self.record(vec![supersede, append_failure(entry)]).await;
+            self.emit(RunEvent::Retrying {
+                phase,
+                command: command.to_string(),
+                category: category.as_str().to_string(),
+                attempt: retry_count + 1,
+                details,
+            });
+            return StepEnd::Continue;
+        }
+        // Every other recovery stops for a human: record the failure, say why, stop.
+        let (entry_checkpoint, resolution, action, what) = match &recovery {
+            Recovery::Escalate => (
+                checkpoint.map(str::to_string),
+                "escalated_blocking",
+                format!("Escalated immediately — {}", category.human_hint()),
+                details.clone(),
+            ),
             Recovery::RollbackThenStop { checkpoint: tag } => {
-                // The rollback undoes the work, not the record: the manifest as it is now
-                // is written back after the reset, and `.agents/` (plans, the runtime
-                // files' .gitignore) is kept out of the clean, as the reference kept its
-                // in-memory manifest.
-                let record_before = self.read_manifest().await.ok();
-                let rollback = blocking({
-                    let (dir, tag) = (self.settings.project_dir.clone(), tag.clone());
-                    move || git::rollback_keeping(&dir, &tag, &[".agents"])
-                })
-                .await;
-                if let Some(before) = record_before {
-                    match self.manifest.send(RestoreManifest(before)).await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(e)) => {
-                            tracing::error!("cannot restore the manifest after the rollback: {e}")
-                        }
-                        Err(e) => tracing::error!("manifest actor unavailable: {e}"),
-                    }
-                }
-                let (resolution, action) = match &rollback {
-                    Ok(()) => (
-                        "rolled_back",
-                        format!("Rolled back to {tag} and paused, awaiting human resolution"),
-                    ),
-                    Err(err) => {
-                        tracing::error!("rollback to {tag} failed: {err}");
-                        ("escalated_blocking", format!("Rollback to {tag} FAILED ({err}); paused, awaiting human resolution"))
-                    }
-                };
-                let entry = failure_entry(
-                    command,
-                    phase,
-                    category,
-                    retry_count,
-                    Some(&tag),
+                let (resolution, action) = self.roll_back(tag).await;
+                (
+                    Some(tag.clone()),
                     resolution,
-                    &details,
-                );
-                self.record(vec![supersede, append_failure(entry)]).await;
-                self.notify_escalation(
-                    phase,
-                    category,
-                    &format!("{details} — retries exhausted"),
-                    &action,
+                    action,
+                    format!("{details} — retries exhausted"),
                 )
-                .await;
-                StepEnd::Stop(StopReason::NeedsHuman {
-                    why: format!(
-                        "retries exhausted for {} in phase {phase}; rolled back to {tag}",
-                        category.as_str()
-                    ),
-                })
             }
-            Recovery::StopExhausted => {
-                let entry = failure_entry(
-                    command,
-                    phase,
-                    category,
-                    retry_count,
-                    checkpoint,
+            _ => (
+                checkpoint.map(str::to_string),
+                "escalated_blocking",
+                format!(
+                    "Paused execution, awaiting human resolution — {}",
+                    category.human_hint()
+                ),
+                format!("{details} — retries exhausted"),
+            ),
+        };
+        let entry = failure_entry(
+            command,
+            phase,
+            category,
+            retry_count,
+            entry_checkpoint.as_deref(),
+            resolution,
+            &details,
+        );
+        self.record(vec![supersede, append_failure(entry)]).await;
+        self.notify_escalation(phase, category, &what, &action)
+            .await;
+        let why = match &recovery {
+            Recovery::Escalate => format!("{} in phase {phase}: {details}", category.as_str()),
+            Recovery::RollbackThenStop { checkpoint: tag } => format!(
+                "retries exhausted for {} in phase {phase}; rolled back to {tag}",
+                category.as_str()
+            ),
+            _ => format!(
+                "retries exhausted for {} in phase {phase}: {details}",
+                category.as_str()
+            ),
+        };
+        StepEnd::Stop(StopReason::NeedsHuman { why })
+    }
+
+    /// Rolls the work back to `tag`. The rollback undoes the work, not the record: the
+    /// manifest as it is now is written back after the reset, and `.agents/` (plans, the
+    /// runtime files' .gitignore) is kept out of the clean, as the reference kept its
+    /// in-memory manifest. Returns the failure's resolution and the action taken.
+    async fn roll_back(&mut self, tag: &str) -> (&'static str, String) {
+        let record_before = self.read_manifest().await.ok();
+        let rollback = blocking({
+            let (dir, tag) = (self.settings.project_dir.clone(), tag.to_string());
+            move || git::rollback_keeping(&dir, &tag, &[".agents"])
+        })
+        .await;
+        if let Some(before) = record_before {
+            match self.manifest.send(RestoreManifest(before)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::error!("cannot restore the manifest after the rollback: {e}")
+                }
+                Err(e) => tracing::error!("manifest actor unavailable: {e}"),
+            }
+        }
+        match rollback {
+            Ok(()) => (
+                "rolled_back",
+                format!("Rolled back to {tag} and paused, awaiting human resolution"),
+            ),
+            Err(err) => {
+                tracing::error!("rollback to {tag} failed: {err}");
+                (
                     "escalated_blocking",
-                    &details,
-                );
-                self.record(vec![supersede, append_failure(entry)]).await;
-                let action = "Paused execution, awaiting human resolution".to_string();
-                self.notify_escalation(
-                    phase,
-                    category,
-                    &format!("{details} — retries exhausted"),
-                    &action,
+                    format!("Rollback to {tag} FAILED ({err}); paused, awaiting human resolution"),
                 )
-                .await;
-                StepEnd::Stop(StopReason::NeedsHuman {
-                    why: format!(
-                        "retries exhausted for {} in phase {phase}: {details}",
-                        category.as_str()
-                    ),
-                })
             }
         }
     }

@@ -76,6 +76,13 @@ pub enum RunEvent {
     Stopped {
         why: String,
     },
+    /// The end of a run of the loop, whatever ended it.
+    Summary {
+        phases_done: usize,
+        phases_total: usize,
+        cost_usd: f64,
+        failures: usize,
+    },
     /// Free text (already safe for the terminal; escaped for Telegram by the notifier).
     Info(String),
 }
@@ -158,6 +165,14 @@ pub fn terminal_line(event: &RunEvent) -> String {
             format!("✅ All phases complete ({phases} phases, total cost ${cost_usd:.2})")
         }
         RunEvent::Stopped { why } => format!("🛑 Stopped: {why}"),
+        RunEvent::Summary {
+            phases_done,
+            phases_total,
+            cost_usd,
+            failures,
+        } => format!(
+            "Σ {phases_done}/{phases_total} phases done · ${cost_usd:.2} this run · {failures} failure(s) recorded this run"
+        ),
         RunEvent::Info(text) => text.clone(),
     }
 }
@@ -236,6 +251,8 @@ pub fn telegram_html(event: &RunEvent) -> Option<String> {
             format!("✅ <b>All phases complete</b> ({phases} phases, total cost ${cost_usd:.2})")
         }
         RunEvent::Stopped { why } => format!("🛑 <b>Stopped</b>: {}", escape_html(why)),
+        // The summary is for the terminal; the chat has had AllDone or Stopped.
+        RunEvent::Summary { .. } => return None,
         RunEvent::Info(text) => escape_html(text),
     };
     Some(html)

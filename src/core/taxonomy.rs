@@ -86,6 +86,24 @@ static MANIFEST_CORRUPTION: TaxonomyRow =
     row(0, false, "rebuild manifest via /prime", Severity::Blocking);
 
 impl Category {
+    /// What the human should do when a failure of this category stops the run.
+    pub fn human_hint(self) -> &'static str {
+        match self {
+            Category::IntegrationAuth => {
+                "check the credentials (CLAUDE_CODE_OAUTH_TOKEN for Claude Code, the project's service keys), then run piv again"
+            }
+            Category::PrdGap => "revise the PRD where it is silent or wrong, then run piv again",
+            Category::IntegrationRateLimit => {
+                "wait for the service's limit to reset (or raise it), then run piv again"
+            }
+            Category::ManifestCorruption => {
+                "repair .agents/manifest.yaml (or rebuild it with /prime), then run piv again"
+            }
+            Category::StaleArtifact => "refresh the profiles with /research-stack --refresh, then run piv again",
+            _ => "look at the failure in .agents/manifest.yaml and the log, fix it, then run piv again",
+        }
+    }
+
     /// Every category, in the table's order.
     pub const ALL: [Category; 11] = [
         Category::SyntaxError,
@@ -253,6 +271,16 @@ pub fn decide_recovery(category: Category, retry_count: u32, checkpoint: Option<
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn every_category_tells_the_human_what_to_do() {
+        for c in Category::ALL {
+            assert!(c.human_hint().contains("run piv again"), "{c:?}");
+        }
+        assert!(Category::IntegrationAuth
+            .human_hint()
+            .contains("CLAUDE_CODE_OAUTH_TOKEN"));
+    }
+
     use super::*;
 
     #[test]
