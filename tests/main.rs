@@ -11,3 +11,4 @@ mod run_loop;
 mod signals;
 mod status_signal;
 mod support;
+mod telegram_e2e;
