@@ -131,17 +131,8 @@ fn every_corrupt_registry_is_quarantined_and_rebuilt() {
             .unwrap_or_else(|e| panic!("{name}: rebuilt registry does not parse: {e}"));
         assert_eq!(rebuilt.instances.len(), 1, "{name}");
         assert_eq!(rebuilt.instances[0].prefix, "corpus", "{name}");
-        let kept: Vec<PathBuf> = fs::read_dir(&home)
-            .unwrap()
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| {
-                p.file_name()
-                    .unwrap()
-                    .to_string_lossy()
-                    .starts_with("registry.json.corrupt-")
-            })
-            .collect();
+        let kept: Vec<PathBuf> =
+            crate::support::files_starting_with(&home, "registry.json.corrupt-");
         assert_eq!(kept.len(), 1, "{name}: one quarantined copy: {kept:?}");
         assert!(fs::read(&kept[0]).unwrap() == bytes, "{name}: copy differs");
         registration.deregister().unwrap();

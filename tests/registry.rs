@@ -304,17 +304,8 @@ fn corrupt_registry_is_quarantined_and_rebuilt_with_the_live_instance() {
         store.ensure_registered(&reg).unwrap(),
         "had to re-add itself"
     );
-    let corrupt: Vec<PathBuf> = fs::read_dir(&home)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("registry.json.corrupt-")
-        })
-        .collect();
+    let corrupt: Vec<PathBuf> =
+        crate::support::files_starting_with(&home, "registry.json.corrupt-");
     assert_eq!(corrupt.len(), 1);
     assert_eq!(
         fs::read_to_string(&corrupt[0]).unwrap(),
