@@ -6,3 +6,4 @@ mod bot_api_standin;
 mod dry_run;
 mod registry;
 mod signals;
+mod telegram;
