@@ -11,4 +11,5 @@ mod run_loop;
 mod signals;
 mod status_signal;
 mod support;
+mod telegram;
 mod telegram_e2e;

@@ -81,22 +81,25 @@ impl ChatSender {
     /// it is taken off the actor thread).
     async fn wait_for_slot(&self) {
         let budget = self.budget.clone();
-        let wait = match tokio::task::spawn_blocking(move || budget.reserve(SystemTime::now()))
-            .await
-        {
-            Ok(Ok(wait)) => wait,
-            Ok(Err(e)) => {
+        // The wait is measured from the moment passed to `reserve`, not from when this task
+        // resumes (the lock wait and the state file's fsync come in between).
+        let booked = tokio::task::spawn_blocking(move || {
+            let at = tokio::time::Instant::now();
+            (budget.reserve(SystemTime::now()), at)
+        })
+        .await;
+        let (wait, from) = match booked {
+            Ok((Ok(wait), at)) => (wait, at),
+            Ok((Err(e), at)) => {
                 tracing::warn!(error = %e, "send budget unavailable; spacing this send locally");
-                interval_for_chat(self.chat_id)
+                (interval_for_chat(self.chat_id), at)
             }
             Err(e) => {
                 tracing::warn!(error = %e, "send budget task failed; spacing this send locally");
-                interval_for_chat(self.chat_id)
+                (interval_for_chat(self.chat_id), tokio::time::Instant::now())
             }
         };
-        if !wait.is_zero() {
-            tokio::time::sleep(wait).await;
-        }
+        tokio::time::sleep_until(from + wait).await;
     }
 
     /// Records a 429 for every process of this home; if that fails, waits it out here.
