@@ -81,11 +81,11 @@ impl ChatSender {
     /// it is taken off the actor thread).
     async fn wait_for_slot(&self) {
         let budget = self.budget.clone();
-        // The wait is measured from the moment passed to `reserve`, not from when this task
-        // resumes (the lock wait and the state file's fsync come in between).
+        // The wait is measured from the booking (the clock is read once the budget's lock
+        // is held), not from when this task resumes.
         let booked = tokio::task::spawn_blocking(move || {
-            let at = tokio::time::Instant::now();
-            (budget.reserve(SystemTime::now()), at)
+            let result = budget.reserve_now();
+            (result, tokio::time::Instant::now())
         })
         .await;
         let (wait, from) = match booked {

@@ -38,6 +38,23 @@ static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 /// Atomically replaces `path` with `contents`, creating the file with `mode` (e.g. 0o600)
 /// when it does not exist. The parent directory must exist.
 pub fn write_with_mode(path: &Path, contents: &[u8], mode: u32) -> Result<(), AtomicFileError> {
+    write_inner(path, contents, mode, true)
+}
+
+/// Like [`write`] (readers still see the old or the new content, never a torn file) but
+/// without the fsyncs: for small, often-rewritten state whose loss in a power cut is
+/// harmless and whose write sits on a latency-sensitive path (the shared send budget,
+/// where an fsync under load would delay the very send it books).
+pub fn write_unsynced(path: &Path, contents: &[u8]) -> Result<(), AtomicFileError> {
+    write_inner(path, contents, 0o600, false)
+}
+
+fn write_inner(
+    path: &Path,
+    contents: &[u8],
+    mode: u32,
+    durable: bool,
+) -> Result<(), AtomicFileError> {
     let err = |step: &'static str| {
         move |source| AtomicFileError::Write {
             path: path.to_path_buf(),
@@ -66,13 +83,17 @@ pub fn write_with_mode(path: &Path, contents: &[u8], mode: u32) -> Result<(), At
             .open(&temp)
             .map_err(err("create temp file"))?;
         file.write_all(contents).map_err(err("write temp file"))?;
-        file.sync_all().map_err(err("fsync temp file"))?;
+        if durable {
+            file.sync_all().map_err(err("fsync temp file"))?;
+        }
         drop(file);
         fs::rename(&temp, path).map_err(err("rename temp file into place"))?;
-        // The rename is durable only once the directory entry is on disk.
-        File::open(&dir)
-            .and_then(|d| d.sync_all())
-            .map_err(err("fsync directory"))?;
+        if durable {
+            // The rename is durable only once the directory entry is on disk.
+            File::open(&dir)
+                .and_then(|d| d.sync_all())
+                .map_err(err("fsync directory"))?;
+        }
         Ok(())
     })();
     if result.is_err() {

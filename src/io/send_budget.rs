@@ -131,7 +131,9 @@ impl SendBudget {
         let mut state = self.read_state()?;
         let out = f(&mut state);
         let json = serde_json::to_vec_pretty(&state).expect("budget state serialises");
-        atomic_file::write(&self.state_path, &json)?;
+        // Unsynced: the state is tiny and losing it is harmless, but an fsync here would
+        // delay the send this booking is for.
+        atomic_file::write_unsynced(&self.state_path, &json)?;
         drop::<File>(lock); // closing the file releases the lock
         Ok(out)
     }
@@ -160,10 +162,23 @@ impl SendBudget {
 
     /// Books the next send slot for this chat and returns how long to wait before sending.
     pub fn reserve(&self, now: SystemTime) -> Result<Duration, SendBudgetError> {
-        let now_ms = ms_since_epoch(now);
+        self.reserve_with(|| now)
+    }
+
+    /// [`reserve`](Self::reserve) with the clock read once the lock is held, so that time
+    /// spent waiting for the lock does not make the booking stale.
+    pub fn reserve_now(&self) -> Result<Duration, SendBudgetError> {
+        self.reserve_with(SystemTime::now)
+    }
+
+    fn reserve_with(
+        &self,
+        clock: impl FnOnce() -> SystemTime,
+    ) -> Result<Duration, SendBudgetError> {
         let key = self.chat_id.to_string();
         let interval_ms = self.interval.as_millis() as u64;
         self.with_state(|state| {
+            let now_ms = ms_since_epoch(clock());
             let slot = next_slot_ms(
                 now_ms,
                 state.last_slot_ms.get(&key).copied(),
