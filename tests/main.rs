@@ -3,11 +3,14 @@
 
 mod agent;
 mod bot_api_standin;
+mod chaos;
 mod corpus;
 mod dry_run;
 mod lifecycle;
 mod registry;
 mod run_loop;
+mod secrets;
 mod signals;
 mod status_signal;
 mod support;
+mod torn_writes;
