@@ -3,13 +3,16 @@
 
 mod agent;
 mod bot_api_standin;
+mod chaos;
 mod corpus;
 mod dry_run;
 mod lifecycle;
 mod registry;
 mod run_loop;
+mod secrets;
 mod signals;
 mod status_signal;
 mod support;
 mod telegram;
 mod telegram_e2e;
+mod torn_writes;

@@ -100,8 +100,9 @@ impl SignalWatcherActor {
         let mut watcher = match notify::recommended_watcher(
             move |res: notify::Result<notify::Event>| {
                 // Errors too: an overflowed event queue means "look again".
-                let _ = res;
-                let _ = tx.send(DirChanged);
+                if res.as_ref().map_or(true, wakes_drain) {
+                    let _ = tx.send(DirChanged);
+                }
             },
         ) {
             Ok(w) => w,
@@ -116,6 +117,19 @@ impl SignalWatcherActor {
             return None;
         }
         Some(watcher)
+    }
+}
+
+/// Whether a file event in the signals directory can mean a new signal. Every drain
+/// opens and reads the directory, which inotify reports as open/close "access" events;
+/// waking on those would make each drain trigger the next, a busy loop burning a core.
+/// Only a close after writing is an access worth a look (a writer that writes in place).
+pub fn wakes_drain(event: &notify::Event) -> bool {
+    use notify::event::{AccessKind, AccessMode, EventKind};
+    match event.kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        _ => true,
     }
 }
 
@@ -210,6 +224,31 @@ mod tests {
                 Duration::from_millis(expected),
                 "{value:?}"
             );
+        }
+    }
+
+    #[test]
+    fn only_events_that_can_mean_a_new_signal_wake_a_drain() {
+        use notify::event::{
+            AccessKind, AccessMode, CreateKind, EventKind, ModifyKind, RemoveKind, RenameMode,
+        };
+        for (kind, wakes) in [
+            (EventKind::Access(AccessKind::Open(AccessMode::Any)), false),
+            (
+                EventKind::Access(AccessKind::Close(AccessMode::Read)),
+                false,
+            ),
+            (EventKind::Access(AccessKind::Read), false),
+            (
+                EventKind::Access(AccessKind::Close(AccessMode::Write)),
+                true,
+            ),
+            (EventKind::Create(CreateKind::File), true),
+            (EventKind::Modify(ModifyKind::Name(RenameMode::To)), true),
+            (EventKind::Remove(RemoveKind::File), true),
+            (EventKind::Any, true),
+        ] {
+            assert_eq!(wakes_drain(&notify::Event::new(kind)), wakes, "{kind:?}");
         }
     }
 }

@@ -1,0 +1,212 @@
+//! Helpers shared by the benches that drive real `piv run` processes: where the built
+//! binaries are, a throwaway project with its `piv` command line, waiting for a condition,
+//! percentiles, and killing what a SIGKILLed instance left running.
+//!
+//! Included by each bench with `mod common;` (a directory module, so cargo does not take
+//! it for a bench of its own).
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use piv::testkit::fake_claude::{LOG_ENV, SCRIPT_ENV, STATE_DIR_ENV};
+use piv::testkit::project::{ready_manifest, scaffold};
+
+/// `piv` and `piv-fake-claude` of this build: the bench runs from
+/// `target/<profile>/deps/`, the binaries sit in `target/<profile>/` (cargo builds them
+/// for `cargo bench`). `PIV_BIN`/`PIV_FAKE_CLAUDE_BIN` override.
+pub fn binaries() -> (PathBuf, PathBuf) {
+    let exe = std::env::current_exe().expect("current exe");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>")
+        .to_path_buf();
+    let pick = |env: &str, name: &str| {
+        std::env::var_os(env)
+            .map(PathBuf::from)
+            .unwrap_or_else(|| profile_dir.join(name))
+    };
+    let piv = pick("PIV_BIN", "piv");
+    let fake = pick("PIV_FAKE_CLAUDE_BIN", "piv-fake-claude");
+    for b in [&piv, &fake] {
+        assert!(
+            b.exists(),
+            "{} is missing: run `cargo build --release --bins`",
+            b.display()
+        );
+    }
+    (piv, fake)
+}
+
+/// One throwaway project for a `piv run`.
+pub struct Project {
+    pub prefix: String,
+    pub dir: PathBuf,
+    pub claude_log: PathBuf,
+}
+
+impl Project {
+    /// A ready project with `phases` phases under `root/<prefix>`.
+    pub fn new(root: &Path, prefix: &str, phases: u32) -> Project {
+        let dir = root.join(prefix);
+        scaffold(&dir, &ready_manifest(phases)).expect("scaffold project");
+        let dir = std::fs::canonicalize(&dir).expect("canonical project dir");
+        Project {
+            prefix: prefix.to_string(),
+            claude_log: root.join(format!("{prefix}.claude.jsonl")),
+            dir,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join(".agents/orchestrator.log")).unwrap_or_default()
+    }
+
+    /// Kills the process group of every session the scripted claude logged (what a
+    /// SIGKILLed `piv run` leaves behind).
+    pub fn kill_agents(&self) {
+        let text = std::fs::read_to_string(&self.claude_log).unwrap_or_default();
+        for line in text.lines() {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            if let Some(pgid) = v["pgid"].as_i64().filter(|p| *p > 1) {
+                // SAFETY: killpg only sends a signal.
+                unsafe {
+                    libc::killpg(pgid as i32, libc::SIGKILL);
+                }
+            }
+        }
+    }
+}
+
+/// Everything a `piv` process needs, Telegram included when `api_url` is given.
+pub struct Env {
+    pub piv: PathBuf,
+    pub fake_claude: PathBuf,
+    pub home: PathBuf,
+    pub script: PathBuf,
+    pub state_dir: PathBuf,
+    pub telegram: Option<(String, String, i64)>,
+    pub extra: Vec<(String, String)>,
+}
+
+impl Env {
+    pub fn command(&self, project: &Project, args: &[&str]) -> Command {
+        let mut cmd = Command::new(&self.piv);
+        cmd.args(args)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", &self.state_dir)
+            .env("IS_SANDBOX", "1")
+            .env("PIV_PROJECT_DIR", &project.dir)
+            .env("PIV_HOME", &self.home)
+            .env("PIV_CLAUDE_BIN", &self.fake_claude)
+            .env("PIV_KILL_GRACE_SECS", "2")
+            .env("TELEGRAM_PROJECT_PREFIX", &project.prefix)
+            .env(SCRIPT_ENV, &self.script)
+            .env(LOG_ENV, &project.claude_log)
+            .env(STATE_DIR_ENV, &self.state_dir)
+            .env("GIT_AUTHOR_NAME", "piv-bench")
+            .env("GIT_AUTHOR_EMAIL", "bench@piv")
+            .env("GIT_COMMITTER_NAME", "piv-bench")
+            .env("GIT_COMMITTER_EMAIL", "bench@piv")
+            .env("RUST_LOG", "info")
+            .current_dir(&project.dir);
+        if let Some((url, token, chat)) = &self.telegram {
+            cmd.env("TELEGRAM_API_URL", url)
+                .env("TELEGRAM_BOT_TOKEN", token)
+                .env("TELEGRAM_CHAT_ID", chat.to_string());
+        }
+        for (k, v) in &self.extra {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    /// `piv run` for `project` in the background, output to files beside the project.
+    pub fn spawn_run(&self, project: &Project) -> Child {
+        let out = std::fs::File::create(project.dir.with_extension("out")).unwrap();
+        let err = std::fs::File::create(project.dir.with_extension("err")).unwrap();
+        self.command(project, &["run"])
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .expect("spawn piv run")
+    }
+}
+
+/// Polls `cond` every millisecond until it holds; panics with `what` after `timeout`.
+pub fn wait_for(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// The `p`th percentile (0–100, nearest rank) of `samples`, in the same unit.
+pub fn percentile(samples: &[f64], p: f64) -> f64 {
+    assert!(!samples.is_empty(), "no samples");
+    let mut sorted = samples.to_vec();
+    sorted.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+pub fn max(samples: &[f64]) -> f64 {
+    samples.iter().cloned().fold(f64::MIN, f64::max)
+}
+
+/// Prints one `name value unit` line.
+pub fn figure(name: &str, value: impl std::fmt::Display, unit: &str) {
+    println!("{name} {value} {unit}");
+}
+
+/// Whether a process still exists (a zombie counts: reap children first).
+pub fn alive(pid: u32) -> bool {
+    // SAFETY: kill with signal 0 only checks for existence.
+    unsafe { libc::kill(pid as i32, 0) == 0 }
+}
+
+pub fn sigkill(pid: u32) {
+    // SAFETY: kill(2) only sends a signal.
+    unsafe {
+        libc::kill(pid as i32, libc::SIGKILL);
+    }
+}
+
+/// The published state of an instance (`.agents/orchestrator.state.json`).
+pub fn state_of(project: &Project) -> Option<String> {
+    let text = std::fs::read_to_string(project.dir.join(".agents/orchestrator.state.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    v["state"].as_str().map(String::from)
+}
+
+/// A small deterministic PRNG (xorshift64*), so a run can be repeated without a crate.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.max(1))
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    /// Uniform in `[lo, hi)`.
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next_u64() % (hi - lo).max(1)
+    }
+}
