@@ -75,14 +75,8 @@ fn median_ms(env: &Env, project: &Project, args: &[&str], runs: usize) -> (f64, 
 }
 
 fn main() {
-    let idle_secs: u64 = std::env::var("PIV_BENCH_IDLE_SECS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(60);
-    let runs: usize = std::env::var("PIV_BENCH_RUNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20);
+    let idle_secs: u64 = common::env_or("PIV_BENCH_IDLE_SECS", 60);
+    let runs: usize = common::env_or("PIV_BENCH_RUNS", 20);
     let (piv, fake_claude) = binaries();
     let root = tempfile::tempdir().unwrap();
     let standin = BotApiStandIn::start(TOKEN);

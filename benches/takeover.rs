@@ -44,10 +44,7 @@ struct NaiveKill {
 }
 
 fn main() {
-    let kills: usize = std::env::var("PIV_BENCH_KILLS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(50);
+    let kills: usize = common::env_or("PIV_BENCH_KILLS", 50);
     let (piv, fake_claude) = binaries();
     let root = tempfile::tempdir().unwrap();
     let standin = BotApiStandIn::start(TOKEN);

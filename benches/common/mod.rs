@@ -210,3 +210,11 @@ impl Rng {
         lo + self.next_u64() % (hi - lo).max(1)
     }
 }
+
+/// A bench setting from the environment (`PIV_BENCH_*`), or its default.
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
