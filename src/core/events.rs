@@ -320,9 +320,9 @@ mod tests {
         );
     }
 
-    #[test]
-    fn every_event_has_a_non_empty_line() {
-        let events = vec![
+    /// One of every event, for the tests that must cover them all.
+    fn sample_events() -> Vec<RunEvent> {
+        vec![
             RunEvent::StepStarted {
                 phase: Some(1),
                 step: "plan".into(),
@@ -363,7 +363,19 @@ mod tests {
             },
             RunEvent::Stopped { why: "x".into() },
             RunEvent::Info("hello".into()),
-        ];
+            RunEvent::Heartbeat { phase: Some(2) },
+            RunEvent::Summary {
+                phases_done: 1,
+                phases_total: 2,
+                cost_usd: 0.25,
+                failures: 1,
+            },
+        ]
+    }
+
+    #[test]
+    fn every_event_has_a_non_empty_line() {
+        let events = sample_events();
         for e in events {
             assert!(!terminal_line(&e).trim().is_empty(), "{e:?}");
         }
@@ -436,36 +448,18 @@ mod tests {
     }
 
     #[test]
-    fn every_event_but_step_start_has_telegram_html() {
-        let events = vec![
-            RunEvent::PhaseComplete {
-                phase: 1,
-                cost_usd: 0.5,
-            },
-            RunEvent::Retrying {
-                phase: 1,
-                command: "execute".into(),
-                category: "test_failure".into(),
-                attempt: 1,
-                details: "x".into(),
-            },
-            RunEvent::UsageLimitWait {
-                resets_at: "soon".into(),
-            },
-            RunEvent::Restarted {
-                phase: None,
-                reason: "crash".into(),
-            },
-            RunEvent::Paused { by: "b".into() },
-            RunEvent::Resumed { by: "b".into() },
-            RunEvent::AllDone {
-                phases: 3,
-                cost_usd: 1.0,
-            },
-        ];
-        for e in events {
-            let html = telegram_html(&e).unwrap();
-            assert!(!plain_text(&html).trim().is_empty(), "{e:?}");
+    fn every_event_but_step_start_and_summary_has_telegram_html() {
+        for e in sample_events() {
+            let html = telegram_html(&e);
+            match e {
+                RunEvent::StepStarted { .. } | RunEvent::Summary { .. } => {
+                    assert!(html.is_none(), "{e:?}")
+                }
+                _ => {
+                    let html = html.unwrap_or_else(|| panic!("no HTML for {e:?}"));
+                    assert!(!plain_text(&html).trim().is_empty(), "{e:?}");
+                }
+            }
         }
     }
 
