@@ -283,3 +283,51 @@ fn an_outsider_poller_is_survived() {
     assert!(warnings >= 1, "warned about the outsider:\n{all}");
     assert!(!all.contains(TOKEN), "the token never appears");
 }
+
+/// The bot-owner lock file is deleted behind the owner's back and a newcomer locks a new
+/// one: both poll, Telegram answers one of them with 409, the old owner sees that it no
+/// longer holds the real lock, stops polling and waits; one poller is left.
+#[test]
+fn an_owner_whose_lock_file_was_replaced_steps_down_on_409() {
+    let api = BotApiStandIn::start(TOKEN);
+    let a = Sandbox::new("a", &ready_manifest(1));
+    let c = Sandbox::sharing_home(&a, "c", &ready_manifest(1));
+    a.scenario(slow(200));
+    c.scenario(slow(200));
+    let mut procs = Kill(vec![start(&a, &api, "a", &[])]);
+    let a_pid = procs.0[0].id();
+    assert!(
+        wait_until(DEADLINE, || api
+            .poll_starts()
+            .iter()
+            .any(|p| p.pid == Some(a_pid))),
+        "a polls\n{}",
+        output_of(&a, "a")
+    );
+    std::fs::remove_file(a.home.join("bot-owner.lock")).unwrap();
+    procs.0.push(start(&c, &api, "c", &[]));
+    let c_pid = procs.0[1].id();
+    assert!(
+        wait_until(DEADLINE, || api
+            .poll_starts()
+            .iter()
+            .any(|p| p.pid == Some(c_pid))),
+        "the newcomer got the new lock file and polls\n{}",
+        output_of(&c, "c")
+    );
+    assert!(
+        wait_until(DEADLINE, || a.log().contains("deleted or replaced")),
+        "a noticed on the 409\n{}",
+        output_of(&a, "a")
+    );
+    let t = Instant::now();
+    api.inject_message(CHAT, "/help");
+    assert!(wait_until(DEADLINE, || !replies_after(&api, t, "/status").is_empty()));
+    assert!(
+        !api.poll_starts()
+            .iter()
+            .any(|p| p.pid == Some(a_pid) && p.at > t),
+        "a no longer polls"
+    );
+    assert_eq!(replies_after(&api, t, "/status").len(), 1, "one answer");
+}

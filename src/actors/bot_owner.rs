@@ -186,16 +186,12 @@ impl BotOwnerActor {
     }
 }
 
-impl Actor for BotOwnerActor {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Self::Context) {
-        if self.client.is_none() {
-            return;
-        }
+impl BotOwnerActor {
+    /// Waits for `bot-owner.lock` in a thread (the wait blocks; on the actor thread it
+    /// would stall every actor) and sends `OwnershipAcquired` when it is ours.
+    fn wait_for_ownership(&mut self, ctx: &mut Context<Self>) {
         let path = self.settings.home.join(OWNER_LOCK_FILE);
         let me = ctx.address();
-        // The lock wait blocks; on the actor thread it would stall every actor.
         let spawned = std::thread::Builder::new()
             .name("bot-owner-lock".into())
             .spawn(move || {
@@ -216,6 +212,37 @@ impl Actor for BotOwnerActor {
         if let Err(e) = spawned {
             tracing::error!(error = %e, "cannot start the bot-owner lock thread");
         }
+    }
+}
+
+/// The poll loop ended because the guard no longer locks the real lock file: go back to
+/// waiting for it.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+struct OwnershipLost;
+
+impl Handler<OwnershipLost> for BotOwnerActor {
+    type Result = ();
+
+    fn handle(&mut self, _: OwnershipLost, ctx: &mut Self::Context) {
+        self.poll = None;
+        if let Some(registry) = &self.registry {
+            registry.do_send(SetBotOwner(false));
+        }
+        if !self.stopped {
+            self.wait_for_ownership(ctx);
+        }
+    }
+}
+
+impl Actor for BotOwnerActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        if self.client.is_none() {
+            return;
+        }
+        self.wait_for_ownership(ctx);
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
@@ -277,11 +304,15 @@ impl Handler<OwnershipAcquired> for BotOwnerActor {
         let (stop_tx, stop_rx) = watch::channel(false);
         let (released_tx, released_rx) = oneshot::channel();
         let guard = msg.guard;
+        let me = ctx.address();
         let task = async move {
-            poller.run(stop_rx).await;
+            let ended = poller.run(stop_rx, &guard).await;
             drop(guard);
             tracing::info!("stopped polling Telegram; bot-owner lock released");
             let _ = released_tx.send(());
+            if ended == PollEnd::LockLost {
+                me.do_send(OwnershipLost);
+            }
         };
         ctx.spawn(task.into_actor(self));
         self.poll = Some(PollHandle {
@@ -332,8 +363,16 @@ async fn stop_requested(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|stop| *stop).await;
 }
 
+/// Why the poll loop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PollEnd {
+    Stopped,
+    /// The lock file was deleted or replaced: someone else may hold the real lock now.
+    LockLost,
+}
+
 impl Poller {
-    async fn run(mut self, mut stop: watch::Receiver<bool>) {
+    async fn run(mut self, mut stop: watch::Receiver<bool>, guard: &LockGuard) -> PollEnd {
         if let Err(e) = self.client.set_my_commands(&command_menu()).await {
             tracing::warn!(error = %e, "cannot register the command menu (setMyCommands)");
         }
@@ -352,11 +391,11 @@ impl Poller {
         let mut warned_conflict = false;
         loop {
             if *stop.borrow() {
-                return;
+                return PollEnd::Stopped;
             }
             let offset = self.last_handled.map(|id| id + 1);
             let polled = tokio::select! {
-                _ = stop_requested(&mut stop) => return,
+                _ = stop_requested(&mut stop) => return PollEnd::Stopped,
                 polled = self.client.get_updates(offset, self.poll_timeout_secs) => polled,
             };
             let wait = match polled {
@@ -366,13 +405,22 @@ impl Poller {
                         // Handling is never cut short: a reply sent but not recorded
                         // would be sent again by the next owner.
                         if *stop.borrow() {
-                            return;
+                            return PollEnd::Stopped;
                         }
                         self.take(update).await;
                     }
                     continue;
                 }
-                // We hold the lock for the whole loop, so the other poller is not of this home.
+                // A 409: check that we really hold the lock. If the lock file was deleted
+                // or replaced, a newcomer may hold the real one: stop and wait for it.
+                // If we hold it, the other poller is not of this home.
+                Err(TelegramError::Conflict) if !guard.still_locks_its_path() => {
+                    tracing::warn!(
+                        "Telegram 409 and the bot-owner lock file was deleted or replaced: \
+                         another instance may own the bot now; stopping polling and waiting for the lock"
+                    );
+                    return PollEnd::LockLost;
+                }
                 Err(TelegramError::Conflict) => {
                     if warned_conflict {
                         tracing::debug!("Telegram 409 again: the outside poller is still there");
@@ -394,7 +442,7 @@ impl Poller {
                 }
             };
             tokio::select! {
-                _ = stop_requested(&mut stop) => return,
+                _ = stop_requested(&mut stop) => return PollEnd::Stopped,
                 _ = tokio::time::sleep(wait) => {}
             }
         }

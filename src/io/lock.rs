@@ -68,6 +68,21 @@ impl LockGuard {
         &self.path
     }
 
+    /// Whether this guard still locks the file now at its path. A lock file deleted or
+    /// replaced behind our back (by hand, or by a cleanup) leaves the guard holding a lock
+    /// on an orphaned inode while a newcomer locks the new file: both would believe they
+    /// hold the lock. Compares device and inode of the open file and of the path.
+    pub fn still_locks_its_path(&self) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let Some(file) = &self.file else {
+            return false;
+        };
+        match (file.metadata(), std::fs::metadata(&self.path)) {
+            (Ok(ours), Ok(now)) => ours.dev() == now.dev() && ours.ino() == now.ino(),
+            _ => false,
+        }
+    }
+
     /// Releases the lock, reporting a failure to unlock (the file is closed either way,
     /// which releases the lock too).
     pub fn release(mut self) -> std::io::Result<()> {
@@ -200,6 +215,22 @@ pub fn is_held(path: &Path) -> Result<bool, LockError> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_guard_notices_its_lock_file_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bot-owner.lock");
+        let guard = try_lock_exclusive(&path).unwrap().expect("free");
+        assert!(guard.still_locks_its_path());
+        std::fs::remove_file(&path).unwrap();
+        assert!(!guard.still_locks_its_path(), "deleted");
+        // A newcomer now locks a new file at the same path.
+        let newcomer = try_lock_exclusive(&path)
+            .unwrap()
+            .expect("the new file is free");
+        assert!(!guard.still_locks_its_path(), "replaced");
+        assert!(newcomer.still_locks_its_path());
+    }
+
     use super::*;
     use std::os::unix::fs::PermissionsExt;
     use std::sync::mpsc;
