@@ -33,6 +33,9 @@ pub struct RunConfig {
     pub max_restarts: usize,
     pub restart_window: Duration,
     pub inject_panics: u32,
+    /// Test hook (`PIV_FAULT_INJECT=notifier_panic`): the notifier panics on its first
+    /// event.
+    pub inject_notifier_panic: bool,
 }
 
 /// A configuration problem, said plainly (exit code 2).
@@ -103,6 +106,8 @@ impl RunConfig {
             max_restarts: args.max_restarts,
             restart_window: Duration::from_secs(args.restart_window_secs.max(1)),
             inject_panics: fault_injection(std::env::var("PIV_FAULT_INJECT").ok().as_deref()),
+            inject_notifier_panic: std::env::var("PIV_FAULT_INJECT").as_deref()
+                == Ok("notifier_panic"),
         })
     }
 
@@ -172,6 +177,7 @@ fn telegram_settings(args: &RunArgs) -> Option<TelegramSettings> {
 }
 
 /// `PIV_FAULT_INJECT=phase_runner_panic:N` (a test hook): the loop panics N times.
+/// (`PIV_FAULT_INJECT=notifier_panic` is the other hook: a panic outside the loop.)
 fn fault_injection(value: Option<&str>) -> u32 {
     value
         .and_then(|v| v.strip_prefix("phase_runner_panic:"))

@@ -524,6 +524,52 @@ fn a_phase_runner_that_keeps_panicking_ends_in_a_clean_shutdown() {
         .all(|f| f["resolution"] != "pending"));
 }
 
+/// A panic outside the phase runner's loop (here the notifier, on its first event) runs
+/// the best-effort part through the panic hook and the ordered shutdown: an
+/// `orchestrator_crash` failure in the manifest, the registry entry and the PID file gone,
+/// no agent left, exit 1 with the reason; the next run resumes to done.
+#[test]
+fn a_panic_outside_the_loop_ends_in_the_ordered_shutdown() {
+    let mut inst = Instance::new(Sandbox::new("panic-elsewhere", &ready_manifest(1)));
+    inst.sb.scenario(Scenario::new().rule(hang("/prime")));
+    inst.start(&[("PIV_FAULT_INJECT", "notifier_panic")]);
+    assert_eq!(inst.exit_code(), Some(1), "{}", inst.sb.dump());
+    let said = format!("{}{}", inst.sb.run_stdout(), inst.sb.run_stderr());
+    assert!(said.contains("injected fault: notifier panic"), "{said}");
+    assert!(!inst.pid_file_exists(), "{}", inst.sb.dump());
+    assert!(
+        wait_until(DEADLINE, || !inst.registered()),
+        "deregistered\n{}",
+        inst.sb.dump()
+    );
+    for call in inst.sb.claude_calls() {
+        if let Some(pgid) = call["pgid"].as_i64() {
+            assert!(
+                wait_until(DEADLINE, || !exists(-(pgid as i32))),
+                "agent group {pgid} left running"
+            );
+        }
+    }
+    let m = inst.sb.manifest();
+    assert!(
+        m["failures"]
+            .as_sequence()
+            .is_some_and(
+                |f| f.iter().any(|f| f["error_category"] == "orchestrator_crash"
+                    && f["details"]
+                        .as_str()
+                        .unwrap_or("")
+                        .contains("notifier panic"))
+            ),
+        "{}",
+        inst.sb.dump()
+    );
+    inst.sb.scenario(Scenario::new());
+    inst.start(&[]);
+    assert_eq!(inst.exit_code(), Some(0), "{}", inst.sb.dump());
+    assert_eq!(inst.sb.manifest()["next_action"]["command"], "done");
+}
+
 /// SIGKILL mid-step leaves a stale PID file and registry entry; `piv run` again replaces
 /// them, says it is resuming, and reaches done.
 #[test]

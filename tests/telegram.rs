@@ -66,6 +66,7 @@ impl World {
                 chat_id: CHAT,
                 api_url: self.api.url().into(),
             }),
+            panic_on_first_event: false,
         })
         .start()
     }

@@ -47,6 +47,9 @@ pub struct NotifierSettings {
     pub prefix: String,
     pub home: PathBuf,
     pub telegram: Option<TelegramSettings>,
+    /// Test hook (`PIV_FAULT_INJECT=notifier_panic`): panic on the first event, to
+    /// exercise the panic hook and the ordered shutdown for a crash outside the loop.
+    pub panic_on_first_event: bool,
 }
 
 /// Resolves once every queued message has been sent or given up on. Callers bound it
@@ -225,6 +228,7 @@ pub struct NotifierActor {
     prefix: String,
     sender: Option<ChatSender>,
     outbox: Rc<Outbox>,
+    panic_on_first_event: bool,
 }
 
 impl NotifierActor {
@@ -246,6 +250,7 @@ impl NotifierActor {
             prefix: settings.prefix,
             sender,
             outbox: Rc::new(Outbox::new()),
+            panic_on_first_event: settings.panic_on_first_event,
         }
     }
 }
@@ -265,6 +270,9 @@ impl Handler<Notify> for NotifierActor {
     type Result = ();
 
     fn handle(&mut self, Notify(event): Notify, _: &mut Self::Context) {
+        if std::mem::take(&mut self.panic_on_first_event) {
+            panic!("injected fault: notifier panic (PIV_FAULT_INJECT)");
+        }
         let line = terminal_line(&event);
         // The terminal is this tool's user interface, not a log.
         println!("{line}");
