@@ -77,23 +77,13 @@ fn median_ms(env: &Env, project: &Project, args: &[&str], runs: usize) -> (f64, 
 fn main() {
     let idle_secs: u64 = common::env_or("PIV_BENCH_IDLE_SECS", 60);
     let runs: usize = common::env_or("PIV_BENCH_RUNS", 20);
-    let (piv, fake_claude) = binaries();
     let root = tempfile::tempdir().unwrap();
     let standin = BotApiStandIn::start(TOKEN);
-    let script = root.path().join("scenario.json");
-    Scenario::new()
-        .rule(Rule::new("", Action::Succeed).delay(Duration::from_secs(3)))
-        .write(&script)
-        .unwrap();
-    let env = Env {
-        piv,
-        fake_claude,
-        home: root.path().join("piv-home"),
-        script,
-        state_dir: root.path().to_path_buf(),
-        telegram: Some((standin.url().to_string(), TOKEN.to_string(), CHAT)),
-        extra: vec![],
-    };
+    let env = Env::new(
+        root.path(),
+        Scenario::new().rule(Rule::new("", Action::Succeed).delay(Duration::from_secs(3))),
+        Some((&standin, TOKEN, CHAT)),
+    );
     let project = Project::new(root.path(), "idle", 3);
     let mut child = env.spawn_run(&project);
     let pid = child.id();

@@ -58,26 +58,16 @@ struct ModeResult {
 }
 
 fn run_mode(name: &str, notify: bool, samples: usize) -> ModeResult {
-    let (piv, fake_claude) = binaries();
     let root = tempfile::tempdir().unwrap();
-    let script = root.path().join("scenario.json");
-    Scenario::new()
-        .rule(Rule::new("", Action::Hang))
-        .write(&script)
-        .unwrap();
-    let mut extra = vec![("PIV_SIGNAL_POLL_MS".to_string(), "2000".to_string())];
+    let mut env = Env::new(
+        root.path(),
+        Scenario::new().rule(Rule::new("", Action::Hang)),
+        None,
+    );
+    env.extra = vec![("PIV_SIGNAL_POLL_MS".to_string(), "2000".to_string())];
     if !notify {
-        extra.push(("PIV_SIGNAL_NOTIFY".into(), "0".into()));
+        env.extra.push(("PIV_SIGNAL_NOTIFY".into(), "0".into()));
     }
-    let env = Env {
-        piv,
-        fake_claude,
-        home: root.path().join("piv-home"),
-        script,
-        state_dir: root.path().to_path_buf(),
-        telegram: None,
-        extra,
-    };
     let project = Project::new(root.path(), name, 3);
     let mut child = env.spawn_run(&project);
     wait_for(STEP, "the instance to run a step", || {
@@ -161,14 +151,8 @@ fn run_mode(name: &str, notify: bool, samples: usize) -> ModeResult {
 }
 
 fn main() {
-    let env_usize = |name: &str, default: usize| {
-        std::env::var(name)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
-    };
-    let fast = run_mode("sig", true, env_usize("PIV_BENCH_SAMPLES", 100));
-    let slow = run_mode("sigpoll", false, env_usize("PIV_BENCH_POLL_SAMPLES", 40));
+    let fast = run_mode("sig", true, env_or("PIV_BENCH_SAMPLES", 100));
+    let slow = run_mode("sigpoll", false, env_or("PIV_BENCH_POLL_SAMPLES", 40));
 
     let p = |r: &ModeResult, q: f64| percentile(&r.latencies_ms, q);
     figure("signal_samples", fast.latencies_ms.len(), "signals");

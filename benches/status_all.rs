@@ -101,33 +101,17 @@ fn main() {
         worker();
         return;
     }
-    let env_usize = |name: &str, default: usize| {
-        std::env::var(name)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
-    };
-    let instances = env_usize("PIV_BENCH_INSTANCES", 50);
-    let rounds = env_usize("PIV_BENCH_ROUNDS", 30);
+    let instances: usize = env_or("PIV_BENCH_INSTANCES", 50);
+    let rounds: usize = env_or("PIV_BENCH_ROUNDS", 30);
 
-    let (piv, fake_claude) = binaries();
     let root = tempfile::tempdir().unwrap();
-    let home = root.path().join("piv-home");
     let standin = BotApiStandIn::start(TOKEN);
-    let script = root.path().join("scenario.json");
-    Scenario::new()
-        .rule(Rule::new("", Action::Hang))
-        .write(&script)
-        .unwrap();
-    let env = Env {
-        piv,
-        fake_claude,
-        home: home.clone(),
-        script,
-        state_dir: root.path().to_path_buf(),
-        telegram: Some((standin.url().to_string(), TOKEN.to_string(), CHAT)),
-        extra: vec![],
-    };
+    let env = Env::new(
+        root.path(),
+        Scenario::new().rule(Rule::new("", Action::Hang)),
+        Some((&standin, TOKEN, CHAT)),
+    );
+    let home = env.home.clone();
 
     let mut workers: Vec<Child> = (0..instances)
         .map(|i| spawn_worker(&home, root.path(), &format!("inst{i:02}")))

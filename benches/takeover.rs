@@ -45,23 +45,14 @@ struct NaiveKill {
 
 fn main() {
     let kills: usize = common::env_or("PIV_BENCH_KILLS", 50);
-    let (piv, fake_claude) = binaries();
     let root = tempfile::tempdir().unwrap();
     let standin = BotApiStandIn::start(TOKEN);
-    let script = root.path().join("scenario.json");
-    Scenario::new()
-        .rule(Rule::new("", Action::Hang))
-        .write(&script)
-        .unwrap();
-    let env = Env {
-        piv,
-        fake_claude,
-        home: root.path().join("piv-home"),
-        script,
-        state_dir: root.path().to_path_buf(),
-        telegram: Some((standin.url().to_string(), TOKEN.to_string(), CHAT)),
-        extra: vec![("PIV_SIGNAL_POLL_MS".into(), "2000".into())],
-    };
+    let mut env = Env::new(
+        root.path(),
+        Scenario::new().rule(Rule::new("", Action::Hang)),
+        Some((&standin, TOKEN, CHAT)),
+    );
+    env.extra = vec![("PIV_SIGNAL_POLL_MS".into(), "2000".into())];
 
     let mut next_project = 0;
     let mut start = |live: &mut Vec<Live>| {

@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use piv::testkit::fake_claude::{LOG_ENV, SCRIPT_ENV, STATE_DIR_ENV};
+use piv::testkit::bot_api::BotApiStandIn;
+use piv::testkit::fake_claude::{Scenario, LOG_ENV, SCRIPT_ENV, STATE_DIR_ENV};
 use piv::testkit::project::{ready_manifest, scaffold};
 
 /// `piv` and `piv-fake-claude` of this build: the bench runs from
@@ -95,6 +96,29 @@ pub struct Env {
 }
 
 impl Env {
+    /// The binaries of this build, `scenario` written to `root/scenario.json`, `PIV_HOME`
+    /// at `root/piv-home`, Telegram pointed at `telegram` (a stand-in, its token and chat)
+    /// when given, no extra variables.
+    pub fn new(
+        root: &Path,
+        scenario: Scenario,
+        telegram: Option<(&BotApiStandIn, &str, i64)>,
+    ) -> Env {
+        let (piv, fake_claude) = binaries();
+        let script = root.join("scenario.json");
+        scenario.write(&script).unwrap();
+        Env {
+            piv,
+            fake_claude,
+            home: root.join("piv-home"),
+            script,
+            state_dir: root.to_path_buf(),
+            telegram: telegram
+                .map(|(api, token, chat)| (api.url().to_string(), token.to_string(), chat)),
+            extra: vec![],
+        }
+    }
+
     pub fn command(&self, project: &Project, args: &[&str]) -> Command {
         let mut cmd = Command::new(&self.piv);
         cmd.args(args)
