@@ -100,17 +100,6 @@ impl Drop for Node {
     }
 }
 
-struct Rng(u64);
-
-impl Rng {
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        lo + self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % (hi - lo)
-    }
-}
-
 /// Reads `registry.json` in a loop; returns (reads, problems).
 fn registry_reader(home: &Path, stop: &AtomicBool) -> (usize, Vec<String>) {
     let mut reads = 0;

@@ -18,23 +18,11 @@ use piv::core::registry::Registry;
 use piv::io::manifest_file;
 use piv::io::registry_store::{RegistryStore, REGISTRY_FILE};
 
-use crate::support::{ready_manifest, DEADLINE};
+use crate::support::{ready_manifest, Rng, DEADLINE};
 
 const ROUNDS: usize = 100;
 /// How many registrations the registry writer keeps at once.
 const WINDOW: u64 = 3;
-
-/// xorshift64*: reproducible kill moments without a crate.
-struct Rng(u64);
-
-impl Rng {
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        lo + self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % (hi - lo)
-    }
-}
 
 fn counter_of(manifest_text: &str) -> Option<u64> {
     let value: serde_yaml::Value = serde_yaml::from_str(manifest_text).ok()?;
