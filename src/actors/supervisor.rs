@@ -349,21 +349,16 @@ impl Handler<SignalReceived> for SupervisorActor {
         let Some(runner) = self.runner.clone() else {
             return;
         };
-        match msg.0.action {
-            SignalAction::Shutdown => self.shutdown(StopReason::Requested { by }, ctx),
-            SignalAction::Pause => {
-                let fut = async move { runner.send(Pause { by }).await };
-                ctx.spawn(fut.into_actor(self).map(|r, act, _| act.log_control(r)));
-            }
-            SignalAction::Resume => {
-                let fut = async move { runner.send(Resume { by }).await };
-                ctx.spawn(fut.into_actor(self).map(|r, act, _| act.log_control(r)));
-            }
-            SignalAction::Go => {
-                let fut = async move { runner.send(Go { by }).await };
-                ctx.spawn(fut.into_actor(self).map(|r, act, _| act.log_control(r)));
-            }
-        }
+        type Reply = std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<ControlReply, MailboxError>>>,
+        >;
+        let reply: Reply = match msg.0.action {
+            SignalAction::Shutdown => return self.shutdown(StopReason::Requested { by }, ctx),
+            SignalAction::Pause => Box::pin(runner.send(Pause { by })),
+            SignalAction::Resume => Box::pin(runner.send(Resume { by })),
+            SignalAction::Go => Box::pin(runner.send(Go { by })),
+        };
+        ctx.spawn(reply.into_actor(self).map(|r, act, _| act.log_control(r)));
     }
 }
 
