@@ -7,7 +7,7 @@
 //! missing PRD, monorepo) or where the run already tried a pre-loop step once.
 
 use crate::core::manifest::{ManifestView, StepStatus, ValidationStatus};
-use crate::core::next_action::{next_action, NextAction};
+use crate::core::next_action::NextAction;
 
 /// One thing the loop can run, or a reason to stop.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -249,11 +249,6 @@ fn decide_for_phase(view: &ManifestView, n: u32) -> Step {
     phase_step(view, n).unwrap_or(Step::Done)
 }
 
-/// The next action for a manifest view, for callers that only have the view.
-pub fn next_for(view: &ManifestView) -> NextAction {
-    next_action(view)
-}
-
 /// The prompts of a step's pairing (one session; later prompts resume it).
 pub fn pairing_prompts(step: &Step) -> Vec<String> {
     match step {
@@ -299,6 +294,7 @@ pub const PIV_COMMANDS: &[&str] = &[
 mod tests {
     use super::*;
     use crate::core::manifest::Manifest;
+    use crate::core::next_action::next_action;
 
     const READY: &str =
         "prd: {path: p}\npreflight: {status: passed}\nprofiles: {x: {freshness: fresh}}\n";
