@@ -20,7 +20,9 @@ use tokio::sync::watch;
 use crate::actors::control::{ControlReply, Go, Notify, Pause, Resume};
 use crate::actors::manifest::{ManifestActor, ReadManifest, RestoreManifest, UpdateManifest};
 use crate::core::events::RunEvent;
-use crate::core::manifest::{ListSection, Manifest, ManifestUpdate, StepStatus, ValidationStatus};
+use crate::core::manifest::{
+    self, ListSection, Manifest, ManifestUpdate, StepStatus, ValidationStatus,
+};
 use crate::core::next_action::next_action;
 use crate::core::status::{RunState, RuntimeState};
 use crate::core::step::{self, RunMemory, Step};
@@ -701,29 +703,20 @@ impl LoopRun {
             .sessions
             .iter()
             .map(|s| {
-                let mut m = serde_yaml::Mapping::new();
-                let mut put = |k: &str, v: serde_yaml::Value| {
-                    m.insert(k.into(), v);
+                let record = manifest::SessionRecord {
+                    step: label.to_string(),
+                    phase,
+                    commands: s.prompt.clone(),
+                    session_id: s.session_id.clone(),
+                    outcome: s.error.clone().unwrap_or_else(|| "success".to_string()),
+                    cost_usd: Some(s.cost_usd),
+                    num_turns: Some(u64::from(s.num_turns)),
+                    duration_ms: Some(s.duration_ms),
+                    finished_at: at.clone(),
                 };
-                put("phase", phase.unwrap_or(0).into());
-                put("step", label.into());
-                put(
-                    "session_id",
-                    s.session_id
-                        .clone()
-                        .map_or(serde_yaml::Value::Null, Into::into),
-                );
-                put("prompt", s.prompt.clone().into());
-                put("cost_usd", s.cost_usd.into());
-                put("num_turns", u64::from(s.num_turns).into());
-                put("duration_ms", s.duration_ms.into());
-                put("finished_at", at.clone().into());
-                if let Some(e) = &s.error {
-                    put("error", e.clone().into());
-                }
                 ManifestUpdate::Append {
                     section: ListSection::Sessions,
-                    entry: serde_yaml::Value::Mapping(m),
+                    entry: record.to_value(),
                 }
             })
             .collect();
@@ -852,14 +845,9 @@ impl LoopRun {
             .await
             {
                 Ok(tag) => {
-                    let mut m = serde_yaml::Mapping::new();
-                    m.insert("tag".into(), tag.clone().into());
-                    m.insert("phase".into(), phase.into());
-                    m.insert("created_before".into(), "execute".into());
-                    m.insert("status".into(), "active".into());
                     self.record(vec![ManifestUpdate::Append {
                         section: ListSection::Checkpoints,
-                        entry: serde_yaml::Value::Mapping(m),
+                        entry: manifest::checkpoint_entry(&tag, phase),
                     }])
                     .await;
                     tag
@@ -882,14 +870,10 @@ impl LoopRun {
         if let Some(e) = out.last.error.clone() {
             return self.handle_failure(phase, "execute", &e, Some(&tag)).await;
         }
-        let mut exec = serde_yaml::Mapping::new();
-        exec.insert("phase".into(), phase.into());
-        exec.insert("status".into(), "complete".into());
-        exec.insert("completed_at".into(), now_rfc3339().into());
-        exec.insert("tasks_total".into(), 0u32.into());
-        exec.insert("tasks_done".into(), 0u32.into());
-        exec.insert("tasks_blocked".into(), 0u32.into());
-        exec.insert("cost_usd".into(), out.cost_usd.into());
+        let mut exec = manifest::execution_entry(phase, &now_rfc3339());
+        if let serde_yaml::Value::Mapping(m) = &mut exec {
+            m.insert("cost_usd".into(), out.cost_usd.into());
+        }
         self.record(vec![
             ManifestUpdate::SetPhaseStatus {
                 phase,
@@ -899,7 +883,7 @@ impl LoopRun {
             },
             ManifestUpdate::Append {
                 section: ListSection::Executions,
-                entry: serde_yaml::Value::Mapping(exec),
+                entry: exec,
             },
             resolve(phase, "execute", "auto_fixed"),
         ])
@@ -1307,21 +1291,19 @@ impl LoopRun {
         details: &str,
         action: &str,
     ) {
-        let mut n = serde_yaml::Mapping::new();
-        n.insert("timestamp".into(), now_rfc3339().into());
-        n.insert("type".into(), "escalation".into());
-        n.insert("severity".into(), "critical".into());
-        n.insert("category".into(), category.as_str().into());
-        n.insert("phase".into(), phase.into());
-        n.insert(
-            "details".into(),
-            format!("Phase {phase} {}: {details}", category.as_str()).into(),
-        );
-        n.insert("blocking".into(), true.into());
-        n.insert("action_taken".into(), action.into());
+        let notification = manifest::NotificationEntry {
+            timestamp: now_rfc3339(),
+            kind: "escalation".into(),
+            severity: "critical".into(),
+            category: category.as_str().into(),
+            phase,
+            details: format!("Phase {phase} {}: {details}", category.as_str()),
+            blocking: true,
+            action_taken: action.into(),
+        };
         self.record(vec![ManifestUpdate::Append {
             section: ListSection::Notifications,
-            entry: serde_yaml::Value::Mapping(n),
+            entry: notification.to_value(),
         }])
         .await;
         self.emit(RunEvent::NeedsHuman {
@@ -1358,19 +1340,17 @@ pub fn failure_entry(
     resolution: &str,
     details: &str,
 ) -> serde_yaml::Value {
-    let mut m = serde_yaml::Mapping::new();
-    m.insert("command".into(), command.into());
-    m.insert("phase".into(), phase.into());
-    m.insert("error_category".into(), category.as_str().into());
-    m.insert("timestamp".into(), now_rfc3339().into());
-    m.insert("retry_count".into(), retry_count.into());
-    m.insert("max_retries".into(), category.spec().max_retries.into());
-    if let Some(tag) = checkpoint {
-        m.insert("checkpoint".into(), tag.into());
+    manifest::Failure {
+        command: command.to_string(),
+        phase,
+        error_category: category.as_str().to_string(),
+        retry_count,
+        resolution: resolution.to_string(),
+        checkpoint: checkpoint.map(str::to_string),
+        details: details.to_string(),
+        timestamp: now_rfc3339(),
     }
-    m.insert("resolution".into(), resolution.into());
-    m.insert("details".into(), details.into());
-    serde_yaml::Value::Mapping(m)
+    .to_value()
 }
 
 fn tail_text(text: &str, max_chars: usize) -> String {
