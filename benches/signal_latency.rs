@@ -25,6 +25,7 @@ use common::*;
 use piv::core::signal::SignalAction;
 use piv::io::signal_queue;
 use piv::testkit::fake_claude::{Action, Rule, Scenario};
+use piv::testkit::rng::Rng;
 
 const STEP: Duration = Duration::from_secs(60);
 const BURST: usize = 1000;

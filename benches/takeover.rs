@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use piv::testkit::bot_api::BotApiStandIn;
 use piv::testkit::fake_claude::{Action, Rule, Scenario};
+use piv::testkit::rng::Rng;
 
 const TOKEN: &str = "918273:bench-takeover-token";
 const CHAT: i64 = 4242;

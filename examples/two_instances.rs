@@ -481,9 +481,7 @@ impl Demo {
 
 /// The published state of an instance (`.agents/orchestrator.state.json`).
 fn state_of(project: &Path) -> Option<String> {
-    let text = std::fs::read_to_string(project.join(".agents/orchestrator.state.json")).ok()?;
-    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-    v["state"].as_str().map(String::from)
+    piv::io::state_file::read(project).map(|s| s.state.as_str().to_string())
 }
 
 fn print_chat(html: &str) {

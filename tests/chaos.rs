@@ -133,7 +133,7 @@ fn owner_killed_20_times_loses_nothing() {
     let api = standin.url().to_string();
     // Holds the shared PIV_HOME; never run itself.
     let base = Sandbox::new("base", &ready_manifest(1));
-    let mut rng = Rng(0xc4a0_5eed);
+    let mut rng = Rng::new(0xc4a0_5eed);
     let mut next = 0;
     let mut spawn = |live: &mut Vec<Node>| {
         live.push(Node::start(&base, &format!("c{next:02}"), &api));
@@ -154,7 +154,7 @@ fn owner_killed_20_times_loses_nothing() {
         let reader = scope.spawn(|| registry_reader(&base.home, &stop));
         // Commands arrive on their own schedule, independent of the kills.
         scope.spawn(|| {
-            let mut rng = Rng(0x00c0_ffee);
+            let mut rng = Rng::new(0x00c0_ffee);
             let mut n = 0;
             while !stop.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(rng.range(500, 1800)));

@@ -71,9 +71,7 @@ fn registered_count(sb: &Sandbox) -> usize {
 }
 
 fn state_of(sb: &Sandbox) -> Option<String> {
-    let text = std::fs::read_to_string(sb.project.join(".agents/orchestrator.state.json")).ok()?;
-    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-    v["state"].as_str().map(String::from)
+    piv::io::state_file::read(&sb.project).map(|s| s.state.as_str().to_string())
 }
 
 fn replies_after(api: &BotApiStandIn, since: Instant, needle: &str) -> Vec<String> {

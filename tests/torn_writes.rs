@@ -171,7 +171,7 @@ fn manifest_killed_mid_write_is_old_or_new() {
     let project = root.path().join("proj");
     std::fs::create_dir_all(project.join(".agents")).unwrap();
     std::fs::write(manifest_file::manifest_path(&project), ready_manifest(3)).unwrap();
-    let mut rng = Rng(0x5eed_0001);
+    let mut rng = Rng::new(0x5eed_0001);
     let mut kills_mid_run = 0;
     for round in 0..ROUNDS {
         let before = counter_of(&manifest_file::manifest_path(&project).pipe_read()).unwrap_or(0);
@@ -206,7 +206,7 @@ fn manifest_killed_mid_write_is_old_or_new() {
 #[test]
 fn registry_killed_mid_write_is_old_or_new() {
     let root = tempfile::tempdir().unwrap();
-    let mut rng = Rng(0x5eed_0002);
+    let mut rng = Rng::new(0x5eed_0002);
     let mut ops = 0;
     for round in 0..ROUNDS {
         // A fresh home per round: the killed writer's entries are not pruned by the next.

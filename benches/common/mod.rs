@@ -209,30 +209,7 @@ pub fn sigkill(pid: u32) {
 
 /// The published state of an instance (`.agents/orchestrator.state.json`).
 pub fn state_of(project: &Project) -> Option<String> {
-    let text = std::fs::read_to_string(project.dir.join(".agents/orchestrator.state.json")).ok()?;
-    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-    v["state"].as_str().map(String::from)
-}
-
-/// A small deterministic PRNG (xorshift64*), so a run can be repeated without a crate.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed.max(1))
-    }
-    pub fn next_u64(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    /// Uniform in `[lo, hi)`.
-    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next_u64() % (hi - lo).max(1)
-    }
+    piv::io::state_file::read(&project.dir).map(|s| s.state.as_str().to_string())
 }
 
 /// A bench setting from the environment (`PIV_BENCH_*`), or its default.

@@ -5,3 +5,4 @@
 pub mod bot_api;
 pub mod fake_claude;
 pub mod project;
+pub mod rng;

@@ -238,15 +238,4 @@ pub fn files_starting_with(dir: &Path, prefix: &str) -> Vec<PathBuf> {
         .unwrap_or_default()
 }
 
-/// xorshift64*: reproducible "random" moments (kills, pauses) from a seed, without a crate.
-pub struct Rng(pub u64);
-
-impl Rng {
-    /// A number in `lo..hi`.
-    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        lo + self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % (hi - lo)
-    }
-}
+pub use piv::testkit::rng::Rng;
