@@ -10,11 +10,11 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-use crate::actors::phase_runner::now_rfc3339;
 use crate::actors::supervisor::{install_panic_hook, CrashContext, SupervisorActor};
 use crate::cli::{exit, RunArgs};
 use crate::config::RunConfig;
 use crate::core::step::PIV_COMMANDS;
+use crate::io::clock::now_rfc3339;
 use crate::io::{agent, git, log_file, manifest_file, pid_file::PidFile};
 
 /// Runs `piv run` to its end and returns the exit code.

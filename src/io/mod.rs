@@ -4,6 +4,7 @@
 
 pub mod agent;
 pub mod atomic_file;
+pub mod clock;
 pub mod git;
 pub mod home;
 pub mod lock;
