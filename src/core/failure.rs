@@ -325,6 +325,7 @@ mod tests {
         };
         let no_progress = no_progress_error("no plan");
         // (error, stderr, retry, checkpoint) -> (category, recovery kind, resolution, stops)
+        #[allow(clippy::type_complexity)]
         let table: Vec<(
             &SessionError,
             &str,

@@ -2,52 +2,25 @@
 
 use super::loop_run::{append_failure, blocking, resolve, tail_text, LoopRun, StepEnd};
 use super::*;
-impl LoopRun {
-    pub(super) fn is_special(&self, e: &crate::core::stream::SessionError) -> bool {
-        use crate::core::stream::SessionError as E;
-        matches!(
-            e,
-            E::UsageLimit { .. }
-                | E::UnknownCommand { .. }
-                | E::Cancelled
-                | E::RootSkipPermissions
-                | E::MissingVerbose
-                | E::NotLoggedIn { .. }
-        )
-    }
+use crate::core::failure::{self, ErrorClass, FailureInput, Resolution};
+use crate::core::stream::SessionError;
 
-    /// Errors that are not the work's fault: a usage limit (wait and go on), a missing
-    /// slash command, a cancelled session, a refused permission flag. `Some` stops the run;
-    /// `None` means "handled, decide again".
+impl LoopRun {
+    /// Errors that are not the work's fault and stop the run: a cancelled session
+    /// (shutdown) and a setup problem (a missing slash command, a refused permission flag).
+    /// `None` for everything else (outages and usage limits never get here: `pairing`
+    /// waits them out).
     pub(super) async fn special_error(
         &mut self,
         phase: Option<u32>,
         command: &str,
-        e: &crate::core::stream::SessionError,
+        e: &SessionError,
     ) -> Option<StopReason> {
-        use crate::core::stream::SessionError as E;
-        match e {
-            E::Cancelled => Some(StopReason::Requested {
+        match (failure::classify_error(e), e) {
+            (ErrorClass::Cancelled, _) => Some(StopReason::Requested {
                 by: self.stopping().unwrap_or_else(|| "shutdown".into()),
             }),
-            E::UsageLimit { resets_at } => {
-                let now = chrono::Utc::now().timestamp();
-                let until = resets_at.unwrap_or(now + 300).max(now + 1);
-                let when = chrono::DateTime::from_timestamp(until, 0)
-                    .map(|d| d.to_rfc3339())
-                    .unwrap_or_else(|| until.to_string());
-                self.emit(RunEvent::UsageLimitWait { resets_at: when });
-                self.publish(|s| s.why = Some("usage limit reached — waiting for reset".into()));
-                let wait = Duration::from_secs((until - now) as u64);
-                let mut cancel = self.cancel.clone();
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
-                    _ = cancel.wait_for(|c| *c) => {}
-                }
-                self.publish(|s| s.why = None);
-                self.stopping().map(|by| StopReason::Requested { by })
-            }
-            E::UnknownCommand { name } => {
+            (ErrorClass::Setup, SessionError::UnknownCommand { name }) => {
                 let why = format!(
                     "the project has no /{name} slash command: add .claude/commands/{name}.md (or ~/.claude/commands/{name}.md), then run piv again"
                 );
@@ -61,11 +34,11 @@ impl LoopRun {
                 .await;
                 Some(StopReason::NeedsHuman { why })
             }
-            E::RootSkipPermissions | E::MissingVerbose => {
+            (ErrorClass::Setup, _) => {
                 let why = e.message();
                 self.emit(RunEvent::NeedsHuman {
                     phase,
-                    category: "integration_auth".into(),
+                    category: Category::IntegrationAuth.as_str().into(),
                     details: why.clone(),
                     action: "Stopped".into(),
                 });
@@ -75,41 +48,17 @@ impl LoopRun {
         }
     }
 
-    /// Records a failed step and applies the taxonomy.
+    /// Records a failed step and applies the taxonomy (decided by `core::failure`).
     pub(super) async fn handle_failure(
         &mut self,
         phase: u32,
         command: &str,
-        e: &crate::core::stream::SessionError,
+        e: &SessionError,
         checkpoint: Option<&str>,
     ) -> StepEnd {
         if let Some(stop) = self.special_error(Some(phase), command, e).await {
             return StepEnd::Stop(stop);
         }
-        if matches!(e, crate::core::stream::SessionError::UsageLimit { .. }) {
-            return StepEnd::Continue;
-        }
-        use crate::core::stream::SessionError as E;
-        let mut text = e.error_text();
-        // A CLI that died without a result says why only on stderr: classify and record
-        // with it. A timeout or stall is piv's own verdict, so its stderr is only recorded.
-        let stderr = tail_text(&self.last_stderr_tail, 1000);
-        if !stderr.is_empty() && matches!(e, E::NoResult | E::NonZeroExit { .. }) {
-            text = format!("{text} stderr: {stderr}");
-        }
-        let category = match e {
-            E::NotLoggedIn { .. } => Category::IntegrationAuth,
-            _ => taxonomy::classify(&text),
-        };
-        let details = match e {
-            E::NotLoggedIn { .. } => format!(
-                "{text} — Claude Code is not logged in: set CLAUDE_CODE_OAUTH_TOKEN (from `claude setup-token`) in the environment or .env, or run `claude` and /login"
-            ),
-            E::Timeout { .. } | E::Stalled { .. } if !stderr.is_empty() => {
-                format!("{text} stderr: {stderr}")
-            }
-            _ => text,
-        };
         let retry_count = match self.read_manifest().await.ok().and_then(|m| m.view().ok()) {
             Some(v) => v
                 .pending_failures()
@@ -119,88 +68,58 @@ impl LoopRun {
                 .unwrap_or(0),
             None => 0,
         };
+        let stderr = tail_text(&self.last_stderr_tail, 1000);
+        let plan = failure::plan_failure(&FailureInput {
+            phase,
+            command,
+            error: e,
+            stderr_tail: &stderr,
+            retry_count,
+            checkpoint,
+        });
+        self.last_failure
+            .insert(phase, (command.to_string(), plan.details.clone()));
         // Older pending entries of this phase+command are superseded by the new one, so the
         // state machine (first pending failure wins) sees the latest retry count.
-        let supersede = resolve(phase, command, "retried");
-        let recovery = taxonomy::decide_recovery(category, retry_count, checkpoint);
-        if recovery == Recovery::Retry {
-            let entry = failure_entry(
-                command,
-                phase,
-                category,
-                retry_count,
-                checkpoint,
-                "pending",
-                &details,
-            );
-            self.record(vec![supersede, append_failure(entry)]).await;
-            self.emit(RunEvent::Retrying {
-                phase,
-                command: command.to_string(),
-                category: category.as_str().to_string(),
-                attempt: retry_count + 1,
-                details,
-            });
-            return StepEnd::Continue;
-        }
-        // Every other recovery stops for a human: record the failure, say why, stop.
-        let (entry_checkpoint, resolution, action, what) = match &recovery {
-            Recovery::Escalate => (
-                checkpoint.map(str::to_string),
-                "escalated_blocking",
-                format!("Escalated immediately — {}", category.human_hint()),
-                details.clone(),
-            ),
-            Recovery::RollbackThenStop { checkpoint: tag } => {
-                let (resolution, action) = self.roll_back(tag).await;
-                (
-                    Some(tag.clone()),
-                    resolution,
-                    action,
-                    format!("{details} — retries exhausted"),
-                )
+        let supersede = resolve(phase, command, Resolution::Retried);
+        let mut resolution = plan.resolution;
+        let mut action = plan.action.clone();
+        if let Recovery::RollbackThenStop { checkpoint: tag } = &plan.recovery {
+            if let Err(failed) = self.roll_back(tag).await {
+                resolution = Resolution::EscalatedBlocking;
+                action = failed;
             }
-            _ => (
-                checkpoint.map(str::to_string),
-                "escalated_blocking",
-                format!(
-                    "Paused execution, awaiting human resolution — {}",
-                    category.human_hint()
-                ),
-                format!("{details} — retries exhausted"),
-            ),
-        };
+        }
         let entry = failure_entry(
             command,
             phase,
-            category,
-            retry_count,
-            entry_checkpoint.as_deref(),
-            resolution,
-            &details,
+            plan.category,
+            plan.retry_count,
+            plan.checkpoint.as_deref(),
+            resolution.as_str(),
+            &plan.details,
         );
         self.record(vec![supersede, append_failure(entry)]).await;
-        self.notify_escalation(phase, category, &what, &action)
-            .await;
-        let why = match &recovery {
-            Recovery::Escalate => format!("{} in phase {phase}: {details}", category.as_str()),
-            Recovery::RollbackThenStop { checkpoint: tag } => format!(
-                "retries exhausted for {} in phase {phase}; rolled back to {tag}",
-                category.as_str()
-            ),
-            _ => format!(
-                "retries exhausted for {} in phase {phase}: {details}",
-                category.as_str()
-            ),
+        let Some(why) = plan.why else {
+            self.emit(RunEvent::Retrying {
+                phase,
+                command: command.to_string(),
+                category: plan.category.as_str().to_string(),
+                attempt: retry_count + 1,
+                details: plan.details,
+            });
+            return StepEnd::Continue;
         };
+        self.notify_escalation(phase, plan.category, &plan.what, &action)
+            .await;
         StepEnd::Stop(StopReason::NeedsHuman { why })
     }
 
     /// Rolls the work back to `tag`. The rollback undoes the work, not the record: the
     /// manifest as it is now is written back after the reset, and `.agents/` (plans, the
     /// runtime files' .gitignore) is kept out of the clean, as the reference kept its
-    /// in-memory manifest. Returns the failure's resolution and the action taken.
-    pub(super) async fn roll_back(&mut self, tag: &str) -> (&'static str, String) {
+    /// in-memory manifest. `Err` carries the action text of a rollback that failed.
+    pub(super) async fn roll_back(&mut self, tag: &str) -> Result<(), String> {
         let record_before = self.read_manifest().await.ok();
         let rollback = blocking({
             let (dir, tag) = (self.settings.project_dir.clone(), tag.to_string());
@@ -216,19 +135,10 @@ impl LoopRun {
                 Err(e) => tracing::error!("manifest actor unavailable: {e}"),
             }
         }
-        match rollback {
-            Ok(()) => (
-                "rolled_back",
-                format!("Rolled back to {tag} and paused, awaiting human resolution"),
-            ),
-            Err(err) => {
-                tracing::error!("rollback to {tag} failed: {err}");
-                (
-                    "escalated_blocking",
-                    format!("Rollback to {tag} FAILED ({err}); paused, awaiting human resolution"),
-                )
-            }
-        }
+        rollback.map_err(|err| {
+            tracing::error!("rollback to {tag} failed: {err}");
+            format!("Rollback to {tag} FAILED ({err}); paused, awaiting human resolution")
+        })
     }
 
     pub(super) async fn escalate(

@@ -1,6 +1,10 @@
 //! One run of the PIV loop: its memory, its controls (pause, resume, stop), the decision of the next step, and the crash resume at its start.
 
+use std::collections::BTreeMap;
+
 use super::*;
+use crate::core::failure::Resolution;
+use crate::core::waits::Outage;
 
 // The loop itself.
 
@@ -15,14 +19,36 @@ pub(super) struct LoopRun {
     pub(super) cancel: watch::Receiver<bool>,
     pub(super) published: Rc<RefCell<Published>>,
     pub(super) memory: RunMemory,
-    /// Cost of this run (USD), summed over sessions.
-    pub(super) run_cost: f64,
-    /// Cost at the last resume after a cost-cap pause: the cap applies from here.
-    pub(super) cost_baseline: f64,
+    /// What this run (this `piv run` process) has spent; shared with the actor so it
+    /// survives `/go` and restarts of the loop after a crash.
+    pub(super) cost: Rc<RefCell<RunCost>>,
     /// Failures this run recorded in the manifest (for the summary).
     pub(super) failures_recorded: std::cell::Cell<usize>,
     /// The stderr tail of the last session run, for the failure record.
     pub(super) last_stderr_tail: String,
+    /// The first manifest write that failed: the loop stops at its next decision, since
+    /// the manifest is its only memory of retries.
+    pub(super) record_error: RefCell<Option<String>>,
+    /// Manifest writes so far (for the fault-injection hook).
+    pub(super) manifest_writes: std::cell::Cell<u32>,
+    /// Agent sessions per phase in this loop, against `PIV_MAX_SESSIONS_PER_PHASE`.
+    pub(super) sessions_by_phase: BTreeMap<u32, u32>,
+    /// The latest failure per phase (command, details), for the session-budget message.
+    pub(super) last_failure: BTreeMap<u32, (String, String)>,
+    /// The outage being waited out, if any.
+    pub(super) outage: Option<Outage>,
+    /// Consecutive usage-limit hits (the doubling wait when the reset time is unusable).
+    pub(super) limit_hits: u32,
+}
+
+/// What a run has spent. `baseline` is the spend at the last resume after a cost-cap
+/// pause: the cap applies from there.
+#[derive(Debug, Default, Clone)]
+pub struct RunCost {
+    pub spent: f64,
+    pub baseline: f64,
+    /// Sessions stopped before they reported a cost (timeout, stall, cancel).
+    pub unknown_sessions: u32,
 }
 
 /// How a step ended, for the loop.
@@ -57,8 +83,8 @@ impl LoopRun {
         }
     }
 
-    /// Writes, logging a failure instead of stopping: the manifest is the record, but a
-    /// failed record must not stop a run that otherwise works.
+    /// Writes; a failed write is kept in `record_error` and stops the loop at its next
+    /// decision (exit 1): carrying on without the record would retry forever.
     pub(super) async fn record(&self, updates: Vec<ManifestUpdate>) {
         let failures = updates
             .iter()
@@ -74,12 +100,35 @@ impl LoopRun {
             .count();
         self.failures_recorded
             .set(self.failures_recorded.get() + failures);
-        if let Err(e) = self.update(updates).await {
+        let writes = self.manifest_writes.get();
+        self.manifest_writes.set(writes + 1);
+        let result = match self.settings.fail_manifest_writes_after {
+            Some(n) if writes >= n => Err(format!(
+                "injected fault: manifest write {} refused (PIV_FAULT_INJECT)",
+                writes + 1
+            )),
+            _ => self.update(updates).await.map(|_| ()),
+        };
+        if let Err(e) = result {
             tracing::error!("cannot record in the manifest: {e}");
             self.emit(RunEvent::Info(format!(
                 "⚠️ cannot record in the manifest: {e}"
             )));
+            self.record_error.borrow_mut().get_or_insert(e);
         }
+    }
+
+    /// The stop after a failed manifest write, if one failed.
+    pub(super) fn record_failed(&self) -> Option<StopReason> {
+        self.record_error.borrow().as_ref().map(|e| StopReason::Fatal {
+            why: format!(
+                "cannot write .agents/manifest.yaml ({e}); stopping, because the manifest is piv's only record of retries and failures — fix the cause (disk full? permissions?) and run piv again"
+            ),
+        })
+    }
+
+    pub(super) fn spent(&self) -> f64 {
+        self.cost.borrow().spent
     }
 
     pub(super) fn stopping(&self) -> Option<String> {
@@ -108,7 +157,10 @@ impl LoopRun {
                         });
                     }
                     if *self.control.borrow() == Control::Run {
-                        self.cost_baseline = self.run_cost;
+                        {
+                            let mut cost = self.cost.borrow_mut();
+                            cost.baseline = cost.spent;
+                        }
                         self.publish(|s| {
                             s.state = RunState::Running;
                             s.why = None;
@@ -134,7 +186,7 @@ impl LoopRun {
         self.emit(RunEvent::Summary {
             phases_done: done,
             phases_total: total,
-            cost_usd: self.run_cost,
+            cost_usd: self.spent(),
             failures: self.failures_recorded.get(),
         });
         reason
@@ -152,25 +204,8 @@ impl LoopRun {
             if let Some(stop) = self.honour_controls().await {
                 return stop;
             }
-            if let Some(cap) = self.settings.max_cost_usd {
-                if self.run_cost - self.cost_baseline >= cap {
-                    let why = format!(
-                        "cost cap reached: ${:.2} spent this run (PIV_MAX_COST_USD={cap}); send resume to continue",
-                        self.run_cost
-                    );
-                    self.emit(RunEvent::NeedsHuman {
-                        phase: self.published.borrow().state.phase,
-                        category: "cost_cap".into(),
-                        details: why.clone(),
-                        action: "Paused — resume to continue".into(),
-                    });
-                    self.publish(|s| s.why = Some(why));
-                    // Pause (a resume lifts the cap for another `cap` dollars).
-                    let _ = self.control_tx.send(Control::Paused {
-                        by: "cost cap".into(),
-                    });
-                    continue;
-                }
+            if let Some(stop) = self.record_failed() {
+                return stop;
             }
             let manifest = match self.read_manifest().await {
                 Ok(m) => m,
@@ -196,7 +231,7 @@ impl LoopRun {
                     let done = view.phases.values().filter(|p| p.is_complete()).count();
                     self.emit(RunEvent::AllDone {
                         phases: done,
-                        cost_usd: self.run_cost,
+                        cost_usd: self.spent(),
                     });
                     return StopReason::Done;
                 }
@@ -233,7 +268,8 @@ impl LoopRun {
                 Step::Commit { phase } => self.run_commit(phase, &step).await,
             };
             if let StepEnd::Stop(reason) = end {
-                return reason;
+                // A stop decided on a record that could not be written is that failure.
+                return self.record_failed().unwrap_or(reason);
             }
         }
     }
@@ -255,11 +291,7 @@ impl LoopRun {
         } else {
             let updates = crashes
                 .iter()
-                .map(|(phase, command)| ManifestUpdate::ResolveFailures {
-                    phase: *phase,
-                    command: command.clone(),
-                    resolution: "resumed".into(),
-                })
+                .map(|(phase, command)| resolve(*phase, command, Resolution::Resumed))
                 .collect();
             self.record(updates).await;
             // Say what comes next once the crash records no longer block the loop.
@@ -323,11 +355,11 @@ impl LoopRun {
     }
 }
 
-pub(super) fn resolve(phase: u32, command: &str, resolution: &str) -> ManifestUpdate {
+pub(super) fn resolve(phase: u32, command: &str, resolution: Resolution) -> ManifestUpdate {
     ManifestUpdate::ResolveFailures {
         phase,
         command: command.to_string(),
-        resolution: resolution.to_string(),
+        resolution: resolution.as_str().to_string(),
     }
 }
 

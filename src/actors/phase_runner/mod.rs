@@ -27,7 +27,8 @@ use crate::core::next_action::next_action;
 use crate::core::status::{RunState, RuntimeState};
 use crate::core::step::{self, RunMemory, Step};
 use crate::core::supervision::StopReason;
-use crate::core::taxonomy::{self, Category, Recovery};
+use crate::core::taxonomy::{Category, Recovery};
+use crate::core::waits::{LimitPolicy, OutagePolicy};
 use crate::io::agent::{self, AgentConfig, PairingOutcome};
 use crate::io::clock::now_rfc3339;
 use crate::io::{git, state_file};
@@ -35,12 +36,14 @@ use crate::io::{git, state_file};
 mod crash;
 mod failure;
 mod loop_run;
+mod sessions;
 mod steps;
 
 use crash::InRunnerLoop;
 pub use crash::{panic_text, record_crash, IN_RUNNER_LOOP};
 pub use failure::failure_entry;
 use loop_run::LoopRun;
+pub use loop_run::RunCost;
 
 /// The loop ended (or crashed); sent to the supervisor.
 #[derive(Message, Debug, Clone)]
@@ -83,6 +86,13 @@ pub struct RunnerSettings {
     /// Test hook (`PIV_FAULT_INJECT=phase_runner_panic:N`): the loop panics at its start
     /// the first N times, to exercise crash recording and the restart budget.
     pub inject_panics: u32,
+    /// Test hook (`PIV_FAULT_INJECT=manifest_write_fail:N`): every manifest write after
+    /// the first N fails, as on a full disk.
+    pub fail_manifest_writes_after: Option<u32>,
+    /// At most this many agent sessions per phase in one run (`PIV_MAX_SESSIONS_PER_PHASE`).
+    pub max_sessions_per_phase: u32,
+    pub outage: OutagePolicy,
+    pub limit: LimitPolicy,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -117,6 +127,8 @@ pub struct PhaseRunnerActor {
     control: Rc<watch::Sender<Control>>,
     cancel: watch::Sender<bool>,
     published: Rc<RefCell<Published>>,
+    /// What this run has spent, kept across restarts of the loop (`/go`, crashes).
+    cost: Rc<RefCell<RunCost>>,
     loop_running: bool,
     /// Waiters of `StopRun`, answered when the loop ends.
     stop_waiters: Vec<tokio::sync::oneshot::Sender<()>>,
@@ -154,6 +166,7 @@ impl PhaseRunnerActor {
             control: Rc::new(watch::channel(Control::Run).0),
             cancel: watch::channel(false).0,
             published,
+            cost: Rc::new(RefCell::new(RunCost::default())),
             loop_running: false,
             stop_waiters: Vec::new(),
             panics_injected: 0,
@@ -185,10 +198,15 @@ impl PhaseRunnerActor {
                 only_phase: self.settings.only_phase,
                 ..RunMemory::default()
             },
-            run_cost: 0.0,
-            cost_baseline: 0.0,
+            cost: self.cost.clone(),
             failures_recorded: std::cell::Cell::new(0),
             last_stderr_tail: String::new(),
+            record_error: RefCell::new(None),
+            manifest_writes: std::cell::Cell::new(0),
+            sessions_by_phase: Default::default(),
+            last_failure: Default::default(),
+            outage: None,
+            limit_hits: 0,
         };
         let handle = actix_rt::spawn(InRunnerLoop(Box::pin(async move {
             if inject {

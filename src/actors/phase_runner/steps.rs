@@ -2,65 +2,22 @@
 
 use super::loop_run::{blocking, resolve, tail_text, LoopRun, StepEnd};
 use super::*;
-impl LoopRun {
-    /// Runs one pairing and records its sessions; emits the step start and end.
-    pub(super) async fn pairing(
-        &mut self,
-        phase: Option<u32>,
-        label: &str,
-        prompts: &[String],
-    ) -> PairingOutcome {
-        self.publish(|s| {
-            s.state = RunState::Running;
-            s.phase = phase.or(s.phase);
-            s.step = Some(label.to_string());
-        });
-        self.emit(RunEvent::StepStarted {
-            phase,
-            step: label.to_string(),
-        });
-        let started = Instant::now();
-        let outcome = agent::run_pairing(&self.settings.agent, prompts, self.cancel.clone()).await;
-        self.run_cost += outcome.cost_usd;
-        self.last_stderr_tail = outcome.last.stderr_tail.clone();
-        let cost = self.run_cost;
-        self.publish(|s| s.cost_usd = cost);
-        self.emit(RunEvent::StepEnded {
-            phase,
-            step: label.to_string(),
-            elapsed: started.elapsed(),
-            cost_usd: outcome.cost_usd,
-            error: outcome.last.error.as_ref().map(|e| e.message()),
-        });
-        let at = now_rfc3339();
-        let entries = outcome
-            .sessions
-            .iter()
-            .map(|s| {
-                let record = manifest::SessionRecord {
-                    step: label.to_string(),
-                    phase,
-                    commands: s.prompt.clone(),
-                    session_id: s.session_id.clone(),
-                    outcome: s.error.clone().unwrap_or_else(|| "success".to_string()),
-                    cost_usd: Some(s.cost_usd),
-                    num_turns: Some(u64::from(s.num_turns)),
-                    duration_ms: Some(s.duration_ms),
-                    finished_at: at.clone(),
-                };
-                ManifestUpdate::Append {
-                    section: ListSection::Sessions,
-                    entry: record.to_value(),
-                }
-            })
-            .collect();
-        self.record(entries).await;
-        outcome
-    }
+use crate::core::failure::{self, Resolution};
 
+/// Unwraps a pairing's outcome or ends the step with the run's stop.
+macro_rules! ran {
+    ($pairing:expr) => {
+        match $pairing.await {
+            Ok(out) => out,
+            Err(stop) => return StepEnd::Stop(stop),
+        }
+    };
+}
+
+impl LoopRun {
     pub(super) async fn run_research(&mut self, refresh: bool) -> StepEnd {
         let prompts = step::pairing_prompts(&Step::Research { refresh });
-        let out = self.pairing(None, "research-stack", &prompts).await;
+        let out = ran!(self.pairing(None, "research-stack", &prompts));
         if let Some(e) = &out.last.error {
             if let Some(stop) = self.special_error(None, "research-stack", e).await {
                 return StepEnd::Stop(stop);
@@ -72,9 +29,7 @@ impl LoopRun {
     }
 
     pub(super) async fn run_preflight(&mut self) -> StepEnd {
-        let out = self
-            .pairing(None, "preflight", &step::pairing_prompts(&Step::Preflight))
-            .await;
+        let out = ran!(self.pairing(None, "preflight", &step::pairing_prompts(&Step::Preflight)));
         if let Some(e) = &out.last.error {
             if let Some(stop) = self.special_error(None, "preflight", e).await {
                 return StepEnd::Stop(stop);
@@ -125,10 +80,23 @@ impl LoopRun {
 
     pub(super) async fn run_plan(&mut self, phase: u32, name: &str, step: &Step) -> StepEnd {
         self.phase_started_once(phase, name);
-        let out = self
-            .pairing(Some(phase), "plan-feature", &step::pairing_prompts(step))
-            .await;
+        let out = ran!(self.pairing(Some(phase), "plan-feature", &step::pairing_prompts(step)));
         if let Some(e) = out.last.error.clone() {
+            return self.handle_failure(phase, "plan-feature", &e, None).await;
+        }
+        // The plan's progress is its `plans` entry: a success without it is a failure of
+        // this step, counted like any other (else plan and execute would take turns,
+        // each a paid session, with the count starting again at 0).
+        let planned = self
+            .read_manifest()
+            .await
+            .ok()
+            .and_then(|m| m.view().ok())
+            .is_some_and(|v| v.plan_path_for(phase).is_some());
+        if !planned {
+            let e = failure::no_progress_error(&format!(
+                "/plan-feature ended in success but wrote no plans entry for phase {phase} in .agents/manifest.yaml"
+            ));
             return self.handle_failure(phase, "plan-feature", &e, None).await;
         }
         self.record(vec![
@@ -138,7 +106,7 @@ impl LoopRun {
                 execution: None,
                 validation: None,
             },
-            resolve(phase, "plan-feature", "auto_fixed"),
+            resolve(phase, "plan-feature", Resolution::AutoFixed),
         ])
         .await;
         StepEnd::Continue
@@ -164,10 +132,7 @@ impl LoopRun {
                 validation: None,
             }])
             .await;
-            let err = crate::core::stream::SessionError::ResultError {
-                subtype: "missing_plan".into(),
-                messages: vec![details],
-            };
+            let err = failure::no_progress_error(&details);
             return self.handle_failure(phase, "plan-feature", &err, None).await;
         };
         let tag = match checkpoint {
@@ -198,9 +163,7 @@ impl LoopRun {
                 }
             },
         };
-        let out = self
-            .pairing(Some(phase), "execute", &step::pairing_prompts(step))
-            .await;
+        let out = ran!(self.pairing(Some(phase), "execute", &step::pairing_prompts(step)));
         if let Some(e) = out.last.error.clone() {
             return self.handle_failure(phase, "execute", &e, Some(&tag)).await;
         }
@@ -219,42 +182,29 @@ impl LoopRun {
                 section: ListSection::Executions,
                 entry: exec,
             },
-            resolve(phase, "execute", "auto_fixed"),
+            resolve(phase, "execute", Resolution::AutoFixed),
         ])
         .await;
         StepEnd::Continue
     }
 
     /// Validate; after a fixable failure run a refactor pairing carrying the error and
-    /// validate again (at most two refactors, as the reference).
+    /// validate again (at most [`failure::MAX_REFACTORS`], as the reference).
     pub(super) async fn run_validate(&mut self, phase: u32) -> StepEnd {
-        const MAX_REFACTORS: u32 = 2;
         let mut refactors = 0;
         loop {
-            let out = self
-                .pairing(
-                    Some(phase),
-                    "validate",
-                    &step::pairing_prompts(&Step::Validate { phase }),
-                )
-                .await;
+            let out = ran!(self.pairing(
+                Some(phase),
+                "validate",
+                &step::pairing_prompts(&Step::Validate { phase }),
+            ));
             let hook = out.last.hooks.get("validation_status").map(String::as_str);
-            let failure = match (&out.last.error, hook) {
-                (Some(e), _) => Some(e.clone()),
-                // The hook is honoured: fail or partial is a failed validation even when the
-                // session itself succeeded.
-                (None, Some(status @ ("fail" | "partial"))) => {
-                    Some(crate::core::stream::SessionError::ResultError {
-                        subtype: format!("validation_{status}"),
-                        messages: vec![format!(
-                            "validation {status}: {}",
-                            tail_text(&out.last.text, 2000)
-                        )],
-                    })
-                }
-                _ => None,
-            };
-            let Some(err) = failure else {
+            let verdict = failure::validation_verdict(
+                out.last.error.as_ref(),
+                hook,
+                &tail_text(&out.last.text, 2000),
+            );
+            let Some(err) = verdict else {
                 self.record(vec![
                     ManifestUpdate::SetPhaseStatus {
                         phase,
@@ -266,50 +216,39 @@ impl LoopRun {
                         phase,
                         commit: StepStatus::Other("pending".into()),
                     },
-                    resolve(phase, "validate-implementation", "auto_fixed"),
+                    resolve(phase, "validate-implementation", Resolution::AutoFixed),
                 ])
                 .await;
                 return StepEnd::Continue;
             };
-            if self.is_special(&err) {
+            if !failure::refactor_again(&err, refactors) {
                 return self
                     .handle_failure(phase, "validate-implementation", &err, None)
                     .await;
             }
-            let category = taxonomy::classify(&err.error_text());
-            if refactors < MAX_REFACTORS && !category.spec().needs_human {
-                refactors += 1;
-                if let Some(stop) = self.honour_controls().await {
-                    return StepEnd::Stop(stop);
-                }
-                let prompts = step::refactor_prompts(&err.error_text());
-                let fix = self.pairing(Some(phase), "fix-validation", &prompts).await;
-                if let Some(e) = fix.last.error.clone() {
-                    if self.is_special(&e) {
-                        return self
-                            .handle_failure(phase, "validate-implementation", &e, None)
-                            .await;
-                    }
-                    tracing::warn!("refactor session failed: {}", e.message());
-                }
-                continue;
+            refactors += 1;
+            if let Some(stop) = self.honour_controls().await {
+                return StepEnd::Stop(stop);
             }
-            return self
-                .handle_failure(phase, "validate-implementation", &err, None)
-                .await;
+            let prompts = step::refactor_prompts(&err.error_text());
+            let fix = ran!(self.pairing(Some(phase), "fix-validation", &prompts));
+            if let Some(e) = fix.last.error.clone() {
+                if failure::classify_error(&e) != failure::ErrorClass::Work {
+                    return self
+                        .handle_failure(phase, "validate-implementation", &e, None)
+                        .await;
+                }
+                tracing::warn!("refactor session failed: {}", e.message());
+            }
         }
     }
 
     pub(super) async fn run_commit(&mut self, phase: u32, step: &Step) -> StepEnd {
-        let mut out = self
-            .pairing(Some(phase), "commit", &step::pairing_prompts(step))
-            .await;
+        let mut out = ran!(self.pairing(Some(phase), "commit", &step::pairing_prompts(step)));
         if let Some(e) = out.last.error.clone() {
-            if !self.is_special(&e) {
+            if failure::classify_error(&e) == failure::ErrorClass::Work {
                 tracing::warn!("commit failed ({}) — retrying once", e.message());
-                out = self
-                    .pairing(Some(phase), "commit-retry", &step::pairing_prompts(step))
-                    .await;
+                out = ran!(self.pairing(Some(phase), "commit-retry", &step::pairing_prompts(step)));
             }
         }
         if let Some(e) = out.last.error.clone() {
@@ -325,7 +264,7 @@ impl LoopRun {
                 phase,
                 commit: StepStatus::Complete,
             },
-            resolve(phase, "commit", "auto_fixed"),
+            resolve(phase, "commit", Resolution::AutoFixed),
         ];
         if let Some(tag) = active {
             updates.push(ManifestUpdate::ResolveCheckpoint { tag });
