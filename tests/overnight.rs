@@ -104,3 +104,85 @@ fn a_failed_manifest_write_stops_the_run() {
         "{shown}"
     );
 }
+
+/// A PID file that names a live process which is not a piv of this project (a PID reused
+/// after a reboot: here, the test process itself) does not block the start, and a PID
+/// file that is not even UTF-8 is quarantined byte for byte, not overwritten.
+#[test]
+fn a_reused_pid_or_an_unparseable_pid_file_does_not_block_the_start() {
+    let sb = Sandbox::new("pidreuse", &ready_manifest(1));
+    let pid_path = sb.project.join(".agents/orchestrator.pid");
+    std::fs::write(
+        &pid_path,
+        format!(
+            "{{\"pid\":{},\"startedAt\":\"2026-01-01T00:00:00.000Z\",\"projectDir\":\"{}\"}}",
+            std::process::id(),
+            sb.project.display()
+        ),
+    )
+    .unwrap();
+    let out = sb.run_to_end(&["--phase", "1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&sb, &out));
+
+    let garbage: &[u8] = &[0xff, 0xfe, b'{', 0x00, 0x9f, b'\n'];
+    std::fs::write(&pid_path, garbage).unwrap();
+    let out = sb.run_to_end(&[]);
+    let shown = show(&sb, &out);
+    assert_eq!(out.status.code(), Some(0), "{shown}");
+    let quarantined = files_starting_with(&sb.project.join(".agents"), "orchestrator.pid.corrupt-");
+    assert_eq!(quarantined.len(), 1, "{shown}");
+    assert_eq!(std::fs::read(&quarantined[0]).unwrap(), garbage);
+    let (_, stderr) = text(&out);
+    assert!(stderr.contains("could not be parsed"), "{stderr}");
+    assert!(
+        !pid_path.exists(),
+        "the run removes its own PID file at exit"
+    );
+}
+
+/// When piv makes a project's first commit it never commits `.env` or `.env*`: it adds
+/// them to `.gitignore` first.
+#[test]
+fn the_first_commit_piv_makes_leaves_secret_files_out() {
+    let root = tempfile::tempdir().unwrap();
+    let project = root.path().join("fresh");
+    std::fs::create_dir_all(project.join(".agents")).unwrap();
+    std::fs::create_dir_all(project.join(".claude/commands")).unwrap();
+    for c in piv::testkit::project::COMMAND_FILES {
+        std::fs::write(project.join(format!(".claude/commands/{c}.md")), "# c\n").unwrap();
+    }
+    std::fs::write(project.join(".agents/manifest.yaml"), ready_manifest(1)).unwrap();
+    std::fs::write(project.join(".env"), "SECRET=1\n").unwrap();
+    std::fs::write(project.join(".env.local"), "SECRET=2\n").unwrap();
+    std::fs::write(project.join("main.rs"), "fn main() {}\n").unwrap();
+    let sb = Sandbox::new("unused", &ready_manifest(1));
+    let out = wait_output(
+        sb.piv(&["run"])
+            .env("PIV_PROJECT_DIR", &project)
+            .current_dir(&project)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+        DEADLINE,
+    );
+    let (o, e) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{o}\n{e}");
+    let tracked = std::process::Command::new("git")
+        .args(["log", "--all", "--name-only", "--format="])
+        .current_dir(&project)
+        .output()
+        .unwrap();
+    let tracked = String::from_utf8_lossy(&tracked.stdout).into_owned();
+    assert!(tracked.lines().any(|l| l == "main.rs"), "{tracked}");
+    assert!(
+        !tracked.lines().any(|l| l.starts_with(".env")),
+        "a secret file was committed:\n{tracked}"
+    );
+    let ignore = std::fs::read_to_string(project.join(".gitignore")).unwrap();
+    assert!(ignore.lines().any(|l| l == ".env*"), "{ignore}");
+    assert_eq!(
+        std::fs::read_to_string(project.join(".env")).unwrap(),
+        "SECRET=1\n"
+    );
+}

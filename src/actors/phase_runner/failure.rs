@@ -85,9 +85,17 @@ impl LoopRun {
         let mut resolution = plan.resolution;
         let mut action = plan.action.clone();
         if let Recovery::RollbackThenStop { checkpoint: tag } = &plan.recovery {
-            if let Err(failed) = self.roll_back(tag).await {
-                resolution = Resolution::EscalatedBlocking;
-                action = failed;
+            match self.roll_back(tag).await {
+                Ok(Some(snapshot)) => {
+                    action = format!(
+                        "{action} (the working tree is as it was at the checkpoint, uncommitted and untracked files included; inspect it with `git show --stat {snapshot}`)"
+                    )
+                }
+                Ok(None) => {}
+                Err(failed) => {
+                    resolution = Resolution::EscalatedBlocking;
+                    action = failed;
+                }
             }
         }
         let entry = failure_entry(
@@ -118,8 +126,9 @@ impl LoopRun {
     /// Rolls the work back to `tag`. The rollback undoes the work, not the record: the
     /// manifest as it is now is written back after the reset, and `.agents/` (plans, the
     /// runtime files' .gitignore) is kept out of the clean, as the reference kept its
-    /// in-memory manifest. `Err` carries the action text of a rollback that failed.
-    pub(super) async fn roll_back(&mut self, tag: &str) -> Result<(), String> {
+    /// in-memory manifest. `Ok` names the working-tree snapshot restored, if the
+    /// checkpoint has one; `Err` carries the action text of a rollback that failed.
+    pub(super) async fn roll_back(&mut self, tag: &str) -> Result<Option<String>, String> {
         let record_before = self.read_manifest().await.ok();
         let rollback = blocking({
             let (dir, tag) = (self.settings.project_dir.clone(), tag.to_string());

@@ -139,11 +139,21 @@ impl LoopRun {
             Some(tag) => tag,
             None => match blocking({
                 let dir = self.settings.project_dir.clone();
-                move || git::create_checkpoint(&dir, phase, chrono::Utc::now())
+                move || {
+                    let tag = git::create_checkpoint(&dir, phase, chrono::Utc::now())?;
+                    let dirty = git::snapshot_worktree(&dir, &tag)?;
+                    Ok((tag, dirty))
+                }
             })
             .await
             {
-                Ok(tag) => {
+                Ok((tag, dirty)) => {
+                    if dirty {
+                        self.emit(RunEvent::Info(format!(
+                            "⚠️ Phase {phase}: the working tree has uncommitted changes at checkpoint {tag}. They are saved in {} and come back as they are if piv rolls back.",
+                            git::snapshot_ref(&tag)
+                        )));
+                    }
                     self.record(vec![ManifestUpdate::Append {
                         section: ListSection::Checkpoints,
                         entry: manifest::checkpoint_entry(&tag, phase),
