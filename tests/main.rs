@@ -9,6 +9,7 @@ mod dry_run;
 mod lifecycle;
 mod overnight;
 mod registry;
+mod rollback;
 mod run_loop;
 mod secrets;
 mod signals;
