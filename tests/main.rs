@@ -7,6 +7,7 @@ mod chaos;
 mod corpus;
 mod dry_run;
 mod lifecycle;
+mod real_cli;
 mod registry;
 mod run_loop;
 mod secrets;

@@ -239,3 +239,6 @@ pub fn files_starting_with(dir: &Path, prefix: &str) -> Vec<PathBuf> {
 }
 
 pub use piv::testkit::rng::Rng;
+
+pub mod claude_cli;
+pub mod messages_api;
