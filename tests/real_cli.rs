@@ -208,7 +208,10 @@ fn two_phases_run_to_done_through_the_real_cli() {
             .filter(|r| r.session_id.as_deref() == Some(id.as_str()))
             .filter(|r| r.command.as_deref() == Some(command.as_str()))
             .collect();
-        assert!(!mine.is_empty(), "no request for {command} in {id}\n{shown}");
+        assert!(
+            !mine.is_empty(),
+            "no request for {command} in {id}\n{shown}"
+        );
         // One turn per model response: the tool calls and the final answer.
         assert_eq!(
             s["num_turns"].as_u64(),
@@ -240,4 +243,183 @@ fn two_phases_run_to_done_through_the_real_cli() {
             prime_session = Some(id);
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// The stand-in's fault modes, against the CLI alone (no piv): what the CLI makes of them.
+
+/// Runs the real CLI once in the sandbox project, as piv would (`-p … stream-json
+/// --verbose`), with a fresh `HOME` and the stand-in's environment; returns its stream-json
+/// lines and output.
+fn claude_direct(
+    t: &RealCli,
+    prompt: &str,
+    env: &[(&str, &str)],
+    quiet: bool,
+) -> (Vec<serde_json::Value>, Output) {
+    let home = t.sb.root.path().join("direct-home");
+    std::fs::create_dir_all(&home).unwrap();
+    let mut cmd = std::process::Command::new(&t.bin);
+    cmd.args([
+        "-p",
+        prompt,
+        "--output-format",
+        "stream-json",
+        "--verbose",
+        "--dangerously-skip-permissions",
+    ])
+    .env_clear()
+    .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+    .env("HOME", &home)
+    .env("IS_SANDBOX", "1")
+    .current_dir(&t.sb.project)
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    for (k, v) in claude_cli::env(&t.bin, &t.api.base_url()) {
+        let nonessential = k.starts_with("DISABLE_") || k.contains("NONESSENTIAL");
+        if k.starts_with("PIV_") || (nonessential && !quiet) {
+            continue;
+        }
+        cmd.env(k, v);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = wait_output(cmd.spawn().expect("spawn claude"), RUN_DEADLINE);
+    let lines = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    (lines, out)
+}
+
+fn of_type<'a>(
+    lines: &'a [serde_json::Value],
+    kind: &str,
+    sub: Option<&str>,
+) -> Vec<&'a serde_json::Value> {
+    lines
+        .iter()
+        .filter(|l| l["type"] == kind && sub.is_none_or(|s| l["subtype"] == s))
+        .collect()
+}
+
+/// A 429 with `retry-after` and a stream dropped mid-way are retried by the CLI (each an
+/// `api_retry` line), then the command runs to success; a slow stream is simply waited for.
+#[test]
+fn the_cli_retries_a_429_and_a_dropped_stream_and_waits_for_a_slow_one() {
+    let Some(t) = RealCli::new("real_cli_retries", 1) else {
+        return;
+    };
+    t.api.fault(
+        Some("prime"),
+        Some(1),
+        Fault::RateLimited {
+            retry_after_secs: 1,
+        },
+    );
+    t.api.fault(Some("prime"), Some(1), Fault::DropConnection);
+    t.api.fault(
+        Some("prime"),
+        Some(1),
+        Fault::SlowStream {
+            per_event: Duration::from_millis(150),
+        },
+    );
+    let (lines, out) = claude_direct(&t, "/prime", &[("CLAUDE_CODE_MAX_RETRIES", "3")], true);
+    let shown = format!("{}\n{}", t.show(&out), String::from_utf8_lossy(&out.stdout));
+    assert_eq!(out.status.code(), Some(0), "{shown}");
+    let retries = of_type(&lines, "system", Some("api_retry"));
+    assert_eq!(retries.len(), 2, "{shown}");
+    assert_eq!(retries[0]["error_status"], 429, "{shown}");
+    let result = of_type(&lines, "result", None);
+    assert_eq!(result.len(), 1, "{shown}");
+    assert_eq!(result[0]["subtype"], "success");
+    assert_eq!(result[0]["is_error"], false);
+    let faults: Vec<_> = t.api.requests().iter().map(|r| r.fault).collect();
+    assert_eq!(
+        faults[..3],
+        [
+            Some("rate_limited"),
+            Some("drop_connection"),
+            Some("slow_stream")
+        ],
+        "{shown}"
+    );
+    // The stand-in's scripted /prime (Read, then the answer) completed after the faults.
+    assert!(result[0]["result"]
+        .as_str()
+        .is_some_and(|r| r.starts_with("Primed:")));
+}
+
+/// A 401 is `authentication_failed` in the CLI's `api_retry` line and, once its retries
+/// are spent, an `api_error` result with `api_error_status` 401.
+#[test]
+fn the_cli_reports_a_401_as_authentication_failed() {
+    let Some(t) = RealCli::new("real_cli_401", 1) else {
+        return;
+    };
+    t.api.fault(None, None, Fault::Unauthorized);
+    let (lines, out) = claude_direct(&t, "/prime", &[("CLAUDE_CODE_MAX_RETRIES", "1")], true);
+    let shown = format!("{}\n{}", t.show(&out), String::from_utf8_lossy(&out.stdout));
+    assert_eq!(out.status.code(), Some(1), "{shown}");
+    let retries = of_type(&lines, "system", Some("api_retry"));
+    assert_eq!(retries.len(), 1, "{shown}");
+    assert_eq!(retries[0]["error"], "authentication_failed");
+    assert_eq!(retries[0]["error_status"], 401);
+    let result = of_type(&lines, "result", None);
+    assert_eq!(result[0]["is_error"], true, "{shown}");
+    assert_eq!(result[0]["api_error_status"], 401);
+    assert_eq!(result[0]["terminal_reason"], "api_error");
+}
+
+/// A reply that never calls a tool ends the command with the model's text: a success that
+/// did nothing (no plan file), which is what piv has to see through.
+#[test]
+fn a_reply_without_tool_calls_is_a_success_that_did_nothing() {
+    let Some(t) = RealCli::new("real_cli_no_tool", 1) else {
+        return;
+    };
+    t.api.fault(Some("plan-feature"), None, Fault::NoToolCall);
+    let (lines, out) = claude_direct(&t, "/plan-feature \"Phase 1: x\"", &[], true);
+    let shown = format!("{}\n{}", t.show(&out), String::from_utf8_lossy(&out.stdout));
+    assert_eq!(out.status.code(), Some(0), "{shown}");
+    let result = of_type(&lines, "result", None);
+    assert_eq!(result[0]["subtype"], "success", "{shown}");
+    assert_eq!(result[0]["num_turns"], 1);
+    assert!(!t.sb.project.join(".agents/plans/phase-1.md").exists());
+    assert_eq!(t.api.requests_for("plan-feature").len(), 1, "{shown}");
+}
+
+/// Without the variables that switch off non-essential traffic the CLI also probes the
+/// base URL (`HEAD /api/hello`, …); whatever else it asks for is answered 404 and logged,
+/// and the session still succeeds. With them (as the tests run piv) it sends only
+/// `POST /v1/messages`.
+#[test]
+fn the_cli_tolerates_unknown_paths_and_sends_only_messages_when_quiet() {
+    let Some(t) = RealCli::new("real_cli_paths", 1) else {
+        return;
+    };
+    let (_, out) = claude_direct(&t, "/prime", &[("CLAUDE_CODE_MAX_RETRIES", "1")], false);
+    let shown = format!("{}\n{}", t.show(&out), String::from_utf8_lossy(&out.stdout));
+    assert_eq!(out.status.code(), Some(0), "{shown}");
+    let loud = t.api.requests().len();
+    let (_, out) = claude_direct(&t, "/prime", &[("CLAUDE_CODE_MAX_RETRIES", "1")], true);
+    assert_eq!(out.status.code(), Some(0), "{shown}");
+    let quiet = &t.api.requests()[loud..];
+    assert!(
+        quiet
+            .iter()
+            .all(|r| r.method == "POST" && r.path == "/v1/messages"),
+        "{}",
+        t.api.summary()
+    );
+    let all = t.api.requests();
+    let probes: Vec<&Recorded> = all[..loud]
+        .iter()
+        .filter(|r| r.path != "/v1/messages")
+        .collect();
+    assert!(!probes.is_empty(), "{}", t.api.summary());
+    assert!(probes.iter().all(|r| r.status == 404));
 }

@@ -5,7 +5,7 @@
 //! `content_block_start` / `content_block_delta` (`text_delta`, `input_json_delta`) /
 //! `content_block_stop`, `message_delta` with `stop_reason` and usage, `message_stop`);
 //! errors are `{"type":"error","error":{"type":…,"message":…}}`. Other paths are logged
-//! and answered 404 (the CLI's start-up `HEAD /api/hello` gets a 200).
+//! and answered 404 (the CLI tolerates it, even for its start-up `HEAD /api/hello`).
 //!
 //! The "model" recognises the PIV command the CLI is running from the expanded command
 //! text: the fixture's `.claude/commands/<name>.md` bodies (see [`command_body`]) start
@@ -412,11 +412,9 @@ fn handle(req: &Request, w: &mut TcpStream, shared: &Shared) -> bool {
     };
     let keep = if req.method == "POST" && path == "/v1/messages" {
         messages(&body, &mut rec, w, shared)
-    } else if path == "/api/hello" {
-        // The CLI's connectivity probe at start-up.
-        let _ = w.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
-        true
     } else {
+        // Anything else (the CLI's `HEAD /api/hello` probe included) is not the Messages
+        // API: logged, and answered as the API answers an unknown path.
         rec.status = 404;
         write_json(
             w,
@@ -929,7 +927,10 @@ fn stream(
         Turn::Tool { name, input } => {
             let text = input.to_string();
             let cut = text.len() / 2;
-            let cut = (0..=cut).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
+            let cut = (0..=cut)
+                .rev()
+                .find(|&i| text.is_char_boundary(i))
+                .unwrap_or(0);
             events.push((
                 "content_block_start",
                 json!({"type": "content_block_start", "index": 0, "content_block": {
