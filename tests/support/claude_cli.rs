@@ -49,9 +49,9 @@ pub fn find_or_skip(test: &str) -> Option<PathBuf> {
     let found = find();
     if found.is_none() {
         eprintln!(
-            "\n*** SKIPPED {test}: real Claude CLI not installed — run .ci/run (or: npm install \
+            "\n*** SKIPPED: real Claude CLI not installed — run .ci/run (or: npm install \
              --prefix ~/.cache/piv-test/claude-code-{v} @anthropic-ai/claude-code@{v}) to \
-             install it, or set {BIN_ENV} ***\n",
+             install it, or set {BIN_ENV} [{test}] ***\n",
             v = pinned_version()
         );
     }
