@@ -25,8 +25,11 @@ use crate::support::*;
 /// machine; a loaded 2-core one gets this much.
 const RUN_DEADLINE: Duration = Duration::from_secs(300);
 
-/// What the CLI charges per million tokens for piv's default model (`claude-opus-4-6`),
-/// as 2.1.332 computes `total_cost_usd` from usage: input, output.
+/// The model piv asks for in these tests.
+const MODEL: &str = "claude-opus-4-6";
+
+/// What the CLI charges per million tokens for [`MODEL`], as 2.1.332 computes
+/// `total_cost_usd` from usage: input, output.
 const PRICE_PER_MTOK: (f64, f64) = (5.0, 25.0);
 
 /// A sandbox project whose slash commands the stand-in recognises, and a stand-in.
@@ -56,6 +59,8 @@ impl RealCli {
         for (k, v) in claude_cli::env(&self.bin, &self.api.base_url()) {
             cmd.env(k, v);
         }
+        // The model is named so the CLI's prices (PRICE_PER_MTOK) are known.
+        cmd.env("PIV_MODEL", MODEL);
         for (k, v) in env {
             cmd.env(k, v);
         }
