@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+use std::io::Write;
 use std::path::PathBuf;
 
 /// `.ci/claude-code.version`: the one place the pinned version is written.
@@ -48,12 +49,15 @@ pub fn find() -> Option<PathBuf> {
 pub fn find_or_skip(test: &str) -> Option<PathBuf> {
     let found = find();
     if found.is_none() {
-        eprintln!(
+        // Straight to the process's stderr in one write: the test harness captures
+        // `eprintln!`, and tests run in parallel.
+        let message = format!(
             "\n*** SKIPPED: real Claude CLI not installed — run .ci/run (or: npm install \
              --prefix ~/.cache/piv-test/claude-code-{v} @anthropic-ai/claude-code@{v}) to \
              install it, or set {BIN_ENV} [{test}] ***\n",
             v = pinned_version()
         );
+        let _ = std::io::stderr().write_all(message.as_bytes());
     }
     found
 }
