@@ -195,6 +195,23 @@ pub struct RunArgs {
     /// ...within this many seconds; one more crash shuts piv down cleanly.
     #[arg(long, env = "PIV_RESTART_WINDOW_SECS", default_value_t = 60)]
     pub restart_window_secs: u64,
+    /// At most this many agent sessions per phase in one run, whatever the path (retries,
+    /// refactors, re-plans); then piv stops for a human, naming the step that kept failing.
+    /// A session is one conversation: a step's `/prime` and its command, resumed, count once.
+    #[arg(long, env = "PIV_MAX_SESSIONS_PER_PHASE", default_value_t = 20)]
+    pub max_sessions_per_phase: u32,
+    /// First wait, in seconds, after a session ended because the API could not be reached
+    /// or was overloaded; each further wait doubles, up to 600. Outages are not counted as
+    /// failures and never lead to a rollback.
+    #[arg(long, env = "PIV_OUTAGE_BACKOFF_SECS", default_value_t = 30)]
+    pub outage_backoff_secs: u64,
+    /// After this many seconds of continuous outage, stop for a human.
+    #[arg(long, env = "PIV_OUTAGE_MAX_SECS", default_value_t = 14_400)]
+    pub outage_max_secs: u64,
+    /// Shortest wait, in seconds, after a usage limit whose reset time is missing or already
+    /// past; it doubles while the limit persists.
+    #[arg(long, env = "PIV_LIMIT_MIN_WAIT_SECS", default_value_t = 60)]
+    pub limit_min_wait_secs: u64,
 }
 
 /// Options of `piv dry-run`.

@@ -33,10 +33,18 @@ pub struct RunConfig {
     pub max_restarts: usize,
     pub restart_window: Duration,
     pub inject_panics: u32,
+    /// Test hook (`PIV_FAULT_INJECT=manifest_write_fail:N`).
+    pub fail_manifest_writes_after: Option<u32>,
+    pub max_sessions_per_phase: u32,
+    pub outage: crate::core::waits::OutagePolicy,
+    pub limit: crate::core::waits::LimitPolicy,
     /// Test hook (`PIV_FAULT_INJECT=notifier_panic`): the notifier panics on its first
     /// event.
     pub inject_notifier_panic: bool,
 }
+
+/// The longest single wait of an outage backoff (the waits double up to it).
+const OUTAGE_WAIT_CAP_SECS: u64 = 600;
 
 /// A configuration problem, said plainly (exit code 2).
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +114,19 @@ impl RunConfig {
             max_restarts: args.max_restarts,
             restart_window: Duration::from_secs(args.restart_window_secs.max(1)),
             inject_panics: fault_injection(std::env::var("PIV_FAULT_INJECT").ok().as_deref()),
+            fail_manifest_writes_after: std::env::var("PIV_FAULT_INJECT")
+                .ok()
+                .and_then(|v| v.strip_prefix("manifest_write_fail:")?.trim().parse().ok()),
+            max_sessions_per_phase: args.max_sessions_per_phase.max(1),
+            outage: crate::core::waits::OutagePolicy {
+                first_wait_secs: args.outage_backoff_secs.max(1),
+                cap_secs: OUTAGE_WAIT_CAP_SECS.max(args.outage_backoff_secs),
+                max_secs: args.outage_max_secs,
+            },
+            limit: crate::core::waits::LimitPolicy {
+                min_wait_secs: args.limit_min_wait_secs.max(1),
+                ..Default::default()
+            },
             inject_notifier_panic: std::env::var("PIV_FAULT_INJECT").as_deref()
                 == Ok("notifier_panic"),
         })
@@ -121,6 +142,10 @@ impl RunConfig {
             heartbeat: self.heartbeat,
             started_at: self.started_at.clone(),
             inject_panics: self.inject_panics,
+            fail_manifest_writes_after: self.fail_manifest_writes_after,
+            max_sessions_per_phase: self.max_sessions_per_phase,
+            outage: self.outage,
+            limit: self.limit,
         }
     }
 

@@ -10,11 +10,11 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-use crate::actors::phase_runner::now_rfc3339;
 use crate::actors::supervisor::{install_panic_hook, CrashContext, SupervisorActor};
 use crate::cli::{exit, RunArgs};
 use crate::config::RunConfig;
 use crate::core::step::PIV_COMMANDS;
+use crate::io::clock::now_rfc3339;
 use crate::io::{agent, git, log_file, manifest_file, pid_file::PidFile};
 
 /// Runs `piv run` to its end and returns the exit code.
@@ -128,6 +128,8 @@ fn preflight_checks(cfg: &RunConfig) -> Result<(), i32> {
 fn ensure_runtime_files_ignored(project_dir: &std::path::Path) {
     const ENTRIES: &[&str] = &[
         "orchestrator.pid",
+        "orchestrator.pid.corrupt-*",
+        "orchestrator.lock",
         "orchestrator.signal",
         "orchestrator.log*",
         "orchestrator.state.json",
@@ -136,27 +138,9 @@ fn ensure_runtime_files_ignored(project_dir: &std::path::Path) {
         ".*.tmp-*",
     ];
     let path = project_dir.join(".agents").join(".gitignore");
-    let existing = std::fs::read_to_string(&path).unwrap_or_default();
-    let missing: Vec<&str> = ENTRIES
-        .iter()
-        .copied()
-        .filter(|e| !existing.lines().any(|l| l.trim() == *e))
-        .collect();
-    if missing.is_empty() {
-        return;
-    }
-    let mut text = existing;
-    if !text.is_empty() && !text.ends_with('\n') {
-        text.push('\n');
-    }
-    if !text.contains("# piv runtime files") {
-        text.push_str("# piv runtime files (added by piv run)\n");
-    }
-    for e in missing {
-        text.push_str(e);
-        text.push('\n');
-    }
-    if let Err(e) = crate::io::atomic_file::write_with_mode(&path, text.as_bytes(), 0o644) {
+    if let Err(e) =
+        crate::io::gitignore::ensure_lines(&path, "# piv runtime files (added by piv run)", ENTRIES)
+    {
         tracing::warn!("cannot write {}: {e}", path.display());
     }
 }

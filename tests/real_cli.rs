@@ -84,17 +84,6 @@ impl RealCli {
     }
 }
 
-fn list<'a>(m: &'a Yaml, key: &str) -> Vec<&'a Yaml> {
-    m[key]
-        .as_sequence()
-        .map(|s| s.iter().collect())
-        .unwrap_or_default()
-}
-
-fn phase(m: &Yaml, n: u64) -> &Yaml {
-    m["phases"].get(Yaml::from(n)).expect("phase entry")
-}
-
 fn tracked(dir: &Path, file: &str) -> bool {
     let out = std::process::Command::new("git")
         .args(["ls-files", "--error-unmatch", file])

@@ -8,15 +8,11 @@
 use std::path::{Path, PathBuf};
 
 use actix::{Actor, Context, Handler, Message, Supervised};
-use chrono::SecondsFormat;
 
 use crate::core::manifest::{Failure, ListSection, Manifest, ManifestUpdate};
 use crate::io::manifest_file::{self, ManifestFileError};
 
-/// The timestamp format piv writes into the manifest: RFC 3339, milliseconds, `Z`.
-pub fn now_rfc3339() -> String {
-    chrono::Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)
-}
+pub use crate::io::clock::now_rfc3339;
 
 /// Owns one project's manifest file.
 #[derive(Debug)]

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use crate::cli::{exit, resolve_project_dir, SignalArgs};
 use crate::core::registry::Instance;
 use crate::core::signal::SignalAction;
-use crate::io::pid_file::{pid_is_alive, PidFile};
+use crate::io::pid_file::PidFile;
 use crate::io::signal_queue::{self, SignalQueueError};
 
 use super::status::{self, StatusError};
@@ -129,9 +129,7 @@ pub fn find_target(
         };
         let project_dir = status::canonical(&resolve_project_dir(Some(project)));
         let label = if prefix == DIRECT_PREFIX {
-            let pid = PidFile::read(&project_dir)
-                .map(|r| r.pid)
-                .filter(|p| pid_is_alive(*p));
+            let pid = PidFile::running(&project_dir);
             status::unregistered_prefix(&project_dir, pid)
         } else {
             prefix.to_string()
@@ -177,7 +175,7 @@ pub fn run(args: &SignalArgs) -> i32 {
     .and_then(|target| send(&target, action, &args.from).map(|_| target));
     match result {
         Ok(target) => {
-            if PidFile::read(&target.project_dir).is_none_or(|r| !pid_is_alive(r.pid)) {
+            if PidFile::running(&target.project_dir).is_none() {
                 eprintln!(
                     "piv: warning: no live piv process per {}; the signal waits in the queue, \
                      and an instance started later discards it",

@@ -12,7 +12,7 @@ use crate::cli::{exit, resolve_project_dir, StatusArgs};
 use crate::core::registry::Instance;
 use crate::core::status::{render_table, InstanceFacts, InstanceStatus};
 use crate::io::home::{self, HomeError};
-use crate::io::pid_file::{pid_is_alive, PidFile};
+use crate::io::pid_file::PidFile;
 use crate::io::registry_store::{RegistryError, RegistryStore};
 use crate::io::{state_file, status_probe};
 
@@ -108,11 +108,11 @@ pub fn unregistered_prefix(project_dir: &Path, live_pid: Option<u32>) -> String 
         .unwrap_or_else(|| project_dir.display().to_string())
 }
 
-/// What is known about `project_dir` (canonical) without the registry: the PID file's
-/// process, if it is alive.
+/// What is known about `project_dir` (canonical) without the registry: the `piv run`
+/// holding the project lock, if one does (a live PID alone may be a reused one).
 fn facts_from_pid_file(project_dir: &Path) -> InstanceFacts {
-    let record = PidFile::read(project_dir).filter(|r| pid_is_alive(r.pid));
-    let pid = record.as_ref().map(|r| r.pid);
+    let pid = PidFile::running(project_dir);
+    let record = pid.and_then(|_| PidFile::read(project_dir));
     InstanceFacts {
         prefix: unregistered_prefix(project_dir, pid),
         project_dir: project_dir.display().to_string(),

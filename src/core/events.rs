@@ -53,6 +53,18 @@ pub enum RunEvent {
     UsageLimitWait {
         resets_at: String,
     },
+    /// A session ended because the API could not be reached or was overloaded: the first
+    /// of a continuous outage (later ones are silent). The step runs again after the wait.
+    OutageStarted {
+        phase: Option<u32>,
+        step: String,
+        detail: String,
+        retry_in_secs: u64,
+    },
+    /// The API answered again after an outage of `lasted_secs`.
+    OutageEnded {
+        lasted_secs: u64,
+    },
     Heartbeat {
         phase: Option<u32>,
     },
@@ -151,6 +163,18 @@ pub fn terminal_line(event: &RunEvent) -> String {
         RunEvent::UsageLimitWait { resets_at } => {
             format!("⏳ Usage limit reached — waiting until {resets_at}, then continuing")
         }
+        RunEvent::OutageStarted {
+            phase,
+            step,
+            detail,
+            retry_in_secs,
+        } => format!(
+            "📡 {} · {step}: the Claude API is unreachable or overloaded ({detail}) — not counted as a failure; retrying in {retry_in_secs}s, backing off while it lasts",
+            phase_label(*phase)
+        ),
+        RunEvent::OutageEnded { lasted_secs } => {
+            format!("📡 The Claude API is back after {lasted_secs}s — carrying on")
+        }
         RunEvent::Heartbeat { phase } => match phase {
             Some(n) => format!("💓 Still running — Phase {n} in progress"),
             None => "💓 Still running — Phase ? in progress".to_string(),
@@ -234,6 +258,20 @@ pub fn telegram_html(event: &RunEvent) -> Option<String> {
             "⏳ <b>Usage limit reached</b> — waiting until {}, then continuing",
             escape_html(resets_at)
         ),
+        RunEvent::OutageStarted {
+            phase,
+            step,
+            detail,
+            retry_in_secs,
+        } => format!(
+            "📡 <b>{} · {}</b>: the Claude API is unreachable or overloaded — not counted as a failure; retrying in {retry_in_secs}s, backing off while it lasts\n{}",
+            phase_label(*phase),
+            escape_html(step),
+            escape_html(detail)
+        ),
+        RunEvent::OutageEnded { lasted_secs } => {
+            format!("📡 <b>The Claude API is back</b> after {lasted_secs}s — carrying on")
+        }
         RunEvent::Heartbeat { phase } => format_heartbeat(*phase),
         RunEvent::Restarted { phase, reason } => match phase {
             Some(n) => format_restart(*n, reason),
@@ -351,6 +389,13 @@ mod tests {
             RunEvent::UsageLimitWait {
                 resets_at: "soon".into(),
             },
+            RunEvent::OutageStarted {
+                phase: Some(1),
+                step: "execute".into(),
+                detail: "Unable to connect".into(),
+                retry_in_secs: 30,
+            },
+            RunEvent::OutageEnded { lasted_secs: 95 },
             RunEvent::Restarted {
                 phase: Some(2),
                 reason: "crash".into(),

@@ -4,6 +4,7 @@
 
 pub mod commands;
 pub mod events;
+pub mod failure;
 pub mod hooks;
 pub mod manifest;
 pub mod next_action;
@@ -15,3 +16,4 @@ pub mod stream;
 pub mod supervision;
 pub mod taxonomy;
 pub mod telegram_text;
+pub mod waits;

@@ -295,6 +295,11 @@ pub enum SessionError {
     },
     Cancelled,
     MissingVerbose,
+    /// The API could not be reached or was overloaded (connection refused, DNS, 5xx, 529):
+    /// an outage, not the work's fault. The runner waits it out and retries the step.
+    ApiUnavailable {
+        detail: String,
+    },
 }
 
 impl SessionError {
@@ -354,6 +359,9 @@ impl SessionError {
             Self::MissingVerbose => "piv invoked Claude Code with stream-json but without --verbose \
                  (a bug in piv)."
                 .to_string(),
+            Self::ApiUnavailable { detail } => {
+                format!("The Claude API could not be reached or was overloaded: {detail}")
+            }
         }
     }
 
@@ -396,6 +404,7 @@ impl SessionError {
             Self::Stalled { .. } => "stalled",
             Self::Cancelled => "cancelled",
             Self::MissingVerbose => "missing_verbose",
+            Self::ApiUnavailable { .. } => "api_unavailable",
         }
     }
 }

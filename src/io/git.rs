@@ -41,10 +41,16 @@ pub enum GitError {
 }
 
 fn run_git(dir: &Path, args: &[&str]) -> Result<String, GitError> {
+    run_git_env(dir, args, &[])
+}
+
+/// [`run_git`] with extra environment (e.g. `GIT_INDEX_FILE` for a private index).
+fn run_git_env(dir: &Path, args: &[&str], env: &[(&str, &Path)]) -> Result<String, GitError> {
     let command = args.join(" ");
     let child = Command::new("git")
         .args(args)
         .current_dir(dir)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_os_str())))
         .env("GIT_TERMINAL_PROMPT", "0")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -114,8 +120,28 @@ fn commit_all(dir: &Path, message: &str) -> Result<(), GitError> {
     run_git(dir, &args).map(drop)
 }
 
+/// The `.gitignore` lines piv adds before it makes a project's first commit, so that no
+/// secret file is ever committed by piv.
+pub const SECRET_IGNORES: &[&str] = &[".env", ".env*"];
+
+/// Adds [`SECRET_IGNORES`] to `<dir>/.gitignore` (created if missing) unless each line is
+/// already there. Returns whether the file changed.
+pub fn ignore_secret_files(dir: &Path) -> Result<bool, GitError> {
+    crate::io::gitignore::ensure_lines(
+        &dir.join(".gitignore"),
+        "# secrets: never committed (added by piv)",
+        SECRET_IGNORES,
+    )
+    .map_err(|source| GitError::Spawn {
+        dir: dir.to_path_buf(),
+        command: "(write .gitignore)".into(),
+        source,
+    })
+}
+
 /// Makes `dir` a git repository with at least one commit (for `piv run` only; dry-run has
-/// no side effects). Returns whether anything was created.
+/// no side effects). Returns whether anything was created. Before that first commit,
+/// `.env` and `.env*` are added to `.gitignore`.
 pub fn ensure_repo(dir: &Path) -> Result<bool, GitError> {
     let mut created = false;
     if !dir.join(".git").exists() {
@@ -123,6 +149,7 @@ pub fn ensure_repo(dir: &Path) -> Result<bool, GitError> {
         created = true;
     }
     if head(dir).is_none() {
+        ignore_secret_files(dir)?;
         let name = dir
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -146,6 +173,7 @@ pub fn checkpoint_tag_name(phase: u32, now: DateTime<Utc>) -> String {
 /// repository has no commit yet) and returns its name. A name already taken gets `-2`, `-3`, ...
 pub fn create_checkpoint(dir: &Path, phase: u32, now: DateTime<Utc>) -> Result<String, GitError> {
     if head(dir).is_none() {
+        ignore_secret_files(dir)?;
         commit_all(dir, "chore: initial commit before piv checkpoint")?;
     }
     let base = checkpoint_tag_name(phase, now);
@@ -172,16 +200,79 @@ fn tag_exists(dir: &Path, tag: &str) -> bool {
     .is_ok()
 }
 
+/// The ref holding the working-tree snapshot taken with checkpoint `tag`. Under
+/// `refs/piv/`, so `git gc` keeps it and no branch or tag listing shows it.
+pub fn snapshot_ref(tag: &str) -> String {
+    format!("refs/piv/snapshots/{tag}")
+}
+
+/// Records the whole working tree as it is — tracked changes and untracked, non-ignored
+/// files — as a commit on top of HEAD under [`snapshot_ref`]`(tag)`, without touching the
+/// index, the working tree or any branch (a private index file does the staging).
+/// Returns whether the tree differed from HEAD (uncommitted work existed).
+pub fn snapshot_worktree(dir: &Path, tag: &str) -> Result<bool, GitError> {
+    let index = PathBuf::from(run_git(
+        dir,
+        &["rev-parse", "--git-path", "piv-snapshot.index"],
+    )?);
+    let index = if index.is_absolute() {
+        index
+    } else {
+        dir.join(index)
+    };
+    let env = [("GIT_INDEX_FILE", index.as_path())];
+    let result = (|| {
+        run_git_env(dir, &["read-tree", "HEAD"], &env)?;
+        run_git_env(dir, &["add", "-A"], &env)?;
+        let tree = run_git_env(dir, &["write-tree"], &env)?;
+        let head_tree = run_git(dir, &["rev-parse", "HEAD^{tree}"])?;
+        let message = format!("piv: working tree at checkpoint {tag}");
+        let mut args = identity_args(dir);
+        args.extend([
+            "commit-tree",
+            tree.as_str(),
+            "-p",
+            "HEAD",
+            "-m",
+            message.as_str(),
+        ]);
+        let commit = run_git(dir, &args)?;
+        run_git(dir, &["update-ref", &snapshot_ref(tag), &commit])?;
+        Ok(tree != head_tree)
+    })();
+    let _ = std::fs::remove_file(&index);
+    result
+}
+
+/// Whether `reference` names a commit.
+fn commit_exists(dir: &Path, reference: &str) -> bool {
+    run_git(
+        dir,
+        &[
+            "rev-parse",
+            "-q",
+            "--verify",
+            &format!("{reference}^{{commit}}"),
+        ],
+    )
+    .is_ok()
+}
+
 /// Puts the working tree back to `tag`: `git reset --hard <tag>` then `git clean -fd`
 /// (untracked files and directories go; ignored files stay).
-pub fn rollback(dir: &Path, tag: &str) -> Result<(), GitError> {
+pub fn rollback(dir: &Path, tag: &str) -> Result<Option<String>, GitError> {
     rollback_keeping(dir, tag, &[])
 }
 
 /// [`rollback`], except that untracked files under each of `keep` (directories relative
 /// to `dir`, e.g. `.agents`) survive the clean: piv's records and plans are not the work
 /// being rolled back. Tracked files there are still reset to `tag`.
-pub fn rollback_keeping(dir: &Path, tag: &str, keep: &[&str]) -> Result<(), GitError> {
+///
+/// When the checkpoint has a working-tree snapshot ([`snapshot_worktree`]), the tree is
+/// then returned to exactly that state: the user's uncommitted edits and untracked files
+/// come back byte for byte (unstaged), files the snapshot did not have are gone, ignored
+/// files are never touched. Returns the snapshot ref used, if any.
+pub fn rollback_keeping(dir: &Path, tag: &str, keep: &[&str]) -> Result<Option<String>, GitError> {
     run_git(dir, &["reset", "-q", "--hard", tag])?;
     let excludes: Vec<String> = keep
         .iter()
@@ -190,7 +281,35 @@ pub fn rollback_keeping(dir: &Path, tag: &str, keep: &[&str]) -> Result<(), GitE
     let mut args = vec!["clean", "-fdq"];
     args.extend(excludes.iter().map(String::as_str));
     run_git(dir, &args)?;
-    Ok(())
+    let snapshot = snapshot_ref(tag);
+    if !commit_exists(dir, &snapshot) {
+        return Ok(None);
+    }
+    let kept: Vec<String> = keep
+        .iter()
+        .map(|k| format!(":(exclude){}", k.trim_matches('/')))
+        .collect();
+    let mut args = vec!["checkout", snapshot.as_str(), "--", "."];
+    args.extend(kept.iter().map(String::as_str));
+    run_git(dir, &args)?;
+    // Tracked files the user had deleted before the checkpoint stay deleted.
+    let mut args = vec![
+        "diff",
+        "--name-only",
+        "-z",
+        "--diff-filter=D",
+        tag,
+        snapshot.as_str(),
+        "--",
+        ".",
+    ];
+    args.extend(kept.iter().map(String::as_str));
+    for path in run_git(dir, &args)?.split('\0').filter(|p| !p.is_empty()) {
+        let _ = std::fs::remove_file(dir.join(path));
+    }
+    // The index back to HEAD: the restored changes are unstaged, as work in progress.
+    run_git(dir, &["reset", "-q"])?;
+    Ok(Some(snapshot))
 }
 
 /// Whether `git status --porcelain` shows anything.

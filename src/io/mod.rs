@@ -4,7 +4,9 @@
 
 pub mod agent;
 pub mod atomic_file;
+pub mod clock;
 pub mod git;
+pub mod gitignore;
 pub mod home;
 pub mod lock;
 pub mod log_file;

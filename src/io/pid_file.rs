@@ -3,11 +3,12 @@
 //! second `piv run` on the same project while the first is alive, replaces a stale one,
 //! and is removed on exit by the [`PidFile`] guard.
 //!
-//! Liveness here is `kill(pid, 0)` (success or `EPERM` = alive), as in the reference: the
-//! file is a human-facing "who runs here" marker, and a reused PID at worst asks the
-//! human to remove the file, which the refusal message says how to do. The check and the
-//! write are not one atomic step; two `piv run` started within the same microseconds on
-//! one project could both pass. The registry (one entry per project) makes that visible.
+//! Whether piv runs here is decided by a kernel lock, not by the PID: the running `piv run`
+//! holds `.agents/orchestrator.lock` for its whole life (the kernel drops it however the
+//! process dies), so a PID reused after a crash or a reboot never blocks the next start,
+//! and two `piv run` started at the same instant cannot both win. The PID file stays the
+//! human-facing "who runs here" marker. An unparseable PID file (bad JSON, bytes that are
+//! not UTF-8) is quarantined like every other state file, never silently overwritten.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -15,9 +16,12 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::io::atomic_file::{self, AtomicFileError};
+use crate::io::lock::{self, LockError, LockGuard};
 
 /// The PID file's path relative to the project directory.
 pub const PID_FILE: &str = ".agents/orchestrator.pid";
+/// The lock a running `piv run` holds on its project, relative to the project directory.
+pub const LOCK_FILE: &str = ".agents/orchestrator.lock";
 
 /// Failures of the PID-file adapter.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +41,8 @@ pub enum PidFileError {
     },
     #[error(transparent)]
     Write(#[from] AtomicFileError),
+    #[error(transparent)]
+    Lock(#[from] LockError),
 }
 
 /// The file's content.
@@ -54,6 +60,8 @@ pub struct PidRecord {
 pub struct PidFile {
     path: PathBuf,
     released: bool,
+    /// The project lock: held as long as this guard lives.
+    _lock: LockGuard,
 }
 
 /// Whether `pid` names a live process (ours or another user's).
@@ -78,13 +86,28 @@ impl PidFile {
 
     /// Reads the current PID file of `project_dir`, if any and parseable.
     pub fn read(project_dir: &Path) -> Option<PidRecord> {
-        let text = fs::read_to_string(Self::path_for(project_dir)).ok()?;
-        serde_json::from_str(&text).ok()
+        let bytes = fs::read(Self::path_for(project_dir)).ok()?;
+        serde_json::from_slice(&bytes).ok()
     }
 
-    /// Claims the project for this process, writing `{pid, startedAt: now_rfc3339,
-    /// projectDir}`. Refuses if the file names another live process; replaces (and logs)
-    /// a stale or unparseable file. Creates `.agents/` if missing.
+    /// The pid of the `piv run` that holds `project_dir` now, if one does (the project
+    /// lock is held); the PID file's pid when readable, else the lock holder's note.
+    pub fn running(project_dir: &Path) -> Option<u32> {
+        let lock_path = project_dir.join(LOCK_FILE);
+        if !lock::is_held(&lock_path).unwrap_or(false) {
+            return None;
+        }
+        Self::read(project_dir).map(|r| r.pid).or_else(|| {
+            fs::read_to_string(&lock_path)
+                .ok()
+                .and_then(|t| t.trim().parse().ok())
+        })
+    }
+
+    /// Claims the project for this process: takes the project lock, then writes `{pid,
+    /// startedAt: now_rfc3339, projectDir}`. Refuses while another `piv run` holds the
+    /// lock; replaces a stale PID file and quarantines an unparseable one. Creates
+    /// `.agents/` if missing.
     pub fn acquire(project_dir: &Path, now_rfc3339: &str) -> Result<PidFile, PidFileError> {
         let path = Self::path_for(project_dir);
         let io_err = |step: &'static str, path: &Path| {
@@ -95,18 +118,34 @@ impl PidFile {
             fs::create_dir_all(dir).map_err(io_err("create directory", dir))?;
         }
         let own_pid = std::process::id();
-        match fs::read_to_string(&path) {
-            Ok(text) => match serde_json::from_str::<PidRecord>(&text) {
-                Ok(record) if record.pid != own_pid && pid_is_alive(record.pid) => {
-                    return Err(PidFileError::AlreadyRunning {
-                        pid: record.pid,
-                        path,
-                    });
-                }
+        let lock_path = project_dir.join(LOCK_FILE);
+        let Some(lock) = lock::try_lock_exclusive(&lock_path)? else {
+            let pid = Self::read(project_dir)
+                .map(|r| r.pid)
+                .or_else(|| {
+                    fs::read_to_string(&lock_path)
+                        .ok()
+                        .and_then(|t| t.trim().parse().ok())
+                })
+                .unwrap_or(0);
+            return Err(PidFileError::AlreadyRunning { pid, path });
+        };
+        // The lock is ours: whatever PID file is there was left by a piv that is gone.
+        match fs::read(&path) {
+            Ok(bytes) => match serde_json::from_slice::<PidRecord>(&bytes) {
+                Ok(record) if record.pid == own_pid => {}
                 Ok(record) => tracing::info!(path = %path.display(), stale_pid = record.pid,
-                    "replacing stale PID file (process {} is gone)", record.pid),
-                Err(e) => tracing::warn!(path = %path.display(), error = %e,
-                    "replacing unparseable PID file"),
+                    "replacing stale PID file (no piv holds the project lock)"),
+                Err(e) => {
+                    let moved = atomic_file::quarantine(&path)?;
+                    tracing::warn!(path = %path.display(), error = %e, quarantined = %moved.display(),
+                        "unparseable PID file quarantined");
+                    eprintln!(
+                        "piv: warning: {} could not be parsed ({e}); moved it to {}",
+                        path.display(),
+                        moved.display()
+                    );
+                }
             },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(io_err("read", &path)(e)),
@@ -122,6 +161,7 @@ impl PidFile {
         Ok(PidFile {
             path,
             released: false,
+            _lock: lock,
         })
     }
 
@@ -137,9 +177,9 @@ impl PidFile {
     }
 
     fn remove(&self) -> Result<(), PidFileError> {
-        let ours = fs::read_to_string(&self.path)
+        let ours = fs::read(&self.path)
             .ok()
-            .and_then(|t| serde_json::from_str::<PidRecord>(&t).ok())
+            .and_then(|t| serde_json::from_slice::<PidRecord>(&t).ok())
             .is_none_or(|r| r.pid == std::process::id());
         if !ours {
             tracing::warn!(path = %self.path.display(),
@@ -206,12 +246,53 @@ mod tests {
     }
 
     #[test]
-    fn unparseable_file_is_replaced() {
+    fn unparseable_files_are_quarantined_then_replaced() {
+        for bad in [&b"garbage{"[..], &[0xff, 0xfe, 0x00, 0x9f][..]] {
+            let dir = tempfile::tempdir().unwrap();
+            fs::create_dir_all(dir.path().join(".agents")).unwrap();
+            fs::write(PidFile::path_for(dir.path()), bad).unwrap();
+            let guard = PidFile::acquire(dir.path(), "t").unwrap();
+            assert_eq!(PidFile::read(dir.path()).unwrap().pid, std::process::id());
+            let quarantined: Vec<_> = fs::read_dir(dir.path().join(".agents"))
+                .unwrap()
+                .filter_map(|e| e.ok())
+                .filter(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .starts_with("orchestrator.pid.corrupt-")
+                })
+                .collect();
+            assert_eq!(quarantined.len(), 1);
+            assert_eq!(fs::read(quarantined[0].path()).unwrap(), bad);
+            drop(guard);
+        }
+    }
+
+    #[test]
+    fn a_live_pid_without_the_lock_does_not_block_and_the_lock_does() {
         let dir = tempfile::tempdir().unwrap();
         fs::create_dir_all(dir.path().join(".agents")).unwrap();
-        fs::write(PidFile::path_for(dir.path()), "garbage{").unwrap();
+        // pid 1 is alive but is not a piv of this project (a reused PID).
+        let record = PidRecord {
+            pid: 1,
+            started_at: "t".into(),
+            project_dir: "x".into(),
+        };
+        fs::write(
+            PidFile::path_for(dir.path()),
+            serde_json::to_string(&record).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(PidFile::running(dir.path()), None);
         let guard = PidFile::acquire(dir.path(), "t").unwrap();
-        assert_eq!(PidFile::read(dir.path()).unwrap().pid, std::process::id());
+        assert_eq!(PidFile::running(dir.path()), Some(std::process::id()));
+        match PidFile::acquire(dir.path(), "t") {
+            Err(PidFileError::AlreadyRunning { pid, .. }) => {
+                assert_eq!(pid, std::process::id())
+            }
+            other => panic!("expected AlreadyRunning, got {other:?}"),
+        }
         drop(guard);
+        assert_eq!(PidFile::running(dir.path()), None);
     }
 }

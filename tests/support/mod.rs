@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use piv::testkit::fake_claude::{Scenario, LOG_ENV, SCRIPT_ENV, STATE_DIR_ENV};
+use piv::testkit::fake_claude::{Action, Scenario, LOG_ENV, SCRIPT_ENV, STATE_DIR_ENV};
+use serde_json::Value;
+use serde_yaml::Value as Yaml;
 
 pub const PIV: &str = env!("CARGO_BIN_EXE_piv");
 pub const FAKE_CLAUDE: &str = env!("CARGO_BIN_EXE_piv-fake-claude");
@@ -239,6 +241,136 @@ pub fn files_starting_with(dir: &Path, prefix: &str) -> Vec<PathBuf> {
 }
 
 pub use piv::testkit::rng::Rng;
+
+// ---------------------------------------------------------------------------------------
+// Reading a finished run: the manifest's lists, the scripted claude's calls, the output.
+
+pub fn phase(m: &Yaml, n: u64) -> &Yaml {
+    m["phases"].get(Yaml::from(n)).expect("phase entry")
+}
+
+pub fn list<'a>(m: &'a Yaml, key: &str) -> Vec<&'a Yaml> {
+    m[key]
+        .as_sequence()
+        .map(|s| s.iter().collect())
+        .unwrap_or_default()
+}
+
+pub fn failures_of<'a>(m: &'a Yaml, command: &str) -> Vec<&'a Yaml> {
+    list(m, "failures")
+        .into_iter()
+        .filter(|f| f["command"] == command)
+        .collect()
+}
+
+pub fn escalations(m: &Yaml) -> Vec<&Yaml> {
+    list(m, "notifications")
+        .into_iter()
+        .filter(|n| n["type"] == "escalation")
+        .collect()
+}
+
+/// Calls of the scripted claude whose prompt starts with `prefix`.
+pub fn calls_starting(sb: &Sandbox, prefix: &str) -> Vec<Value> {
+    sb.claude_calls()
+        .into_iter()
+        .filter(|c| c["prompt"].as_str().is_some_and(|p| p.starts_with(prefix)))
+        .collect()
+}
+
+pub fn fail(message: &str) -> Action {
+    Action::Fail {
+        subtype: "success".into(),
+        is_error: true,
+        message: message.into(),
+        exit_code: None,
+    }
+}
+
+pub fn text(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Everything worth seeing for a finished `run_to_end`.
+pub fn show(sb: &Sandbox, out: &Output) -> String {
+    let (o, e) = text(out);
+    format!(
+        "exit {:?}\n--- stdout ---\n{o}\n--- stderr ---\n{e}\n{}\n--- calls ---\n{:#?}",
+        out.status.code(),
+        sb.dump(),
+        sb.claude_calls()
+            .iter()
+            .map(|c| format!("{} [{}]", c["prompt"], c["action"]))
+            .collect::<Vec<_>>()
+    )
+}
+
+/// `piv run` with extra environment, to its end (bounded by [`DEADLINE`]).
+pub fn run_with_env(sb: &Sandbox, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut all = vec!["run"];
+    all.extend_from_slice(args);
+    let mut cmd = sb.piv(&all);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn piv run");
+    wait_output(child, DEADLINE)
+}
+
+/// `piv run` in the background with extra environment (stdout/stderr to the sandbox).
+pub fn spawn_with_env(sb: &Sandbox, env: &[(&str, &str)]) -> Child {
+    let out = std::fs::File::create(sb.root.path().join("run.stdout")).unwrap();
+    let err = std::fs::File::create(sb.root.path().join("run.stderr")).unwrap();
+    let mut cmd = sb.piv(&["run"]);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.stdout(out).stderr(err).spawn().expect("spawn piv run")
+}
+
+/// Waits for a background child to exit within [`DEADLINE`]; kills it otherwise.
+pub fn wait_exit(sb: &Sandbox, child: &mut Child) -> std::process::ExitStatus {
+    let mut status = None;
+    let ended = wait_until(DEADLINE, || {
+        status = child.try_wait().expect("try_wait");
+        status.is_some()
+    });
+    if !ended {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("piv run did not end in time\n{}", sb.dump());
+    }
+    status.unwrap()
+}
+
+pub fn git_output(dir: &Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("git");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn state_file(sb: &Sandbox) -> Value {
+    std::fs::read_to_string(sb.project.join(".agents/orchestrator.state.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or(Value::Null)
+}
+
+pub fn pid_gone(pid: i64) -> bool {
+    // A zombie (reaped late by its parent) counts as gone: it runs nothing.
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.is_empty() || stat.contains(") Z ")
+}
 
 pub mod claude_cli;
 pub mod messages_api;

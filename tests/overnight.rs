@@ -1,0 +1,188 @@
+//! Overnight safety on the real `piv run` with the scripted claude (issue 11): no spend
+//! loop, a failed manifest write stops the run, outages and usage limits waited out in
+//! every step, rollbacks that keep the user's work, secrets out of git, honest costs.
+
+use piv::testkit::fake_claude::{Action, Rule, Scenario};
+
+use crate::support::*;
+
+/// A success that changes nothing in the project (the slash command "forgot" its work).
+fn hollow_success() -> Action {
+    Action::Fail {
+        subtype: "success".into(),
+        is_error: false,
+        message: "Planned. (But no plans entry was written.)".into(),
+        exit_code: Some(0),
+    }
+}
+
+/// `/plan-feature` that succeeds without writing its `plans` entry is a failure of the
+/// plan step, counted like any other: the run stops after the plan step's retries instead
+/// of cycling plan → execute forever, and no failure is ever marked `auto_fixed`.
+#[test]
+fn a_plan_without_its_entry_is_a_counted_failure_not_a_loop() {
+    let sb = Sandbox::new("hollowplan", &ready_manifest(1));
+    sb.scenario(Scenario::new().rule(Rule::new("/plan-feature", hollow_success())));
+    let out = sb.run_to_end(&[]);
+    let shown = show(&sb, &out);
+    assert_eq!(out.status.code(), Some(1), "{shown}");
+    let plans = calls_starting(&sb, "/plan-feature").len();
+    // partial_execution allows one retry: two plan sessions, then a human.
+    assert_eq!(plans, 2, "{shown}");
+    assert!(calls_starting(&sb, "/execute").is_empty(), "{shown}");
+    let m = sb.manifest();
+    let f = failures_of(&m, "plan-feature");
+    assert_eq!(f.len(), 2, "{shown}");
+    assert!(f.iter().all(|f| f["resolution"] != "auto_fixed"), "{shown}");
+    assert_eq!(f[1]["retry_count"].as_u64(), Some(1), "{shown}");
+    assert!(
+        f[0]["details"]
+            .as_str()
+            .unwrap_or("")
+            .contains("wrote no plans entry for phase 1"),
+        "{shown}"
+    );
+    let (stdout, _) = text(&out);
+    assert!(stdout.contains("retries exhausted"), "{stdout}");
+}
+
+/// Whatever the path, a phase gets at most `PIV_MAX_SESSIONS_PER_PHASE` agent sessions in
+/// a run; then piv stops and names the step that kept failing and why.
+#[test]
+fn the_session_budget_stops_a_phase_that_keeps_failing() {
+    let sb = Sandbox::new("budget", &ready_manifest(1));
+    sb.scenario(Scenario::new().rule(
+        Rule::new("/validate-implementation", Action::Succeed).hook("validation_status", "fail"),
+    ));
+    let out = run_with_env(&sb, &[], &[("PIV_MAX_SESSIONS_PER_PHASE", "7")]);
+    let shown = show(&sb, &out);
+    assert_eq!(out.status.code(), Some(1), "{shown}");
+    // Each session starts with /prime (plan, execute, validate, fix, validate, fix,
+    // validate: 7) and none after the budget.
+    assert_eq!(calls_starting(&sb, "/prime").len(), 7, "{shown}");
+    let (stdout, _) = text(&out);
+    assert!(
+        stdout.contains("reached its limit of 7 agent sessions")
+            && stdout.contains("/validate-implementation — validation fail"),
+        "{stdout}"
+    );
+    let m = sb.manifest();
+    assert!(
+        escalations(&m).iter().any(|n| n["details"]
+            .as_str()
+            .unwrap_or("")
+            .contains("PIV_MAX_SESSIONS_PER_PHASE")),
+        "{shown}"
+    );
+}
+
+/// A manifest write that fails stops the run at once with exit 1 and the reason, instead
+/// of going on without its memory of retries.
+#[test]
+fn a_failed_manifest_write_stops_the_run() {
+    let sb = Sandbox::new("nowrite", &ready_manifest(2));
+    // The first three writes succeed (the plan's sessions, the plan status, the
+    // execute's checkpoint); every later one fails, as on a full disk.
+    let out = run_with_env(&sb, &[], &[("PIV_FAULT_INJECT", "manifest_write_fail:3")]);
+    let shown = show(&sb, &out);
+    assert_eq!(out.status.code(), Some(1), "{shown}");
+    let (stdout, stderr) = text(&out);
+    let all = format!("{stdout}{stderr}");
+    assert!(
+        all.contains("cannot write .agents/manifest.yaml") && all.contains("injected fault"),
+        "{shown}"
+    );
+    // It stopped right there: no second phase, no validate after the failed record.
+    assert!(
+        calls_starting(&sb, "/validate-implementation").is_empty(),
+        "{shown}"
+    );
+    assert!(
+        !calls_starting(&sb, "/plan-feature")
+            .iter()
+            .any(|c| c["prompt"].as_str().unwrap_or("").contains("Phase 2")),
+        "{shown}"
+    );
+}
+
+/// A PID file that names a live process which is not a piv of this project (a PID reused
+/// after a reboot: here, the test process itself) does not block the start, and a PID
+/// file that is not even UTF-8 is quarantined byte for byte, not overwritten.
+#[test]
+fn a_reused_pid_or_an_unparseable_pid_file_does_not_block_the_start() {
+    let sb = Sandbox::new("pidreuse", &ready_manifest(1));
+    let pid_path = sb.project.join(".agents/orchestrator.pid");
+    std::fs::write(
+        &pid_path,
+        format!(
+            "{{\"pid\":{},\"startedAt\":\"2026-01-01T00:00:00.000Z\",\"projectDir\":\"{}\"}}",
+            std::process::id(),
+            sb.project.display()
+        ),
+    )
+    .unwrap();
+    let out = sb.run_to_end(&["--phase", "1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&sb, &out));
+
+    let garbage: &[u8] = &[0xff, 0xfe, b'{', 0x00, 0x9f, b'\n'];
+    std::fs::write(&pid_path, garbage).unwrap();
+    let out = sb.run_to_end(&[]);
+    let shown = show(&sb, &out);
+    assert_eq!(out.status.code(), Some(0), "{shown}");
+    let quarantined = files_starting_with(&sb.project.join(".agents"), "orchestrator.pid.corrupt-");
+    assert_eq!(quarantined.len(), 1, "{shown}");
+    assert_eq!(std::fs::read(&quarantined[0]).unwrap(), garbage);
+    let (_, stderr) = text(&out);
+    assert!(stderr.contains("could not be parsed"), "{stderr}");
+    assert!(
+        !pid_path.exists(),
+        "the run removes its own PID file at exit"
+    );
+}
+
+/// When piv makes a project's first commit it never commits `.env` or `.env*`: it adds
+/// them to `.gitignore` first.
+#[test]
+fn the_first_commit_piv_makes_leaves_secret_files_out() {
+    let root = tempfile::tempdir().unwrap();
+    let project = root.path().join("fresh");
+    std::fs::create_dir_all(project.join(".agents")).unwrap();
+    std::fs::create_dir_all(project.join(".claude/commands")).unwrap();
+    for c in piv::testkit::project::COMMAND_FILES {
+        std::fs::write(project.join(format!(".claude/commands/{c}.md")), "# c\n").unwrap();
+    }
+    std::fs::write(project.join(".agents/manifest.yaml"), ready_manifest(1)).unwrap();
+    std::fs::write(project.join(".env"), "SECRET=1\n").unwrap();
+    std::fs::write(project.join(".env.local"), "SECRET=2\n").unwrap();
+    std::fs::write(project.join("main.rs"), "fn main() {}\n").unwrap();
+    let sb = Sandbox::new("unused", &ready_manifest(1));
+    let out = wait_output(
+        sb.piv(&["run"])
+            .env("PIV_PROJECT_DIR", &project)
+            .current_dir(&project)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+        DEADLINE,
+    );
+    let (o, e) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{o}\n{e}");
+    let tracked = std::process::Command::new("git")
+        .args(["log", "--all", "--name-only", "--format="])
+        .current_dir(&project)
+        .output()
+        .unwrap();
+    let tracked = String::from_utf8_lossy(&tracked.stdout).into_owned();
+    assert!(tracked.lines().any(|l| l == "main.rs"), "{tracked}");
+    assert!(
+        !tracked.lines().any(|l| l.starts_with(".env")),
+        "a secret file was committed:\n{tracked}"
+    );
+    let ignore = std::fs::read_to_string(project.join(".gitignore")).unwrap();
+    assert!(ignore.lines().any(|l| l == ".env*"), "{ignore}");
+    assert_eq!(
+        std::fs::read_to_string(project.join(".env")).unwrap(),
+        "SECRET=1\n"
+    );
+}
