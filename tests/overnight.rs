@@ -186,3 +186,39 @@ fn the_first_commit_piv_makes_leaves_secret_files_out() {
         "SECRET=1\n"
     );
 }
+
+/// The cost cap is checked before every agent session, not only between steps: a refactor
+/// pairing inside a failed validation does not start once the cap is reached, and
+/// `piv status` shows the run's cost.
+#[test]
+fn the_cost_cap_is_checked_before_every_session() {
+    let sb = Sandbox::new("capsession", &ready_manifest(1));
+    sb.scenario(Scenario::new().rule(
+        Rule::new("/validate-implementation", Action::Succeed).hook("validation_status", "fail"),
+    ));
+    // Every call costs $0.01: plan + execute = $0.04, the validate pairing makes $0.06.
+    let mut child = spawn_with_env(&sb, &[("PIV_MAX_COST_USD", "0.05")]);
+    let paused = wait_until(DEADLINE, || state_file(&sb)["state"] == "paused");
+    if !paused {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("never paused\n{}", sb.dump());
+    }
+    assert_eq!(calls_starting(&sb, "/validate-implementation").len(), 1);
+    assert!(
+        calls_starting(&sb, "Fix the following").is_empty(),
+        "the refactor pairing started past the cap\n{}",
+        sb.dump()
+    );
+    let status = sb.piv(&["status", "--json"]).output().unwrap();
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let cost = status["costUsd"].as_f64().unwrap_or(-1.0);
+    assert!((cost - 0.06).abs() < 1e-9, "costUsd {cost}: {status}");
+    let signal = sb
+        .piv(&["signal", "capsession", "shutdown"])
+        .output()
+        .unwrap();
+    assert!(signal.status.success(), "{}", text(&signal).1);
+    let status = wait_exit(&sb, &mut child);
+    assert_eq!(status.code(), Some(0), "{}", sb.dump());
+}
