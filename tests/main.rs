@@ -8,6 +8,7 @@ mod corpus;
 mod dry_run;
 mod lifecycle;
 mod overnight;
+mod real_cli;
 mod registry;
 mod rollback;
 mod run_loop;

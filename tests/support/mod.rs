@@ -371,3 +371,6 @@ pub fn pid_gone(pid: i64) -> bool {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     stat.is_empty() || stat.contains(") Z ")
 }
+
+pub mod claude_cli;
+pub mod messages_api;
