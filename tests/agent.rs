@@ -24,7 +24,12 @@ impl Fixture {
     fn new(scenario: Scenario) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let project = dir.path().join("project");
-        std::fs::create_dir_all(&project).unwrap();
+        // The PIV slash commands, as a real project has them (the CLI lists them in init).
+        let commands = project.join(".claude/commands");
+        std::fs::create_dir_all(&commands).unwrap();
+        for c in piv::testkit::project::COMMAND_FILES {
+            std::fs::write(commands.join(format!("{c}.md")), format!("# /{c}\n")).unwrap();
+        }
         let script = dir.path().join("scenario.json");
         scenario.write(&script).unwrap();
         Self {
@@ -40,13 +45,21 @@ impl Fixture {
             timeout: Duration::from_secs(120),
             stall: Duration::from_secs(120),
             kill_grace: Duration::from_secs(2),
-            model: "claude-test-model".into(),
+            model: Some("claude-test-model".into()),
             max_turns: 9,
             env: vec![
                 (SCRIPT_ENV.into(), self.script.display().to_string()),
                 (LOG_ENV.into(), self.log.display().to_string()),
             ],
             ..AgentConfig::new(FAKE, &self.project)
+        }
+    }
+
+    /// Adds `.claude/commands/<name>.md` for each name (the CLI lists them in init).
+    fn add_commands(&self, names: &[&str]) {
+        for name in names {
+            let path = self.project.join(format!(".claude/commands/{name}.md"));
+            std::fs::write(path, format!("# /{name}\n")).unwrap();
         }
     }
 
@@ -138,10 +151,11 @@ async fn every_capture_replayed_through_a_process_is_classified() {
             |e| matches!(e, SessionError::UnknownCommand { name } if name == "prime"),
         ),
         ("no-verbose", |e| matches!(e, SessionError::MissingVerbose)),
-        ("bogus-token", |e| {
-            matches!(e, SessionError::ResultError { subtype, messages }
-                if subtype == "success" && messages.iter().any(|m| m.contains("Unable to connect")))
-        }),
+        // An outage: the runner waits it out instead of counting it against the step.
+        (
+            "bogus-token",
+            |e| matches!(e, SessionError::ApiUnavailable { detail } if detail.contains("Unable to connect")),
+        ),
     ];
     for (name, check) in cases {
         let cfg = AgentConfig::new(replay_bin(dir.path(), name), dir.path());
@@ -168,7 +182,7 @@ async fn scripted_success_reports_session_cost_turns_and_hooks() {
     )
     .await;
     assert_eq!(out.error, None, "{out:?}");
-    assert_eq!(out.cost_usd, 0.25);
+    assert_eq!(out.cost_usd, Some(0.25));
     assert_eq!(out.num_turns, 3);
     assert_eq!(
         out.hooks.get("validation_status").map(String::as_str),
@@ -460,11 +474,12 @@ async fn scripted_failures_are_classified() {
             .rule(Rule::new(
                 "/e",
                 Action::UsageLimit {
-                    resets_in_secs: 3600,
+                    resets_in_secs: Some(3600),
                 },
             ))
             .rule(Rule::new("/f", fail("error_during_execution", None)).times(1)),
     );
+    fx.add_commands(&["a", "b", "c", "d", "e", "f"]);
     let cfg = fx.cfg();
     let run = |p: &'static str| run_session(&cfg, p, None, no_cancel());
 
