@@ -18,11 +18,11 @@ use tokio::process::Command;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use crate::io::process_group::TrackedGroup;
 pub use crate::io::process_group::{
     agent_pgid_path, group_has_live_members, kill_all_groups_now, stop_child_group,
     stop_orphaned_agent, stop_process_group,
 };
+use crate::io::process_group::{SessionWatchdog, TrackedGroup};
 
 use crate::core::stream::{
     parse_line, ExitInfo, SessionAccumulator, SessionError, SessionOutcome, StreamEvent,
@@ -251,6 +251,12 @@ pub async fn run_session(
     for name in SECRET_ENV {
         command.env_remove(name);
     }
+    // SAFETY: getpid has no preconditions.
+    let parent = unsafe { libc::getpid() };
+    // SAFETY: the hook only makes async-signal-safe calls (see `die_with_parent`).
+    unsafe {
+        command.pre_exec(move || crate::io::process_group::die_with_parent(parent));
+    }
     let mut child = match command.spawn() {
         Ok(c) => c,
         Err(e) => {
@@ -264,8 +270,14 @@ pub async fn run_session(
     let pgid = child.id().map(|p| p as i32).unwrap_or(0);
     debug!(pid = pgid, resume, "agent session started");
     let _tracked = TrackedGroup::new(pgid, cfg.pgid_file.as_deref());
+    // If piv dies mid-session, the watchdog stops the whole group (the parent-death
+    // signal set above reaches only the CLI itself, not the tools it started).
+    let watchdog = SessionWatchdog::spawn(pgid, cfg.kill_grace);
     let (Some(stdout), Some(mut stderr)) = (child.stdout.take(), child.stderr.take()) else {
         stop_child_group(&mut child, pgid, cfg.kill_grace).await;
+        if let Some(w) = watchdog {
+            w.disarm().await;
+        }
         return SessionAccumulator::new().finish(ExitInfo {
             stderr_tail: "child pipes missing".into(),
             ..ExitInfo::default()
@@ -390,6 +402,9 @@ pub async fn run_session(
     }
     // Always: also catches processes the agent left running in its group.
     stop_child_group(&mut child, pgid, cfg.kill_grace).await;
+    if let Some(w) = watchdog {
+        w.disarm().await;
+    }
     if status.is_none() {
         status = child.try_wait().ok().flatten();
     }

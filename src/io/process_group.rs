@@ -90,9 +90,6 @@ pub fn stop_orphaned_agent(project_dir: &Path, grace: Duration) -> Option<i32> {
     Some(pgid)
 }
 
-/// Stops every process of group `pgid`: SIGTERM, up to `grace` for them to go, then
-/// SIGKILL and wait until none is left running. Blocking; for a child you spawned, use
-/// [`stop_child_group`] so it is also reaped.
 /// Process groups of agent sessions still running in this process, so that the
 /// immediate-exit path (a second Ctrl-C) can kill them without waiting for anything.
 static LIVE_GROUPS: std::sync::Mutex<Vec<i32>> = std::sync::Mutex::new(Vec::new());
@@ -152,6 +149,9 @@ pub fn kill_all_groups_now() {
     }
 }
 
+/// Stops every process of group `pgid`: SIGTERM, up to `grace` for them to go, then
+/// SIGKILL and wait until none is left running. Blocking; for a child you spawned, use
+/// [`stop_child_group`] so it is also reaped.
 pub fn stop_process_group(pgid: i32, grace: Duration) {
     if pgid <= 1 {
         return;
@@ -197,4 +197,100 @@ pub async fn stop_child_group(child: &mut Child, pgid: i32, grace: Duration) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let _ = child.wait().await;
+}
+
+/// How long the watchdog gives the group between SIGTERM and SIGKILL at most, so that
+/// an orphaned session is gone within 10 s of piv's death.
+const WATCHDOG_MAX_GRACE: Duration = Duration::from_secs(5);
+
+/// The watchdog's script: `$1` the group, `$2` the grace in tenths of a second. It waits
+/// on its stdin, whose only writer is piv: `done` means the session ended normally; EOF
+/// without it means piv is gone (killed, crashed) or dropped the session, so the group
+/// is stopped. It ignores the terminal's signals: a hangup must not take it first.
+const WATCHDOG_SCRIPT: &str = r#"trap '' HUP INT TERM
+IFS= read -r line
+[ "$line" = done ] && exit 0
+kill -TERM -"$1" 2>/dev/null || exit 0
+i=0
+while [ "$i" -lt "$2" ] && kill -0 -"$1" 2>/dev/null; do sleep 0.1; i=$((i+1)); done
+kill -KILL -"$1" 2>/dev/null
+exit 0
+"#;
+
+/// The name the watchdog runs under (`$0`), so a person (or a test) can find it in `ps`.
+pub const WATCHDOG_NAME: &str = "piv-agent-watchdog";
+
+/// A small process (`sh`, in its own process group) that stops an agent's process group
+/// when piv dies without stopping it. `PR_SET_PDEATHSIG` on the agent only reaches the
+/// agent itself; the tools it started (test runners, dev servers, `sleep`s) would live on,
+/// so the watchdog stops the whole group. [`SessionWatchdog::disarm`] at the session's
+/// normal end; dropping it armed (the session future was dropped) stops the group too.
+pub struct SessionWatchdog {
+    child: tokio::process::Child,
+}
+
+impl SessionWatchdog {
+    /// Starts the watchdog for group `pgid`; None (logged) if it cannot start.
+    pub fn spawn(pgid: i32, grace: Duration) -> Option<SessionWatchdog> {
+        if pgid <= 1 {
+            return None;
+        }
+        let tenths = grace.min(WATCHDOG_MAX_GRACE).as_millis() / 100;
+        let spawned = tokio::process::Command::new("sh")
+            .arg("-c")
+            .arg(WATCHDOG_SCRIPT)
+            .arg(WATCHDOG_NAME)
+            .arg(pgid.to_string())
+            .arg(tenths.to_string())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .process_group(0)
+            .spawn();
+        match spawned {
+            Ok(child) => Some(SessionWatchdog { child }),
+            Err(e) => {
+                warn!("cannot start the agent watchdog (sh): {e}");
+                None
+            }
+        }
+    }
+
+    /// The session ended and its group was stopped: the watchdog exits without a signal.
+    pub async fn disarm(mut self) {
+        use tokio::io::AsyncWriteExt;
+        if let Some(mut stdin) = self.child.stdin.take() {
+            let _ = stdin.write_all(b"done\n").await;
+            let _ = stdin.flush().await;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.child.wait()).await;
+    }
+}
+
+/// For `pre_exec` in the agent's child: SIGKILL it when the thread that spawned it dies.
+/// The kernel ties the parent-death signal to the spawning *thread*, so the session must
+/// be spawned on a thread that lives as long as the session: `piv run` spawns on the
+/// actix system thread (the main thread), the tests on their runtime's thread. If piv is
+/// already gone when the child gets here, the child exits at once.
+///
+/// # Safety
+/// Only async-signal-safe calls (prctl, getppid, _exit), as `pre_exec` requires.
+pub unsafe fn die_with_parent(parent: libc::pid_t) -> std::io::Result<()> {
+    // SAFETY: prctl(PR_SET_PDEATHSIG) and getppid have no memory-safety preconditions.
+    unsafe {
+        if libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        ) != 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+        if libc::getppid() != parent {
+            libc::_exit(1);
+        }
+    }
+    Ok(())
 }
