@@ -336,4 +336,52 @@ mod tests {
             Ok(StreamEvent::Other)
         );
     }
+
+    /// 2.1.332 moved `"type"` out of the first place of `result` lines: they are found by
+    /// parsing, with their new fields.
+    #[test]
+    fn latest_result_lines_are_found_by_parsing() {
+        let stdout = include_str!(
+            "../../tests/fixtures/claude-cli-latest/conn-refused-max-retries-1.stdout"
+        );
+        let events: Vec<StreamEvent> = stdout
+            .lines()
+            .map(|l| parse_line(l.as_bytes()).unwrap())
+            .collect();
+        assert!(!stdout.lines().last().unwrap().starts_with("{\"type\""));
+        match &events[..] {
+            [StreamEvent::Init {
+                model,
+                slash_commands: Some(commands),
+                ..
+            }, StreamEvent::ApiRetry {
+                attempt: 1,
+                error_status: None,
+                error: Some(error),
+                retry_delay_ms: Some(608),
+            }, StreamEvent::AssistantError { error: server, .. }, StreamEvent::Result(r)] => {
+                assert_eq!(model.as_deref(), Some("claude-opus-5-5"));
+                assert!(commands.iter().any(|c| c == "clear"));
+                assert_eq!(error, "unknown");
+                assert_eq!(server, "server_error");
+                assert_eq!(r.terminal_reason.as_deref(), Some("api_error"));
+                assert_eq!(r.api_error.as_deref(), Some("connection_failed"));
+                assert_eq!(r.api_error_status, None);
+                assert!(r.is_error);
+            }
+            other => panic!("{other:?}"),
+        }
+        let stdout = include_str!("../../tests/fixtures/claude-cli-latest/mock-401.stdout");
+        let last = parse_line(stdout.lines().last().unwrap().as_bytes()).unwrap();
+        let StreamEvent::Result(r) = last else {
+            panic!("{last:?}")
+        };
+        assert_eq!(r.api_error_status, Some(401));
+        assert_eq!(r.api_error_type.as_deref(), Some("authentication_error"));
+        // 2.1.197's float delay is kept in whole milliseconds.
+        let old = br#"{"type":"system","subtype":"api_retry","attempt":1,"retry_delay_ms":618.55,"error_status":null,"error":"unknown"}"#;
+        let ev = parse_line(old).unwrap();
+        assert_eq!(ev.announced_wait(), Duration::from_millis(618));
+        assert_eq!(StreamEvent::Other.announced_wait(), Duration::ZERO);
+    }
 }
