@@ -323,7 +323,8 @@ fn run_prompt((stdout, stderr, rc): (&str, &str, i32), prompt: &str) -> (Session
 fn every_latest_capture_is_classified_by_its_fields() {
     type Check = fn(&Option<SessionError>) -> bool;
     let not_logged_in: Check = |e| matches!(e, Some(SessionError::NotLoggedIn { message }) if message.contains("Not logged in"));
-    let cases: Vec<((&str, &str, i32), &str, &str, bool, Check)> = vec![
+    type Capture = (&'static str, &'static str, i32);
+    let cases: Vec<(Capture, &str, &str, bool, Check)> = vec![
         (latest!("noauth"), "noauth", "hello", false, not_logged_in),
         (
             latest!("permission-mode-auto"),
