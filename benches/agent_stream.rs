@@ -43,7 +43,7 @@ fn config(project: &Path, script: &Path) -> AgentConfig {
     AgentConfig {
         timeout: Duration::from_secs(3600),
         stall: Duration::from_secs(600),
-        model: "claude-bench".into(),
+        model: Some("claude-bench".into()),
         env: vec![(SCRIPT_ENV.into(), script.display().to_string())],
         ..AgentConfig::new(FAKE, project)
     }
@@ -96,7 +96,9 @@ fn role_naive(project: &Path, script: &Path) -> (f64, u64) {
 /// Runs one role in a fresh copy of this binary; returns (seconds, peak RSS KiB).
 fn run_role(role: &str, mib: u64, line_bytes: u64, dir: &Path) -> (f64, u64) {
     let project = dir.join(format!("project-{role}"));
-    std::fs::create_dir_all(&project).unwrap();
+    // The command the prompt sends, where the CLI finds it (it lists it in init).
+    std::fs::create_dir_all(project.join(".claude/commands")).unwrap();
+    std::fs::write(project.join(".claude/commands/execute.md"), "# /execute\n").unwrap();
     let script = dir.join(format!("scenario-{role}.json"));
     Scenario::new()
         .rule(Rule::new(

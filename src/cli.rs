@@ -120,9 +120,22 @@ pub struct RunArgs {
     /// answer commands (`/go` runs phases added later).
     #[arg(long, env = "PIV_EXIT_WHEN_DONE", value_parser = clap::builder::FalseyValueParser::new())]
     pub exit_when_done: bool,
-    /// The model every session uses (`--model`).
-    #[arg(long, env = "PIV_MODEL", default_value = "claude-opus-4-6")]
-    pub model: String,
+    /// The model every session uses (`--model`). Default: none is passed, and Claude Code
+    /// uses its own default (each session's model is recorded in the manifest).
+    #[arg(long, env = "PIV_MODEL", value_name = "MODEL")]
+    pub model: Option<String>,
+    /// Claude Code's permission mode for every session (`--permission-mode`):
+    /// `bypassPermissions` (sent as `--dangerously-skip-permissions`: every tool runs;
+    /// refused as root unless IS_SANDBOX=1), `auto` (a classifier approves or blocks each
+    /// tool call; accepted as root), `acceptEdits` (edits run, other tools only if the
+    /// project's settings allow them), or another mode the CLI accepts.
+    #[arg(
+        long,
+        env = "PIV_PERMISSION_MODE",
+        default_value = "bypassPermissions",
+        value_name = "MODE"
+    )]
+    pub permission_mode: String,
     /// The Claude Code CLI to run.
     #[arg(
         long,

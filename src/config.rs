@@ -87,15 +87,21 @@ impl RunConfig {
             }
         }
         let mut agent = AgentConfig::new(&args.claude_bin, &project_dir);
-        agent.model = args.model.clone();
+        agent.model = args
+            .model
+            .as_deref()
+            .map(str::trim)
+            .filter(|m| !m.is_empty())
+            .map(str::to_string);
         agent.max_turns = args.max_turns;
         agent.timeout = Duration::from_secs(args.session_timeout_secs.max(1));
         agent.stall = Duration::from_secs(args.stall_secs.max(1));
         agent.kill_grace = Duration::from_secs(args.kill_grace_secs);
         agent.allow_api_key = args.allow_api_key;
         // Unattended runs cannot answer permission prompts (the reference ran with
-        // bypassPermissions); the root case is refused at start-up with the fix.
-        agent.skip_permissions = true;
+        // bypassPermissions, still the default); the root case is refused at start-up with
+        // the fix.
+        agent.permission_mode = args.permission_mode.trim().to_string();
         agent.pgid_file = Some(crate::io::agent::agent_pgid_path(&project_dir));
         Ok(RunConfig {
             project_dir,

@@ -95,7 +95,7 @@ fn preflight_checks(cfg: &RunConfig) -> Result<(), i32> {
         }
         Err(e) => return Err(fail_usage(&e.to_string())),
     }
-    if let Some(problem) = agent::root_permission_problem(cfg.agent.skip_permissions) {
+    if let Some(problem) = agent::root_permission_problem(cfg.agent.skips_permissions()) {
         return Err(fail_usage(&problem));
     }
     let missing =

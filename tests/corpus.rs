@@ -557,7 +557,7 @@ async fn a_session_survives_bad_lines_and_a_50_mb_line() {
         outcome.stderr_tail
     );
     assert_eq!(outcome.session_id.as_deref(), Some("0000-corpus"));
-    assert_eq!(outcome.cost_usd, 0.25);
+    assert_eq!(outcome.cost_usd, Some(0.25));
     assert_eq!(outcome.num_turns, 3);
     assert_eq!(
         outcome.hooks.get("validation_status").map(String::as_str),

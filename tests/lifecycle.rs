@@ -407,6 +407,63 @@ fn sigint_runs_the_whole_shutdown() {
     os_signal_runs_the_whole_shutdown(libc::SIGINT, "int");
 }
 
+/// A hangup (terminal closed, ssh dropped) runs the same ordered shutdown as SIGTERM.
+#[test]
+fn sighup_runs_the_whole_shutdown() {
+    os_signal_runs_the_whole_shutdown(libc::SIGHUP, "hup");
+}
+
+/// The pid of the watchdog `piv run` keeps beside the session of group `pgid` (found by
+/// its name and arguments in `/proc`).
+fn watchdog_of(pgid: i32) -> Option<i32> {
+    let want = format!("{}\0{pgid}\0", piv::io::process_group::WATCHDOG_NAME);
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid = e.file_name().to_str()?.parse::<i32>().ok()?;
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        String::from_utf8_lossy(&cmdline)
+            .contains(&want)
+            .then_some(pid)
+    })
+}
+
+/// SIGKILL gives piv no chance to clean up, yet its agent session (the CLI and the tools
+/// it started: the scripted claude's `sleep`) is gone within 10 s, so it cannot go on
+/// working unrecorded.
+#[test]
+fn sigkill_of_piv_ends_its_agent_session_within_ten_seconds() {
+    let mut inst = Instance::new(Sandbox::new("orphan", &ready_manifest(1)));
+    inst.sb.scenario(Scenario::new().rule(hang("/execute")));
+    inst.start(&[("PIV_KILL_GRACE_SECS", "2")]);
+    let pgid = inst.wait_hang("/execute", 1);
+    let call = inst.hangs("/execute")[0].clone();
+    let agent = call["pid"].as_i64().unwrap() as i32;
+    let tool = call["child_pid"]
+        .as_i64()
+        .expect("the fake started a sleep") as i32;
+    assert!(exists(-pgid) && exists(tool));
+    send_signal(inst.pid(), libc::SIGKILL);
+    assert!(inst.wait_exit(DEADLINE).is_some());
+    let killed = Instant::now();
+    let gone = |pid: i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| {
+                s.rsplit_once(')')
+                    .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+            })
+            .unwrap_or(true)
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || gone(agent) && gone(tool)),
+        "the agent ({agent}) and its tool ({tool}) outlived piv by 10 s\n{}",
+        inst.sb.dump()
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || !exists(-pgid)),
+        "agent process group {pgid} still exists"
+    );
+    assert!(killed.elapsed() < Duration::from_secs(20));
+}
+
 /// A claude that ignores SIGTERM (the disposition survives exec, also into its child).
 fn stubborn_claude(sb: &Sandbox) -> std::path::PathBuf {
     let wrapper = sb.root.path().join("stubborn-claude");
@@ -581,9 +638,16 @@ fn sigkill_mid_step_then_run_again_resumes_to_done() {
     let pgid = inst.wait_hang("/execute", 1);
     inst.wait_registered();
     let old_pid = inst.pid();
+    // Take the session's watchdog down first: then nothing stops what the agent started
+    // when piv dies (the parent-death signal reaches only the CLI itself), and the next
+    // run must find and stop it.
+    let watchdog = watchdog_of(pgid).expect("a watchdog runs beside the session");
+    send_signal(watchdog as u32, libc::SIGKILL);
+    assert!(wait_until(DEADLINE, || !exists(watchdog)
+        || watchdog_of(pgid).is_none()));
     send_signal(old_pid, libc::SIGKILL);
     assert!(inst.wait_exit(DEADLINE).is_some());
-    // SIGKILL gave piv no chance to stop its agent: it is still running.
+    // SIGKILL gave piv no chance to stop its agent's tools: they are still running.
     assert!(exists(-pgid), "the killed run's agent is still running");
     assert!(inst.pid_file_exists(), "the stale PID file is left");
     assert!(inst.registered(), "the stale registry entry is left");

@@ -2,6 +2,7 @@
 //! real processes and real files in its own temp directories.
 
 mod agent;
+mod agent_cli;
 mod bot_api_standin;
 mod chaos;
 mod corpus;

@@ -573,8 +573,15 @@ fn a_missing_command_file_is_refused_before_any_session() {
 fn a_usage_limit_waits_for_the_reset_then_continues() {
     let sb = Sandbox::new("usage", &ready_manifest(1));
     sb.scenario(
-        Scenario::new()
-            .rule(Rule::new("/plan-feature", Action::UsageLimit { resets_in_secs: 2 }).times(1)),
+        Scenario::new().rule(
+            Rule::new(
+                "/plan-feature",
+                Action::UsageLimit {
+                    resets_in_secs: Some(2),
+                },
+            )
+            .times(1),
+        ),
     );
     let out = sb.run_to_end(&[]);
     let shown = show(&sb, &out);

@@ -297,11 +297,20 @@ impl SupervisorActor {
                     return;
                 }
             };
+            // A hangup (terminal closed, ssh dropped) stops piv like SIGTERM: in order.
+            let mut hup = match signal(SignalKind::hangup()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!("cannot listen for SIGHUP: {e}");
+                    return;
+                }
+            };
             let mut interrupts = 0;
             loop {
                 let by = tokio::select! {
                     _ = int.recv() => { interrupts += 1; "SIGINT" }
                     _ = term.recv() => "SIGTERM",
+                    _ = hup.recv() => "SIGHUP",
                 };
                 if by == "SIGINT" && interrupts >= 2 {
                     eprintln!("second Ctrl-C: exiting now");

@@ -637,7 +637,11 @@ pub struct SessionRecord {
     pub session_id: Option<String>,
     /// `success` or the result's `error_*` subtype (or `no_result`, `timeout`, ...).
     pub outcome: String,
+    /// What the session cost; None is written as `cost_usd: null` plus `cost_unknown:
+    /// true` (stopped before its result), never as a free $0.
     pub cost_usd: Option<f64>,
+    /// The model the session reported (omitted when unknown).
+    pub model: Option<String>,
     pub num_turns: Option<u64>,
     pub duration_ms: Option<u64>,
     pub finished_at: String,
@@ -658,6 +662,12 @@ impl SessionRecord {
             "cost_usd".into(),
             self.cost_usd.map_or(Value::Null, |c| c.into()),
         );
+        if self.cost_usd.is_none() {
+            m.insert("cost_unknown".into(), true.into());
+        }
+        if let Some(model) = &self.model {
+            m.insert("model".into(), model.as_str().into());
+        }
         m.insert(
             "num_turns".into(),
             self.num_turns.map_or(Value::Null, |n| n.into()),
@@ -1628,13 +1638,24 @@ failures:
             session_id: Some("abc".into()),
             outcome: "success".into(),
             cost_usd: Some(0.5),
+            model: None,
             num_turns: Some(3),
             duration_ms: None,
             finished_at: NOW.into(),
+        };
+        let v = s.to_value();
+        assert_eq!(v["session_id"], Value::from("abc"));
+        assert_eq!(v["duration_ms"], Value::Null);
+        assert!(v.get("model").is_none() && v.get("cost_unknown").is_none());
+        let unknown = SessionRecord {
+            cost_usd: None,
+            model: Some("claude-opus-5-5".into()),
+            ..s
         }
         .to_value();
-        assert_eq!(s["session_id"], Value::from("abc"));
-        assert_eq!(s["duration_ms"], Value::Null);
+        assert_eq!(unknown["cost_usd"], Value::Null);
+        assert_eq!(unknown["cost_unknown"], Value::from(true));
+        assert_eq!(unknown["model"], Value::from("claude-opus-5-5"));
         let n = NotificationEntry {
             timestamp: NOW.into(),
             kind: "escalation".into(),

@@ -9,6 +9,7 @@ pub mod hooks;
 pub mod manifest;
 pub mod next_action;
 pub mod registry;
+pub mod session_outcome;
 pub mod signal;
 pub mod status;
 pub mod step;

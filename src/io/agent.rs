@@ -14,9 +14,15 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
+
+pub use crate::io::process_group::{
+    agent_pgid_path, group_has_live_members, kill_all_groups_now, stop_child_group,
+    stop_orphaned_agent, stop_process_group,
+};
+use crate::io::process_group::{SessionWatchdog, TrackedGroup};
 
 use crate::core::stream::{
     parse_line, ExitInfo, SessionAccumulator, SessionError, SessionOutcome, StreamEvent,
@@ -35,7 +41,8 @@ pub struct AgentConfig {
     /// `PIV_CLAUDE_BIN`, default `claude`.
     pub bin: PathBuf,
     pub project_dir: PathBuf,
-    pub model: String,
+    /// `--model` (`PIV_MODEL`); None passes none and the CLI picks its default.
+    pub model: Option<String>,
     pub max_turns: u32,
     /// Wall-clock limit of one session.
     pub timeout: Duration,
@@ -45,8 +52,9 @@ pub struct AgentConfig {
     pub kill_grace: Duration,
     /// Keep `ANTHROPIC_API_KEY` in the child's environment (`PIV_ALLOW_API_KEY=1`).
     pub allow_api_key: bool,
-    /// `--dangerously-skip-permissions` instead of `--permission-mode acceptEdits`.
-    pub skip_permissions: bool,
+    /// `--permission-mode` (`PIV_PERMISSION_MODE`); `bypassPermissions` is sent as
+    /// `--dangerously-skip-permissions`.
+    pub permission_mode: String,
     /// How long the CLI may linger after its `result` line before piv stops it (it sometimes
     /// stays up, e.g. waiting on an MCP server); the result then decides the outcome.
     pub result_grace: Duration,
@@ -59,34 +67,43 @@ pub struct AgentConfig {
 }
 
 impl AgentConfig {
-    /// Defaults for everything but the program and the project: `PIV_MODEL`'s default
-    /// model, 200 turns, 60 min timeout, 10 min stall, 5 s kill grace, no API key,
-    /// `acceptEdits`.
+    /// Defaults for everything but the program and the project: the CLI's default model,
+    /// 200 turns, 60 min timeout, 10 min stall, 5 s kill grace, no API key, `acceptEdits`.
     pub fn new(bin: impl Into<PathBuf>, project_dir: impl Into<PathBuf>) -> Self {
         Self {
             bin: bin.into(),
             project_dir: project_dir.into(),
-            model: "claude-opus-4-6".to_string(),
+            model: None,
             max_turns: 200,
             timeout: Duration::from_secs(60 * 60),
             stall: Duration::from_secs(10 * 60),
             kill_grace: Duration::from_secs(5),
             allow_api_key: false,
-            skip_permissions: false,
+            permission_mode: "acceptEdits".to_string(),
             result_grace: Duration::from_secs(15),
             env: Vec::new(),
             pgid_file: None,
         }
     }
+
+    /// Whether sessions run with every permission check bypassed.
+    pub fn skips_permissions(&self) -> bool {
+        self.permission_mode == "bypassPermissions"
+    }
 }
+
+/// Variables removed from the agent's environment: a pay-per-token key (unless allowed)
+/// and piv's own secrets, which piv may have loaded from `.env` into its environment.
+pub const SECRET_ENV: &[&str] = &["TELEGRAM_BOT_TOKEN"];
 
 /// The command line for one session (without the program name).
 ///
 /// Unattended runs cannot answer permission prompts. `--dangerously-skip-permissions`
-/// lets the agent run any tool (what the earlier version did with `bypassPermissions`),
-/// but the CLI refuses it as root unless `IS_SANDBOX=1`; `--permission-mode acceptEdits`
-/// works everywhere but leaves non-edit tools (Bash) to the project's allow-list in
-/// `.claude/settings.json`. The caller picks, knowing whether it runs as root.
+/// (`bypassPermissions`) lets the agent run any tool (what the earlier version did), but
+/// the CLI refuses it as root unless `IS_SANDBOX=1`; `--permission-mode acceptEdits` works
+/// everywhere but leaves non-edit tools (Bash) to the project's allow-list in
+/// `.claude/settings.json`; `auto` (accepted as root) lets a classifier approve or block
+/// each tool call. The caller picks, knowing whether it runs as root.
 pub fn session_args(cfg: &AgentConfig, prompt: &str, resume: Option<&str>) -> Vec<String> {
     let mut args: Vec<String> = vec![
         "-p".into(),
@@ -94,15 +111,15 @@ pub fn session_args(cfg: &AgentConfig, prompt: &str, resume: Option<&str>) -> Ve
         "--output-format".into(),
         "stream-json".into(),
         "--verbose".into(),
-        "--model".into(),
-        cfg.model.clone(),
-        "--max-turns".into(),
-        cfg.max_turns.to_string(),
     ];
-    if cfg.skip_permissions {
+    if let Some(model) = &cfg.model {
+        args.extend(["--model".into(), model.clone()]);
+    }
+    args.extend(["--max-turns".into(), cfg.max_turns.to_string()]);
+    if cfg.skips_permissions() {
         args.push("--dangerously-skip-permissions".into());
     } else {
-        args.extend(["--permission-mode".into(), "acceptEdits".into()]);
+        args.extend(["--permission-mode".into(), cfg.permission_mode.clone()]);
     }
     if let Some(id) = resume {
         args.extend(["--resume".into(), id.into()]);
@@ -205,199 +222,6 @@ impl TailBuffer {
     }
 }
 
-fn group_signal(pgid: i32, signal: i32) -> std::io::Result<()> {
-    // SAFETY: killpg(2) has no memory-safety preconditions.
-    if unsafe { libc::killpg(pgid, signal) } == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
-
-/// Whether any process of group `pgid` is still running. Zombies do not count: a killed
-/// grandchild stays a zombie until init reaps it, but it runs nothing.
-pub fn group_has_live_members(pgid: i32) -> bool {
-    if group_signal(pgid, 0).is_err() {
-        return false;
-    }
-    if std::fs::read_dir("/proc").is_err() {
-        return true;
-    }
-    !live_group_members(pgid).is_empty()
-}
-
-/// The pids of the group's members that are not zombies (from `/proc`).
-fn live_group_members(pgid: i32) -> Vec<i32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    let mut members = Vec::new();
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name.to_str().and_then(|s| s.parse::<i32>().ok()) else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // Fields after the parenthesised command: state, ppid, pgrp, ...
-        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
-            continue;
-        };
-        let mut fields = rest.split_whitespace();
-        let state = fields.next().unwrap_or("");
-        let pgrp = fields.nth(1).and_then(|s| s.parse::<i32>().ok());
-        if pgrp == Some(pgid) && state != "Z" && state != "X" {
-            members.push(pid);
-        }
-    }
-    members
-}
-
-/// `.agents/orchestrator.agent-pgid`: the process group of the session running now, so
-/// that a `piv run` started after a killed one (SIGKILL leaves no chance to clean up) can
-/// stop the agent it left behind instead of running a second agent beside it.
-pub fn agent_pgid_path(project_dir: &Path) -> PathBuf {
-    project_dir.join(".agents").join("orchestrator.agent-pgid")
-}
-
-/// Stops an agent a killed `piv run` left running in `project_dir`, if there is one:
-/// the recorded group must still have a member whose working directory is the project
-/// (so a reused group id of an unrelated process is never signalled). Call it only
-/// while holding the project's PID file. Returns the group it stopped.
-pub fn stop_orphaned_agent(project_dir: &Path, grace: Duration) -> Option<i32> {
-    let path = agent_pgid_path(project_dir);
-    let pgid = std::fs::read_to_string(&path)
-        .ok()?
-        .trim()
-        .parse::<i32>()
-        .ok();
-    let _ = std::fs::remove_file(&path);
-    let pgid = pgid.filter(|p| *p > 1)?;
-    let project = project_dir.canonicalize().ok()?;
-    let ours = live_group_members(pgid).into_iter().any(|pid| {
-        std::fs::read_link(format!("/proc/{pid}/cwd"))
-            .ok()
-            .and_then(|cwd| cwd.canonicalize().ok())
-            .is_some_and(|cwd| cwd == project)
-    });
-    if !ours {
-        return None;
-    }
-    tracing::warn!(pgid, "stopping an agent left running by a killed piv run");
-    stop_process_group(pgid, grace);
-    Some(pgid)
-}
-
-/// Stops every process of group `pgid`: SIGTERM, up to `grace` for them to go, then
-/// SIGKILL and wait until none is left running. Blocking; for a child you spawned, use
-/// [`stop_child_group`] so it is also reaped.
-/// Process groups of agent sessions still running in this process, so that the
-/// immediate-exit path (a second Ctrl-C) can kill them without waiting for anything.
-static LIVE_GROUPS: std::sync::Mutex<Vec<i32>> = std::sync::Mutex::new(Vec::new());
-
-/// Keeps a group in [`LIVE_GROUPS`] and in the project's agent-pgid file for as long
-/// as its session runs.
-struct TrackedGroup {
-    pgid: i32,
-    file: Option<PathBuf>,
-}
-
-impl TrackedGroup {
-    fn new(pgid: i32, file: Option<&Path>) -> Self {
-        if pgid > 0 {
-            LIVE_GROUPS
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(pgid);
-            if let Some(file) = file {
-                if let Err(e) = crate::io::atomic_file::write(file, format!("{pgid}\n").as_bytes())
-                {
-                    warn!("cannot record the agent's process group: {e}");
-                }
-            }
-        }
-        TrackedGroup {
-            pgid,
-            file: file.map(Path::to_path_buf),
-        }
-    }
-}
-
-impl Drop for TrackedGroup {
-    fn drop(&mut self) {
-        LIVE_GROUPS
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|g| *g != self.pgid);
-        if let Some(file) = &self.file {
-            let _ = std::fs::remove_file(file);
-        }
-    }
-}
-
-/// SIGKILL to every agent process group this process still runs (no grace): for the
-/// immediate exit on a second Ctrl-C.
-pub fn kill_all_groups_now() {
-    let groups = LIVE_GROUPS
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
-    for pgid in groups {
-        // SAFETY: killpg only sends a signal; a stale group id yields ESRCH.
-        unsafe {
-            libc::killpg(pgid, libc::SIGKILL);
-        }
-    }
-}
-
-pub fn stop_process_group(pgid: i32, grace: Duration) {
-    if pgid <= 1 {
-        return;
-    }
-    let _ = group_signal(pgid, libc::SIGTERM);
-    let deadline = Instant::now() + grace;
-    while Instant::now() < deadline {
-        if !group_has_live_members(pgid) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = group_signal(pgid, libc::SIGKILL);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while group_has_live_members(pgid) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Async [`stop_process_group`] for a child piv spawned as its group leader: the child is
-/// reaped too, so no process of the group remains when this returns.
-pub async fn stop_child_group(child: &mut Child, pgid: i32, grace: Duration) {
-    if pgid <= 1 {
-        let _ = child.kill().await;
-        return;
-    }
-    let _ = group_signal(pgid, libc::SIGTERM);
-    let deadline = Instant::now() + grace;
-    loop {
-        let _ = child.try_wait();
-        if !group_has_live_members(pgid) {
-            break;
-        }
-        if Instant::now() >= deadline {
-            let _ = group_signal(pgid, libc::SIGKILL);
-            let _ = child.wait().await;
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while group_has_live_members(pgid) && Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let _ = child.wait().await;
-}
-
 /// Runs one session to its end and says how it went. Never panics and never returns an
 /// `Err`: a spawn failure is an outcome too (`NonZeroExit` with the reason in `stderr_tail`).
 pub async fn run_session(
@@ -424,6 +248,15 @@ pub async fn run_session(
         // Subscription billing through CLAUDE_CODE_OAUTH_TOKEN, never a pay-per-token key by accident.
         command.env_remove("ANTHROPIC_API_KEY");
     }
+    for name in SECRET_ENV {
+        command.env_remove(name);
+    }
+    // SAFETY: getpid has no preconditions.
+    let parent = unsafe { libc::getpid() };
+    // SAFETY: the hook only makes async-signal-safe calls (see `die_with_parent`).
+    unsafe {
+        command.pre_exec(move || crate::io::process_group::die_with_parent(parent));
+    }
     let mut child = match command.spawn() {
         Ok(c) => c,
         Err(e) => {
@@ -437,8 +270,14 @@ pub async fn run_session(
     let pgid = child.id().map(|p| p as i32).unwrap_or(0);
     debug!(pid = pgid, resume, "agent session started");
     let _tracked = TrackedGroup::new(pgid, cfg.pgid_file.as_deref());
+    // If piv dies mid-session, the watchdog stops the whole group (the parent-death
+    // signal set above reaches only the CLI itself, not the tools it started).
+    let watchdog = SessionWatchdog::spawn(pgid, cfg.kill_grace);
     let (Some(stdout), Some(mut stderr)) = (child.stdout.take(), child.stderr.take()) else {
         stop_child_group(&mut child, pgid, cfg.kill_grace).await;
+        if let Some(w) = watchdog {
+            w.disarm().await;
+        }
         return SessionAccumulator::new().finish(ExitInfo {
             stderr_tail: "child pipes missing".into(),
             ..ExitInfo::default()
@@ -446,7 +285,7 @@ pub async fn run_session(
     };
     let mut lines = BoundedLines::new(BufReader::with_capacity(64 * 1024, stdout), MAX_LINE_BYTES);
     let mut tail = TailBuffer::new(STDERR_TAIL_BYTES);
-    let mut acc = SessionAccumulator::new();
+    let mut acc = SessionAccumulator::for_prompt(prompt);
     let mut stderr_chunk = vec![0u8; 4096];
     let mut stdout_open = true;
     let mut stderr_open = true;
@@ -454,6 +293,9 @@ pub async fn run_session(
     let mut exit = ExitInfo::default();
     let deadline = tokio::time::Instant::now() + cfg.timeout;
     let mut last_output = tokio::time::Instant::now();
+    // The wait the CLI announced in its last line (an `api_retry`): the stall limit
+    // counts from its end.
+    let mut announced_wait = Duration::ZERO;
     // Set once the session is over in substance (the child exited, or it printed its
     // result): when it passes, whatever is left of the group is stopped.
     let mut linger_until: Option<tokio::time::Instant> = None;
@@ -464,7 +306,7 @@ pub async fn run_session(
     }
 
     while !exit.cancelled && (stdout_open || stderr_open || status.is_none()) {
-        let stall_at = last_output + cfg.stall;
+        let stall_at = last_output + announced_wait + cfg.stall;
         let linger_at = linger_until.unwrap_or(deadline);
         tokio::select! {
             line = lines.next_line(), if stdout_open => {
@@ -474,15 +316,21 @@ pub async fn run_session(
                         if bytes.iter().all(u8::is_ascii_whitespace) {
                             continue;
                         }
+                        announced_wait = Duration::ZERO;
                         match parse_line(&bytes) {
                             Ok(event) => {
                                 log_event(&event);
+                                announced_wait = event.announced_wait();
                                 if matches!(event, StreamEvent::Result(_)) && !result_seen {
                                     result_seen = true;
                                     let grace = tokio::time::Instant::now() + cfg.result_grace;
                                     linger_until = Some(linger_until.map_or(grace, |l| l.min(grace)));
                                 }
                                 acc.feed(event);
+                                if let Some(why) = acc.abort() {
+                                    warn!(reason = %why, "stopping the agent session at once");
+                                    break;
+                                }
                             }
                             Err(e) => {
                                 acc.note_malformed();
@@ -543,7 +391,7 @@ pub async fn run_session(
         }
     }
 
-    if exit.cancelled || exit.timed_out || exit.stalled {
+    if exit.cancelled || exit.timed_out || exit.stalled || acc.abort().is_some() {
         info!(
             pgid,
             cancelled = exit.cancelled,
@@ -554,6 +402,9 @@ pub async fn run_session(
     }
     // Always: also catches processes the agent left running in its group.
     stop_child_group(&mut child, pgid, cfg.kill_grace).await;
+    if let Some(w) = watchdog {
+        w.disarm().await;
+    }
     if status.is_none() {
         status = child.try_wait().ok().flatten();
     }
@@ -584,7 +435,9 @@ pub async fn run_session(
 
 fn log_event(event: &StreamEvent) {
     match event {
-        StreamEvent::Init { session_id, model } => {
+        StreamEvent::Init {
+            session_id, model, ..
+        } => {
             info!(
                 session_id,
                 model = model.as_deref().unwrap_or("?"),
@@ -594,7 +447,15 @@ fn log_event(event: &StreamEvent) {
         StreamEvent::ApiRetry {
             attempt,
             error_status,
-        } => warn!(attempt, ?error_status, "agent API retry"),
+            error,
+            retry_delay_ms,
+        } => warn!(
+            attempt,
+            ?error_status,
+            ?error,
+            ?retry_delay_ms,
+            "agent API retry"
+        ),
         StreamEvent::RateLimit { status, resets_at } => {
             info!(status, ?resets_at, "agent rate limit event")
         }
@@ -615,7 +476,8 @@ pub fn is_root() -> bool {
 }
 
 /// The startup message when the permission flag piv would send will be refused: the CLI
-/// rejects `--dangerously-skip-permissions` for root unless `IS_SANDBOX=1`.
+/// rejects `--dangerously-skip-permissions` (and `bypassPermissions`) for root unless
+/// `IS_SANDBOX=1`; `auto` and the other modes are accepted.
 pub fn root_permission_problem(skip_permissions: bool) -> Option<String> {
     root_permission_problem_for(
         is_root(),
@@ -633,17 +495,44 @@ pub fn root_permission_problem_for(
     let sandboxed = is_sandbox.is_some_and(|v| !v.trim().is_empty() && v.trim() != "0");
     (root && skip_permissions && !sandboxed).then(|| {
         "piv runs as root, and Claude Code refuses --dangerously-skip-permissions for root \
-         (\"cannot be used with root/sudo privileges\"). Run piv as a normal user, or, if this \
-         machine is a disposable sandbox, set IS_SANDBOX=1."
+         (\"cannot be used with root/sudo privileges\"). Run piv as a normal user; or set \
+         PIV_PERMISSION_MODE=auto, which Claude Code accepts as root (a classifier then \
+         approves or blocks each tool call: actions it judges risky are refused, so a step can \
+         fail where bypassPermissions would have run it); or, if this machine is a disposable \
+         sandbox, set IS_SANDBOX=1."
             .to_string()
     })
 }
 
 /// The slash commands (without `/`) that neither `<project>/.claude/commands/<name>.md`
-/// nor `<home>/.claude/commands/<name>.md` provides.
+/// nor the user's commands provide: `$CLAUDE_CONFIG_DIR/commands/<name>.md` when that is
+/// set, else `<home>/.claude/commands/<name>.md` (where the CLI looks).
 pub fn missing_commands(
     project_dir: &Path,
     user_home: Option<&Path>,
+    names: &[&str],
+) -> Vec<String> {
+    let config_dir = std::env::var_os("CLAUDE_CONFIG_DIR").map(PathBuf::from);
+    missing_commands_in(
+        project_dir,
+        &user_commands_dir(config_dir, user_home),
+        names,
+    )
+}
+
+/// Where the CLI looks for the user's commands: `$CLAUDE_CONFIG_DIR/commands` when that
+/// is set (and not empty), else `~/.claude/commands`.
+pub fn user_commands_dir(config_dir: Option<PathBuf>, user_home: Option<&Path>) -> Option<PathBuf> {
+    match config_dir {
+        Some(dir) if !dir.as_os_str().is_empty() => Some(dir.join("commands")),
+        _ => user_home.map(|h| h.join(".claude/commands")),
+    }
+}
+
+/// [`missing_commands`] with the user's commands directory made explicit.
+pub fn missing_commands_in(
+    project_dir: &Path,
+    user_commands: &Option<PathBuf>,
     names: &[&str],
 ) -> Vec<String> {
     names
@@ -651,9 +540,10 @@ pub fn missing_commands(
         .filter(|name| {
             let file = format!("{name}.md");
             let in_project = project_dir.join(".claude/commands").join(&file).is_file();
-            let in_home =
-                user_home.is_some_and(|h| h.join(".claude/commands").join(&file).is_file());
-            !in_project && !in_home
+            let in_user = user_commands
+                .as_ref()
+                .is_some_and(|d| d.join(&file).is_file());
+            !in_project && !in_user
         })
         .map(|n| n.to_string())
         .collect()
@@ -664,7 +554,12 @@ pub fn missing_commands(
 pub struct SessionRecord {
     pub session_id: Option<String>,
     pub prompt: String,
-    pub cost_usd: f64,
+    /// What this call cost: the session's reported total minus what the same session had
+    /// reported before (a `--resume`d call reports the whole session). None: unknown (the
+    /// session was stopped before its result).
+    pub cost_usd: Option<f64>,
+    /// The model the session reported in `system/init`.
+    pub model: Option<String>,
     pub num_turns: u32,
     pub duration_ms: u64,
     pub error: Option<String>,
@@ -674,7 +569,11 @@ pub struct SessionRecord {
 #[derive(Debug, Clone)]
 pub struct PairingOutcome {
     pub sessions: Vec<SessionRecord>,
+    /// The sum of the sessions' known costs.
     pub cost_usd: f64,
+    /// Some session's cost is unknown (stopped for timeout, stall or cancel before its
+    /// result): `cost_usd` is then a lower bound.
+    pub cost_unknown: bool,
     pub num_turns: u32,
     pub duration_ms: u64,
     /// A `--resume` found no conversation and the prompt ran in a fresh session instead.
@@ -701,17 +600,18 @@ pub async fn run_pairing(
     let mut last = SessionOutcome::default();
     let mut session_id: Option<String> = None;
     let mut resume_fell_back = false;
+    let mut reported = crate::core::session_outcome::ReportedCosts::default();
     for prompt in prompts {
         let mut outcome = run_session(cfg, prompt, session_id.as_deref(), cancel.clone()).await;
         if let (Some(SessionError::ResumeUnknown { session_id: lost }), false) =
             (&outcome.error, resume_fell_back)
         {
             warn!(session_id = %lost, prompt = %prompt, "resume failed; running the prompt in a fresh session");
-            sessions.push(record(prompt, &outcome));
+            sessions.push(record(prompt, &outcome, &mut reported));
             resume_fell_back = true;
             outcome = run_session(cfg, prompt, None, cancel.clone()).await;
         }
-        sessions.push(record(prompt, &outcome));
+        sessions.push(record(prompt, &outcome, &mut reported));
         if outcome.session_id.is_some() {
             session_id.clone_from(&outcome.session_id);
         }
@@ -722,7 +622,8 @@ pub async fn run_pairing(
         }
     }
     PairingOutcome {
-        cost_usd: sessions.iter().map(|s| s.cost_usd).sum(),
+        cost_usd: sessions.iter().filter_map(|s| s.cost_usd).sum(),
+        cost_unknown: sessions.iter().any(|s| s.cost_usd.is_none()),
         num_turns: sessions.iter().map(|s| s.num_turns).sum(),
         duration_ms: sessions.iter().map(|s| s.duration_ms).sum(),
         sessions,
@@ -731,11 +632,16 @@ pub async fn run_pairing(
     }
 }
 
-fn record(prompt: &str, o: &SessionOutcome) -> SessionRecord {
+fn record(
+    prompt: &str,
+    o: &SessionOutcome,
+    reported: &mut crate::core::session_outcome::ReportedCosts,
+) -> SessionRecord {
     SessionRecord {
         session_id: o.session_id.clone(),
         prompt: prompt.to_string(),
-        cost_usd: o.cost_usd,
+        cost_usd: reported.call_cost(o.session_id.as_deref(), o.cost_usd),
+        model: o.model.clone(),
         num_turns: o.num_turns,
         duration_ms: o.duration_ms,
         error: o.error.as_ref().map(SessionError::message),
@@ -794,6 +700,7 @@ mod tests {
             assert_eq!(got.is_some(), want, "{root} {skip} {sandbox:?}");
             if let Some(msg) = got {
                 assert!(msg.contains("IS_SANDBOX=1"));
+                assert!(msg.contains("PIV_PERMISSION_MODE=auto"));
             }
         }
     }
@@ -801,7 +708,7 @@ mod tests {
     #[test]
     fn args_follow_the_contract() {
         let cfg = AgentConfig {
-            model: "m".into(),
+            model: Some("m".into()),
             max_turns: 7,
             ..AgentConfig::new("claude", ".")
         };
@@ -811,9 +718,18 @@ mod tests {
              --permission-mode acceptEdits --resume abc"
         );
         let cfg = AgentConfig {
-            skip_permissions: true,
+            permission_mode: "bypassPermissions".into(),
             ..cfg
         };
         assert!(session_args(&cfg, "x", None).contains(&"--dangerously-skip-permissions".into()));
+        let cfg = AgentConfig {
+            permission_mode: "auto".into(),
+            model: None,
+            ..cfg
+        };
+        assert_eq!(
+            session_args(&cfg, "/prime", None).join(" "),
+            "-p /prime --output-format stream-json --verbose --max-turns 7 --permission-mode auto"
+        );
     }
 }

@@ -12,6 +12,7 @@ pub mod lock;
 pub mod log_file;
 pub mod manifest_file;
 pub mod pid_file;
+pub mod process_group;
 pub mod registry_store;
 pub mod send_budget;
 pub mod signal_queue;

@@ -223,6 +223,11 @@ impl LoopRun {
         let cost = {
             let mut cost = self.cost.borrow_mut();
             cost.spent += outcome.cost_usd;
+            cost.unknown_sessions += outcome
+                .sessions
+                .iter()
+                .filter(|s| s.cost_usd.is_none())
+                .count() as u32;
             cost.spent
         };
         self.last_stderr_tail = outcome.last.stderr_tail.clone();
@@ -245,7 +250,8 @@ impl LoopRun {
                     commands: s.prompt.clone(),
                     session_id: s.session_id.clone(),
                     outcome: s.error.clone().unwrap_or_else(|| "success".to_string()),
-                    cost_usd: Some(s.cost_usd),
+                    cost_usd: s.cost_usd,
+                    model: s.model.clone(),
                     num_turns: Some(u64::from(s.num_turns)),
                     duration_ms: Some(s.duration_ms),
                     finished_at: at.clone(),
