@@ -155,9 +155,7 @@ fn the_model_is_the_clis_choice_and_is_recorded() {
     let sb = Sandbox::new("model-set", &ready_manifest(1));
     let out = sb.run_to_end(&["--model", "claude-chosen"]);
     assert_eq!(out.status.code(), Some(0), "{}", show(&sb, &out));
-    assert!(sessions(&sb)
-        .iter()
-        .all(|s| s["model"] == Yaml::from("claude-chosen")));
+    assert!(sessions(&sb).iter().all(|s| s["model"] == "claude-chosen"));
 }
 
 /// Rejected credentials: the CLI would retry for minutes (the scripted one, forever
