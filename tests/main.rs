@@ -3,6 +3,7 @@
 
 mod agent;
 mod agent_cli;
+mod agent_run;
 mod bot_api_standin;
 mod chaos;
 mod corpus;

@@ -706,6 +706,25 @@ mod tests {
     }
 
     #[test]
+    fn user_commands_are_where_the_cli_looks() {
+        let home = Path::new("/home/u");
+        let cases = [
+            (None, Some(home), Some("/home/u/.claude/commands")),
+            (Some("/cfg"), Some(home), Some("/cfg/commands")),
+            (Some(""), Some(home), Some("/home/u/.claude/commands")),
+            (Some("/cfg"), None, Some("/cfg/commands")),
+            (None, None, None),
+        ];
+        for (config, home, want) in cases {
+            assert_eq!(
+                user_commands_dir(config.map(PathBuf::from), home),
+                want.map(PathBuf::from),
+                "{config:?} {home:?}"
+            );
+        }
+    }
+
+    #[test]
     fn args_follow_the_contract() {
         let cfg = AgentConfig {
             model: Some("m".into()),

@@ -657,6 +657,38 @@ mod tests {
     }
 
     #[test]
+    fn new_actions_and_versions_parse() {
+        let rules: Vec<Rule> = serde_json::from_str(
+            r#"[{"action":{"type":"usage_limit"}},{"action":{"type":"usage_limit","resets_in_secs":-5}},
+                {"action":{"type":"api_unreachable","retries":3}},{"action":{"type":"auth_retry"}},
+                {"action":{"type":"write_then_fail","path":"src/x.txt"}},{"action":{"type":"succeed_without_effects"}}]"#,
+        )
+        .unwrap();
+        assert_eq!(
+            rules[0].action,
+            Action::UsageLimit {
+                resets_in_secs: None
+            }
+        );
+        assert_eq!(
+            rules[1].action,
+            Action::UsageLimit {
+                resets_in_secs: Some(-5)
+            }
+        );
+        assert_eq!(rules[2].action, Action::ApiUnreachable { retries: 3 });
+        assert_eq!(rules[3].action, Action::AuthRetry);
+        let s: Scenario = serde_json::from_str(r#"{"rules":[],"cli_version":"2.1.197"}"#).unwrap();
+        assert_eq!(s.cli_version.as_deref(), Some("2.1.197"));
+        assert!(CliVersion::parse("2.1.197").is_old());
+        assert!(!CliVersion::parse("").is_old());
+        assert_eq!(lines::command_name("/execute x.md"), Some("execute"));
+        assert_eq!(lines::command_name("Fix this"), None);
+        assert_eq!(call_cost(&Rule::new("", Action::AuthRetry).cost(1.0)), 0.0);
+        assert_eq!(call_cost(&Rule::new("", Action::Succeed).cost(1.0)), 1.0);
+    }
+
+    #[test]
     fn args_and_helpers() {
         let args: Vec<String> = [
             "-p",
