@@ -417,3 +417,208 @@ fn the_cli_tolerates_unknown_paths_and_sends_only_messages_when_quiet() {
     assert!(!probes.is_empty(), "{}", t.api.summary());
     assert!(probes.iter().all(|r| r.status == 404));
 }
+
+// ---------------------------------------------------------------------------------------
+// Waiting on piv features of issue 11 (item 9: the newest CLI's shapes; item 8: honest
+// cost) that other branches are building: these fail until they land on main.
+
+/// A 401 partway (from `/execute` on): the CLI would retry it 10 times (~3 minutes) before
+/// its result; piv stops the session at the first `system/api_retry` that says
+/// `authentication_failed` / 401, records `integration_auth` and stops for a human, without
+/// a retry of the step.
+#[test]
+fn a_401_partway_stops_at_the_first_api_retry_as_integration_auth() {
+    let Some(t) = RealCli::new("real_cli_401_partway", 1) else {
+        return;
+    };
+    t.api.fault(Some("execute"), None, Fault::Unauthorized);
+    let started = Instant::now();
+    // The CLI's own retries (CLAUDE_CODE_MAX_RETRIES) are left at their default on purpose.
+    // Bounded well below the ~3 minutes the CLI would take by itself.
+    let out = t.run(&[], Duration::from_secs(90));
+    let took = started.elapsed();
+    let shown = t.show(&out);
+    assert!(
+        took < Duration::from_secs(60),
+        "a 401 took {took:?} (the CLI's own retries run ~3 min)\n{shown}"
+    );
+    assert_eq!(out.status.code(), Some(1), "{shown}");
+    let unauthorized = t
+        .api
+        .requests_for("execute")
+        .iter()
+        .filter(|r| r.status == 401)
+        .count();
+    assert!(
+        (1..=2).contains(&unauthorized),
+        "{unauthorized} 401s\n{shown}"
+    );
+    // No second attempt of the pairing: /prime ran once for plan and once for execute.
+    assert_eq!(t.api.requests_for("prime").len(), 4, "{shown}");
+    let m = t.sb.manifest();
+    let f = failures_of(&m, "execute");
+    assert_eq!(f.len(), 1, "{shown}");
+    assert_eq!(f[0]["error_category"], "integration_auth", "{shown}");
+}
+
+/// `.claude/commands/execute.md` disappears after planning (here the plan step's own Bash
+/// removes it): the newest CLI would send `/execute …` to the model as a plain request and
+/// "succeed" at something else. piv sees that `execute` is missing from the session's
+/// `system/init` `slash_commands`, stops it before the model is called for it, and names
+/// the missing file.
+#[test]
+fn a_missing_execute_command_is_caught_from_init_before_the_model_is_called() {
+    let Some(t) = RealCli::new("real_cli_missing_command", 1) else {
+        return;
+    };
+    t.api
+        .extra_bash("plan-feature", "rm .claude/commands/execute.md");
+    let out = t.run(&[("CLAUDE_CODE_MAX_RETRIES", "1")], RUN_DEADLINE);
+    let shown = t.show(&out);
+    assert_eq!(out.status.code(), Some(1), "{shown}");
+    // The plan step's Bash removed it.
+    assert!(
+        t.api
+            .requests_for("plan-feature")
+            .iter()
+            .any(|r| r.tool.as_deref() == Some("Bash")),
+        "{shown}"
+    );
+    // Every request the model got was for a PIV command: none for the bare `/execute …`
+    // text the CLI would have sent without its command file.
+    let requests = t.api.requests();
+    let unscripted: Vec<&Recorded> = requests
+        .iter()
+        .filter(|r| r.path == "/v1/messages" && r.command.is_none())
+        .collect();
+    assert!(unscripted.is_empty(), "{shown}");
+    assert!(t.api.requests_for("execute").is_empty(), "{shown}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let m = t.sb.manifest_text();
+    assert!(
+        stdout.contains(".claude/commands/execute.md") && m.contains(".claude/commands/execute.md"),
+        "the missing file is named\n{shown}"
+    );
+    assert!(!t.sb.project.join("src/phase_1.txt").exists(), "{shown}");
+}
+
+/// A storm of 529 `overloaded_error` answers during `/execute` that outlasts every retry
+/// budget (4 sessions in a row end in an API error) and then passes: piv waits it out
+/// (`PIV_OUTAGE_BACKOFF_SECS` the first wait, doubling), never counts it against the step,
+/// never rolls back, and finishes the phase.
+#[test]
+fn a_529_storm_that_passes_is_waited_out_without_rollback() {
+    let Some(t) = RealCli::new("real_cli_529_storm", 1) else {
+        return;
+    };
+    // With CLAUDE_CODE_MAX_RETRIES=1 each session makes 2 requests: 8 = 4 sessions.
+    t.api.fault(Some("execute"), Some(8), Fault::Overloaded);
+    let out = t.run(
+        &[
+            ("CLAUDE_CODE_MAX_RETRIES", "1"),
+            ("PIV_OUTAGE_BACKOFF_SECS", "1"),
+        ],
+        RUN_DEADLINE,
+    );
+    let shown = t.show(&out);
+    assert_eq!(out.status.code(), Some(0), "{shown}");
+    let overloaded = t
+        .api
+        .requests_for("execute")
+        .iter()
+        .filter(|r| r.status == 529)
+        .count();
+    assert_eq!(overloaded, 8, "the storm was served\n{shown}");
+    let m = t.sb.manifest();
+    assert_eq!(phase(&m, 1)["commit"], "complete", "{shown}");
+    assert!(
+        list(&m, "failures")
+            .iter()
+            .all(|f| f["resolution"] != "rolled_back"),
+        "{shown}"
+    );
+    assert!(
+        list(&m, "notifications")
+            .iter()
+            .all(|n| n["type"] != "escalation"),
+        "{shown}"
+    );
+    assert!(
+        t.sb.git_log().iter().any(|l| l == "feat: phase 1"),
+        "{shown}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(t.sb.project.join("src/phase_1.txt")).unwrap(),
+        "phase 1 implemented\n"
+    );
+}
+
+/// Cost is honest (issue 11): a `--resume`d call's `total_cost_usd` covers the whole
+/// session, `/prime` included, so piv records each call as the session's cost minus what
+/// the session had already reported: every session record is exactly what the stand-in
+/// served to it, and the run's total is what was served.
+#[test]
+fn every_sessions_cost_is_what_the_cli_spent_on_it() {
+    let Some(t) = RealCli::new("real_cli_honest_cost", 1) else {
+        return;
+    };
+    let out = t.run(&[("CLAUDE_CODE_MAX_RETRIES", "1")], RUN_DEADLINE);
+    let shown = t.show(&out);
+    assert_eq!(out.status.code(), Some(0), "{shown}");
+    let requests = t.api.requests();
+    let m = t.sb.manifest();
+    let sessions = list(&m, "sessions");
+    assert_eq!(sessions.len(), 7, "{shown}");
+    let mut total = 0.0;
+    for s in &sessions {
+        let mine = session_requests(&requests, s);
+        let cost = s["cost_usd"].as_f64().expect("cost");
+        assert!(
+            close(cost, served_cost(&mine)),
+            "{}: recorded {cost}, served {}\n{shown}",
+            command_of(s),
+            served_cost(&mine)
+        );
+        total += cost;
+    }
+    let all: Vec<&Recorded> = requests.iter().collect();
+    assert!(close(total, served_cost(&all)), "{shown}");
+}
+
+/// The model each session reports in `system/init` is recorded with the session (issue
+/// 11): here the one the CLI sent the stand-in.
+#[test]
+fn every_sessions_model_is_recorded() {
+    let Some(t) = RealCli::new("real_cli_session_model", 1) else {
+        return;
+    };
+    let out = t.run(&[("CLAUDE_CODE_MAX_RETRIES", "1")], RUN_DEADLINE);
+    let shown = t.show(&out);
+    assert_eq!(out.status.code(), Some(0), "{shown}");
+    let requests = t.api.requests();
+    let m = t.sb.manifest();
+    let sessions = list(&m, "sessions");
+    assert_eq!(sessions.len(), 7, "{shown}");
+    for s in &sessions {
+        let mine = session_requests(&requests, s);
+        let model = mine[0].body["model"].as_str().expect("model");
+        assert_eq!(model, MODEL);
+        assert_eq!(
+            s["model"].as_str(),
+            Some(model),
+            "{}\n{shown}",
+            command_of(s)
+        );
+    }
+}
+
+/// The stand-in's requests of one session record: its session id and its command.
+fn session_requests<'a>(requests: &'a [Recorded], record: &Yaml) -> Vec<&'a Recorded> {
+    let command = command_of(record);
+    let id = record["session_id"].as_str().expect("session id");
+    requests
+        .iter()
+        .filter(|r| r.session_id.as_deref() == Some(id))
+        .filter(|r| r.command.as_deref() == Some(command.as_str()))
+        .collect()
+}
