@@ -40,11 +40,11 @@ pub fn run(args: &RunArgs) -> i32 {
     };
     tracing::info!(project = %cfg.project_dir.display(), prefix = %cfg.prefix, "piv run starting");
     if let Some(pgid) = agent::stop_orphaned_agent(&cfg.project_dir, cfg.agent.kill_grace) {
-        println!(
+        crate::io::terminal::line(&format!(
             "stopped an agent session (process group {pgid}) left running by a killed piv run"
-        );
+        ));
     }
-    println!(
+    crate::io::terminal::line(&format!(
         "piv {} — project {} [{}]{}",
         env!("CARGO_PKG_VERSION"),
         cfg.project_dir.display(),
@@ -54,7 +54,7 @@ pub fn run(args: &RunArgs) -> i32 {
         } else {
             " — terminal only"
         }
-    );
+    ));
     install_panic_hook(CrashContext {
         project_dir: cfg.project_dir.clone(),
     });
@@ -70,14 +70,14 @@ pub fn run(args: &RunArgs) -> i32 {
     match system.run_with_code() {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: the actor system failed: {e}");
+            crate::io::terminal::warn(&format!("error: the actor system failed: {e}"));
             exit_code.get().max(exit::STOPPED)
         }
     }
 }
 
 fn fail_usage(message: &str) -> i32 {
-    eprintln!("error: {message}");
+    crate::io::terminal::warn(&format!("error: {message}"));
     exit::USAGE
 }
 

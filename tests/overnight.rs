@@ -222,3 +222,29 @@ fn the_cost_cap_is_checked_before_every_session() {
     let status = wait_exit(&sb, &mut child);
     assert_eq!(status.code(), Some(0), "{}", sb.dump());
 }
+
+/// A terminal that goes away (ssh dropped: the reader of piv's output is gone) does not
+/// crash the run: every phase is still done and recorded, with no crash record.
+#[test]
+fn a_vanished_terminal_does_not_stop_the_run() {
+    let sb = Sandbox::new("noterm", &ready_manifest(2));
+    let mut child = sb
+        .piv(&["run"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Close both read ends at once: every later write of piv fails with EPIPE.
+    drop(child.stdout.take());
+    drop(child.stderr.take());
+    let status = wait_exit(&sb, &mut child);
+    let m = sb.manifest();
+    assert_eq!(status.code(), Some(0), "{}", sb.dump());
+    assert_eq!(m["phases"][1]["commit"], "complete", "{}", sb.dump());
+    assert_eq!(m["phases"][2]["commit"], "complete", "{}", sb.dump());
+    assert!(
+        failures_of(&m, "orchestrator").is_empty(),
+        "a crash was recorded\n{}",
+        sb.dump()
+    );
+}

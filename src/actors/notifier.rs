@@ -275,7 +275,7 @@ impl Handler<Notify> for NotifierActor {
         }
         let line = terminal_line(&event);
         // The terminal is this tool's user interface, not a log.
-        println!("{line}");
+        crate::io::terminal::line(&line);
         tracing::info!(target: "piv::events", "{line}");
         if self.sender.is_some() {
             if let Some(html) = telegram_html(&event) {
@@ -289,7 +289,7 @@ impl Handler<SendHtml> for NotifierActor {
     type Result = ();
 
     fn handle(&mut self, SendHtml(html): SendHtml, _: &mut Self::Context) {
-        println!("{}", plain_text(&html));
+        crate::io::terminal::line(&plain_text(&html));
         if self.sender.is_some() {
             self.outbox.push(html);
         }

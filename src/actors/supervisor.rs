@@ -90,7 +90,7 @@ impl SupervisorActor {
     fn say(&self, event: RunEvent) {
         match &self.notifier {
             Some(n) => n.do_send(Notify(event)),
-            None => println!("{}", crate::core::events::terminal_line(&event)),
+            None => crate::io::terminal::line(&crate::core::events::terminal_line(&event)),
         }
     }
 
@@ -120,12 +120,14 @@ impl SupervisorActor {
                 .map(|res, act, ctx| match res {
                     Ok(Ok(_)) => act.start_rest(ctx),
                     Ok(Err(e)) => {
-                        eprintln!("error: {e}");
+                        crate::io::terminal::warn(&format!("error: {e}"));
                         act.registry = None;
                         act.finish(ctx, 2);
                     }
                     Err(e) => {
-                        eprintln!("error: registry actor unavailable: {e}");
+                        crate::io::terminal::warn(&format!(
+                            "error: registry actor unavailable: {e}"
+                        ));
                         act.finish(ctx, 1);
                     }
                 });
@@ -313,13 +315,15 @@ impl SupervisorActor {
                     _ = hup.recv() => "SIGHUP",
                 };
                 if by == "SIGINT" && interrupts >= 2 {
-                    eprintln!("second Ctrl-C: exiting now");
+                    crate::io::terminal::warn("second Ctrl-C: exiting now");
                     stop_agent_groups_now();
                     remove_own_pid_file(&project_dir);
                     std::process::exit(130);
                 }
                 if by == "SIGINT" {
-                    eprintln!("stopping after cleanup (Ctrl-C again to exit at once)");
+                    crate::io::terminal::warn(
+                        "stopping after cleanup (Ctrl-C again to exit at once)",
+                    );
                 }
                 me.do_send(BeginShutdown(StopReason::Requested { by: by.into() }));
             }

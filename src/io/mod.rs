@@ -19,3 +19,4 @@ pub mod signal_queue;
 pub mod state_file;
 pub mod status_probe;
 pub mod telegram;
+pub mod terminal;

@@ -140,11 +140,11 @@ impl PidFile {
                     let moved = atomic_file::quarantine(&path)?;
                     tracing::warn!(path = %path.display(), error = %e, quarantined = %moved.display(),
                         "unparseable PID file quarantined");
-                    eprintln!(
+                    crate::io::terminal::warn(&format!(
                         "piv: warning: {} could not be parsed ({e}); moved it to {}",
                         path.display(),
                         moved.display()
-                    );
+                    ));
                 }
             },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
