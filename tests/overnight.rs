@@ -248,3 +248,162 @@ fn a_vanished_terminal_does_not_stop_the_run() {
         sb.dump()
     );
 }
+
+/// An API outage during execute is waited out: not recorded as a failure, never rolled
+/// back, announced once when it starts and once when it ends; then the run goes on to done.
+#[test]
+fn an_outage_is_waited_out_not_counted_and_never_rolled_back() {
+    let sb = Sandbox::new("outage", &ready_manifest(1));
+    sb.scenario(
+        Scenario::new()
+            .rule(
+                Rule::new("/execute", Action::ApiUnreachable { retries: 2 })
+                    .retry_delay(std::time::Duration::from_millis(50))
+                    .times(2),
+            )
+            .rule(
+                Rule::new(
+                    "/validate-implementation",
+                    Action::Overloaded { retries: 1 },
+                )
+                .times(1),
+            ),
+    );
+    let out = run_with_env(&sb, &[], &[("PIV_OUTAGE_BACKOFF_SECS", "1")]);
+    let shown = show(&sb, &out);
+    assert_eq!(out.status.code(), Some(0), "{shown}");
+    let m = sb.manifest();
+    assert_eq!(m["phases"][1]["commit"], "complete", "{shown}");
+    assert!(
+        m["failures"].as_sequence().is_none_or(|f| f.is_empty()),
+        "an outage was recorded as a failure\n{shown}"
+    );
+    assert_eq!(calls_starting(&sb, "/execute").len(), 3, "{shown}");
+    let (stdout, _) = text(&out);
+    // Two outages (execute, then validate), each announced once at its start and end.
+    assert_eq!(
+        stdout.matches("unreachable or overloaded").count(),
+        2,
+        "{stdout}"
+    );
+    assert_eq!(
+        stdout.matches("The Claude API is back").count(),
+        2,
+        "{stdout}"
+    );
+    assert!(!stdout.contains("Rolled back"), "{stdout}");
+}
+
+/// An outage longer than `PIV_OUTAGE_MAX_SECS` stops for a human, still without a
+/// recorded failure or a rollback.
+#[test]
+fn an_endless_outage_stops_for_a_human_after_the_maximum() {
+    let sb = Sandbox::new("longoutage", &ready_manifest(1));
+    sb.scenario(Scenario::new().rule(Rule::new("/execute", Action::Overloaded { retries: 0 })));
+    let out = run_with_env(
+        &sb,
+        &[],
+        &[
+            ("PIV_OUTAGE_BACKOFF_SECS", "1"),
+            ("PIV_OUTAGE_MAX_SECS", "3"),
+        ],
+    );
+    let shown = show(&sb, &out);
+    assert_eq!(out.status.code(), Some(1), "{shown}");
+    let (stdout, _) = text(&out);
+    assert!(stdout.contains("PIV_OUTAGE_MAX_SECS=3"), "{stdout}");
+    assert!(!stdout.contains("Rolled back"), "{stdout}");
+    let m = sb.manifest();
+    assert!(
+        m["failures"].as_sequence().is_none_or(|f| f.is_empty()),
+        "{shown}"
+    );
+    assert!(calls_starting(&sb, "/execute").len() >= 2, "{shown}");
+}
+
+/// A manifest whose pre-loop still needs `/preflight`.
+fn manifest_needing_preflight() -> String {
+    ready_manifest(1).replace("preflight:\n  status: passed\n", "")
+}
+
+/// A usage limit in the pre-loop (`/preflight`) is waited out and the step retried, like in
+/// the phases; a reset time in the past or missing waits the minimum, doubling — never a
+/// one-second loop, never an escalation.
+#[test]
+fn a_usage_limit_in_the_pre_loop_is_waited_out() {
+    for resets_in_secs in [Some(-3600), None] {
+        let sb = Sandbox::new("limitpre", &manifest_needing_preflight());
+        sb.scenario(
+            Scenario::new()
+                .rule(Rule::new("/preflight", Action::UsageLimit { resets_in_secs }).times(2)),
+        );
+        let started = std::time::Instant::now();
+        let out = run_with_env(&sb, &[], &[("PIV_LIMIT_MIN_WAIT_SECS", "1")]);
+        let shown = show(&sb, &out);
+        assert_eq!(out.status.code(), Some(0), "{resets_in_secs:?}\n{shown}");
+        assert_eq!(calls_starting(&sb, "/preflight").len(), 3, "{shown}");
+        // 1 s, then 2 s: the second wait doubled.
+        assert!(
+            started.elapsed() >= std::time::Duration::from_secs(3),
+            "waited only {:?}\n{shown}",
+            started.elapsed()
+        );
+        let m = sb.manifest();
+        assert!(escalations(&m).is_empty(), "{shown}");
+        assert_eq!(m["phases"][1]["commit"], "complete", "{shown}");
+        let (stdout, _) = text(&out);
+        assert_eq!(stdout.matches("Usage limit reached").count(), 2, "{stdout}");
+    }
+}
+
+/// Rollback keeps the user's work: an uncommitted edit to a tracked file, an untracked
+/// user file and an ignored `.env` are as before after execute failed until rollback;
+/// the failed attempt's file is gone, and the messages name the snapshot.
+#[test]
+fn a_rollback_keeps_the_users_uncommitted_work() {
+    let sb = Sandbox::new("keepwork", &ready_manifest(1));
+    let p = &sb.project;
+    std::fs::write(p.join(".gitignore"), ".env\n").unwrap();
+    std::fs::write(p.join("README.md"), "committed\n").unwrap();
+    git(p, &["add", "-A"]);
+    git(p, &["commit", "-qm", "user files"]);
+    std::fs::write(p.join("README.md"), "committed\nan uncommitted edit\n").unwrap();
+    std::fs::write(p.join("ideas.txt"), "untracked user notes\n").unwrap();
+    std::fs::write(p.join(".env"), "SECRET=1\n").unwrap();
+    sb.scenario(Scenario::new().rule(Rule::new(
+        "/execute",
+        Action::WriteThenFail {
+            path: "src/attempt.rs".into(),
+        },
+    )));
+    let out = sb.run_to_end(&[]);
+    let shown = show(&sb, &out);
+    assert_eq!(out.status.code(), Some(1), "{shown}");
+    assert!(calls_starting(&sb, "/execute").len() >= 2, "{shown}");
+    let m = sb.manifest();
+    let f = failures_of(&m, "execute");
+    assert_eq!(f.last().unwrap()["resolution"], "rolled_back", "{shown}");
+    assert_eq!(
+        std::fs::read_to_string(p.join("README.md")).unwrap(),
+        "committed\nan uncommitted edit\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(p.join("ideas.txt")).unwrap(),
+        "untracked user notes\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(p.join(".env")).unwrap(),
+        "SECRET=1\n"
+    );
+    assert!(!p.join("src/attempt.rs").exists(), "{shown}");
+    let (stdout, _) = text(&out);
+    assert!(
+        stdout.contains("refs/piv/snapshots/piv-checkpoint/phase-1-"),
+        "{stdout}"
+    );
+    assert_eq!(
+        stdout.matches("uncommitted changes at checkpoint").count(),
+        1,
+        "{stdout}"
+    );
+}
