@@ -16,6 +16,7 @@ mod rollback;
 mod run_loop;
 mod secrets;
 mod signals;
+mod soak;
 mod status_signal;
 mod support;
 mod telegram;
