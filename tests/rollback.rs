@@ -49,7 +49,7 @@ fn a_rollback_returns_the_tree_to_the_snapshot_taken_at_the_checkpoint() {
     let repo = dir.path();
     let now = chrono::Utc::now();
     let tag = git::create_checkpoint(repo, 1, now).unwrap();
-    let dirty = git::snapshot_worktree(repo, &tag).unwrap();
+    let dirty = git::snapshot_worktree(repo, &tag, &[".agents"]).unwrap();
     assert!(dirty, "the tree had uncommitted work");
     let snapshot = git::snapshot_ref(&tag);
     // The snapshot leaves the index, the tree and HEAD alone.
@@ -110,7 +110,14 @@ fn a_clean_tree_snapshot_is_not_dirty_and_old_checkpoints_roll_back_as_before() 
     sh_git(repo, &["commit", "-qm", "init"]);
     let now = chrono::Utc::now();
     let tag = git::create_checkpoint(repo, 1, now).unwrap();
-    assert!(!git::snapshot_worktree(repo, &tag).unwrap());
+    assert!(!git::snapshot_worktree(repo, &tag, &[".agents"]).unwrap());
+    // piv's own records are not the user's work in progress.
+    std::fs::create_dir_all(repo.join(".agents/plans")).unwrap();
+    std::fs::write(repo.join(".agents/plans/p.md"), "plan\n").unwrap();
+    let tag2 = git::create_checkpoint(repo, 1, now).unwrap();
+    assert!(!git::snapshot_worktree(repo, &tag2, &[".agents"]).unwrap());
+    assert!(git::snapshot_worktree(repo, &tag2, &[]).unwrap());
+    std::fs::remove_dir_all(repo.join(".agents")).unwrap();
     // A checkpoint without a snapshot (made by an older piv): reset and clean only.
     let old = git::create_checkpoint(repo, 2, now).unwrap();
     std::fs::write(repo.join("a.txt"), "two\n").unwrap();

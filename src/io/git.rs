@@ -209,8 +209,9 @@ pub fn snapshot_ref(tag: &str) -> String {
 /// Records the whole working tree as it is — tracked changes and untracked, non-ignored
 /// files — as a commit on top of HEAD under [`snapshot_ref`]`(tag)`, without touching the
 /// index, the working tree or any branch (a private index file does the staging).
-/// Returns whether the tree differed from HEAD (uncommitted work existed).
-pub fn snapshot_worktree(dir: &Path, tag: &str) -> Result<bool, GitError> {
+/// Returns whether the tree differed from HEAD outside `not_work` (directories such as
+/// `.agents`, where piv's own records change between steps): uncommitted work existed.
+pub fn snapshot_worktree(dir: &Path, tag: &str, not_work: &[&str]) -> Result<bool, GitError> {
     let index = PathBuf::from(run_git(
         dir,
         &["rev-parse", "--git-path", "piv-snapshot.index"],
@@ -225,7 +226,6 @@ pub fn snapshot_worktree(dir: &Path, tag: &str) -> Result<bool, GitError> {
         run_git_env(dir, &["read-tree", "HEAD"], &env)?;
         run_git_env(dir, &["add", "-A"], &env)?;
         let tree = run_git_env(dir, &["write-tree"], &env)?;
-        let head_tree = run_git(dir, &["rev-parse", "HEAD^{tree}"])?;
         let message = format!("piv: working tree at checkpoint {tag}");
         let mut args = identity_args(dir);
         args.extend([
@@ -238,7 +238,13 @@ pub fn snapshot_worktree(dir: &Path, tag: &str) -> Result<bool, GitError> {
         ]);
         let commit = run_git(dir, &args)?;
         run_git(dir, &["update-ref", &snapshot_ref(tag), &commit])?;
-        Ok(tree != head_tree)
+        let excluded: Vec<String> = not_work
+            .iter()
+            .map(|k| format!(":(exclude){}", k.trim_matches('/')))
+            .collect();
+        let mut args = vec!["diff", "--name-only", "HEAD", commit.as_str(), "--", "."];
+        args.extend(excluded.iter().map(String::as_str));
+        Ok(!run_git(dir, &args)?.is_empty())
     })();
     let _ = std::fs::remove_file(&index);
     result

@@ -141,7 +141,7 @@ impl LoopRun {
                 let dir = self.settings.project_dir.clone();
                 move || {
                     let tag = git::create_checkpoint(&dir, phase, chrono::Utc::now())?;
-                    let dirty = git::snapshot_worktree(&dir, &tag)?;
+                    let dirty = git::snapshot_worktree(&dir, &tag, &[".agents"])?;
                     Ok((tag, dirty))
                 }
             })
