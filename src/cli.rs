@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::core::control::ControlAction;
 use crate::core::manifest::ManifestError;
 use crate::core::next_action::{next_action, NextAction};
-use crate::core::signal::SignalAction;
 use crate::io::manifest_file::{self, ManifestFileError};
 
 /// Process exit codes (design §5).
@@ -249,28 +249,14 @@ pub struct StatusArgs {
     pub no_registry: bool,
 }
 
-/// What `piv signal` asks an instance to do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum SignalActionArg {
-    /// Start (or continue) running phases.
-    Go,
-    /// Hold before the next step.
-    Pause,
-    /// Continue after a pause.
-    Resume,
-    /// Stop cleanly.
-    Shutdown,
-}
-
-impl From<SignalActionArg> for SignalAction {
-    fn from(action: SignalActionArg) -> SignalAction {
-        match action {
-            SignalActionArg::Go => SignalAction::Go,
-            SignalActionArg::Pause => SignalAction::Pause,
-            SignalActionArg::Resume => SignalAction::Resume,
-            SignalActionArg::Shutdown => SignalAction::Shutdown,
-        }
-    }
+/// `piv signal`'s ACTION: the control vocabulary's wire names, each with its help (the
+/// names and texts are [`ControlAction`]'s, so there is nothing to map by hand).
+fn control_action_parser() -> impl clap::builder::TypedValueParser<Value = ControlAction> {
+    use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+    PossibleValuesParser::new(
+        ControlAction::ALL.map(|a| PossibleValue::new(a.as_str()).help(a.describe())),
+    )
+    .map(|name| ControlAction::from_name(&name).expect("only the actions' names are accepted"))
 }
 
 /// Options of `piv signal`.
@@ -281,8 +267,8 @@ pub struct SignalArgs {
     #[arg(value_name = "PREFIX")]
     pub prefix: String,
     /// What to ask the instance to do.
-    #[arg(value_enum, value_name = "ACTION")]
-    pub action: SignalActionArg,
+    #[arg(value_name = "ACTION", value_parser = control_action_parser())]
+    pub action: ControlAction,
     /// Target this project directly instead of looking the prefix up in the registry;
     /// used when the prefix is `-` or the registry is disabled.
     #[arg(long, env = "PIV_PROJECT_DIR", value_name = "DIR")]
@@ -385,6 +371,23 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn signal_takes_every_action_by_its_wire_name() {
+        for action in ControlAction::ALL {
+            let cli = Cli::try_parse_from(["piv", "signal", "b", action.as_str()]).unwrap();
+            let Command::Signal(args) = cli.command else {
+                panic!("signal parsed as another command");
+            };
+            assert_eq!(args.action, action);
+        }
+        for bad in ["Pause", "stop", ""] {
+            assert!(
+                Cli::try_parse_from(["piv", "signal", "b", bad]).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -17,8 +17,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use piv::core::control::ControlAction;
 use piv::core::registry::Registry;
-use piv::core::signal::SignalAction;
 use piv::io::signal_queue;
 use piv::testkit::bot_api::BotApiStandIn;
 use piv::testkit::fake_claude::{Action, Rule, Scenario};
@@ -169,9 +169,9 @@ fn owner_killed_20_times_loses_nothing() {
             if signals.len() < SIGNALS && kill % 3 == 1 {
                 let target = &live[rng.range(0, live.len() as u64) as usize];
                 let action = if signals.len().is_multiple_of(2) {
-                    SignalAction::Pause
+                    ControlAction::Pause
                 } else {
-                    SignalAction::Resume
+                    ControlAction::Resume
                 };
                 let from = format!("chaos-s{}", signals.len());
                 signal_queue::enqueue(&target.sb.project, action, &from).expect("enqueue");

@@ -10,12 +10,12 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
-use piv::actors::bot_owner::{BotControl, BotOwnerActor, BotOwnerSettings, StopPolling};
-use piv::actors::control::{ControlReply, Go, Notify, Pause, Resume, SendHtml};
+use piv::actors::bot_owner::{BotOwnerActor, BotOwnerSettings, StopPolling};
+use piv::actors::control::{Control, Notify, SendHtml};
 use piv::actors::notifier::{Flush, NotifierActor, NotifierSettings, TelegramSettings};
 use piv::actors::registry::{InstanceIdentity, Register, RegistryActor};
+use piv::core::control::{ControlAction, ControlReply};
 use piv::core::events::RunEvent;
-use piv::core::signal::SignalAction;
 use piv::core::telegram_text::{telegram_len, TELEGRAM_LIMIT};
 use piv::io::registry_store::RegistryStore;
 use piv::io::send_budget::PRIVATE_CHAT_INTERVAL;
@@ -97,11 +97,7 @@ impl World {
     ) -> (Addr<BotOwnerActor>, Calls) {
         let calls = Calls::default();
         let runner = FakeRunner(calls.clone()).start();
-        let control = BotControl {
-            go: runner.clone().recipient(),
-            pause: runner.clone().recipient(),
-            resume: runner.recipient(),
-        };
+        let control = runner.recipient::<Control>();
         let settings = BotOwnerSettings {
             prefix: prefix.into(),
             project_dir: project.to_path_buf(),
@@ -196,27 +192,16 @@ impl Actor for FakeRunner {
     type Context = Context<Self>;
 }
 
-impl Handler<Go> for FakeRunner {
-    type Result = ControlReply;
-    fn handle(&mut self, _: Go, _: &mut Self::Context) -> ControlReply {
-        self.0.lock().unwrap().push("go");
-        ControlReply::Started
-    }
-}
-
-impl Handler<Pause> for FakeRunner {
-    type Result = ControlReply;
-    fn handle(&mut self, _: Pause, _: &mut Self::Context) -> ControlReply {
-        self.0.lock().unwrap().push("pause");
-        ControlReply::Paused
-    }
-}
-
-impl Handler<Resume> for FakeRunner {
-    type Result = ControlReply;
-    fn handle(&mut self, _: Resume, _: &mut Self::Context) -> ControlReply {
-        self.0.lock().unwrap().push("resume");
-        ControlReply::Resumed
+impl Handler<Control> for FakeRunner {
+    type Result = MessageResult<Control>;
+    fn handle(&mut self, msg: Control, _: &mut Self::Context) -> Self::Result {
+        self.0.lock().unwrap().push(msg.action.as_str());
+        MessageResult(match msg.action {
+            ControlAction::Go => ControlReply::Started,
+            ControlAction::Pause => ControlReply::Paused,
+            ControlAction::Resume => ControlReply::Resumed,
+            ControlAction::Shutdown => ControlReply::ShuttingDown,
+        })
     }
 }
 
@@ -411,7 +396,7 @@ async fn commands_are_routed_to_the_right_instance() {
     assert_eq!(reply, "[a] ⏸ Sent /pause signal to [b]");
     let queued = drain_ready(&pb, None);
     assert_eq!(queued.delivered.len(), 1, "{queued:?}");
-    assert_eq!(queued.delivered[0].action, SignalAction::Pause);
+    assert_eq!(queued.delivered[0].action, ControlAction::Pause);
     assert_eq!(queued.delivered[0].from, "a");
     assert!(calls.lock().unwrap().is_empty(), "not handled locally");
     assert!(drain_ready(&pa, None).delivered.is_empty(), "a not paused");

@@ -16,18 +16,18 @@ use actix::prelude::*;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{oneshot, watch};
 
-use crate::actors::control::{ControlReply, Go, Notify, Pause, Resume};
+use crate::actors::control::{Control, Notify};
 use crate::actors::notifier::{ChatSender, NotifierActor};
 use crate::actors::registry::{ListInstances, RegistryActor, SetBotOwner};
 use crate::core::commands::{
     command_menu, is_allowed_chat, parse_command, reply_ask_which, reply_sent,
-    reply_status_unreadable, reply_unknown_command, reply_unknown_prefix, route, Command,
-    RemoteAction, Route, StatusTarget,
+    reply_status_unreadable, reply_unknown_command, reply_unknown_prefix, route, Command, Route,
+    StatusTarget,
 };
+use crate::core::control::ControlAction;
 use crate::core::events::RunEvent;
 use crate::core::manifest::ManifestView;
 use crate::core::registry::Instance;
-use crate::core::signal::SignalAction;
 use crate::core::status::{InstanceFacts, InstanceStatus, RunState};
 use crate::core::telegram_text::{
     format_help, format_multi_status, format_status, FailureLine, MultiStatusEntry, NextLine,
@@ -76,14 +76,6 @@ impl std::fmt::Debug for BotOwnerSettings {
             .field("poll_timeout_secs", &self.poll_timeout_secs)
             .finish()
     }
-}
-
-/// The local phase runner, as far as chat commands drive it.
-#[derive(Clone)]
-pub struct BotControl {
-    pub go: Recipient<Go>,
-    pub pause: Recipient<Pause>,
-    pub resume: Recipient<Resume>,
 }
 
 /// Stop polling and release the owner lock (shutdown); resolves once released, so another
@@ -148,7 +140,7 @@ struct PollHandle {
 /// Waits for bot ownership, then polls and answers (see the module docs).
 pub struct BotOwnerActor {
     settings: BotOwnerSettings,
-    control: BotControl,
+    control: Recipient<Control>,
     notifier: Addr<NotifierActor>,
     registry: Option<Addr<RegistryActor>>,
     client: Option<TelegramClient>,
@@ -159,7 +151,7 @@ pub struct BotOwnerActor {
 impl BotOwnerActor {
     pub fn new(
         settings: BotOwnerSettings,
-        control: BotControl,
+        control: Recipient<Control>,
         notifier: Addr<NotifierActor>,
         registry: Option<Addr<RegistryActor>>,
     ) -> Self {
@@ -352,7 +344,7 @@ struct Poller {
     poll_timeout_secs: u32,
     client: TelegramClient,
     sender: ChatSender,
-    control: BotControl,
+    control: Recipient<Control>,
     registry: Option<Addr<RegistryActor>>,
     bot_username: Option<String>,
     last_handled: Option<i64>,
@@ -526,12 +518,9 @@ impl Poller {
                     Route::Local | Route::AskWhich { .. } => (own.clone(), self.own_status().await),
                 }
             }
-            Command::Go(_) | Command::Pause(_) | Command::Resume(_) => {
-                let Some((action, target)) = command.as_remote_action() else {
-                    return (own, format_help());
-                };
+            Command::Control(action, target) => {
                 let others = self.other_instances().await;
-                let reply = match route(target, &own, &prefixes(&others)) {
+                let reply = match route(target.as_deref(), &own, &prefixes(&others)) {
                     Route::Local => self.control_locally(action).await,
                     Route::Remote { prefix } => match others.iter().find(|i| i.prefix == prefix) {
                         Some(other) => self.signal_other(other, action).await,
@@ -545,15 +534,10 @@ impl Poller {
         }
     }
 
-    async fn control_locally(&self, action: RemoteAction) -> String {
+    async fn control_locally(&self, action: ControlAction) -> String {
         let by = "telegram".to_string();
-        let reply = match action {
-            RemoteAction::Go => self.control.go.send(Go { by }).await,
-            RemoteAction::Pause => self.control.pause.send(Pause { by }).await,
-            RemoteAction::Resume => self.control.resume.send(Resume { by }).await,
-        };
-        match reply {
-            Ok(reply) => ControlReply::text(reply).to_string(),
+        match self.control.send(Control { action, by }).await {
+            Ok(reply) => reply.text().to_string(),
             Err(e) => {
                 tracing::warn!(error = %e, "the phase runner did not take a Telegram command");
                 format!("⚠️ Could not reach the runner: {e}")
@@ -561,16 +545,11 @@ impl Poller {
         }
     }
 
-    async fn signal_other(&self, other: &Instance, action: RemoteAction) -> String {
+    async fn signal_other(&self, other: &Instance, action: ControlAction) -> String {
         let dir = PathBuf::from(&other.project_dir);
         let from = self.prefix.clone();
-        let signal = match action {
-            RemoteAction::Go => SignalAction::Go,
-            RemoteAction::Pause => SignalAction::Pause,
-            RemoteAction::Resume => SignalAction::Resume,
-        };
         let queued =
-            tokio::task::spawn_blocking(move || signal_queue::enqueue(&dir, signal, &from)).await;
+            tokio::task::spawn_blocking(move || signal_queue::enqueue(&dir, action, &from)).await;
         match queued {
             Ok(Ok(path)) => {
                 tracing::info!(to = %other.prefix, action = action.as_str(), file = %path.display(),

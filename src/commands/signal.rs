@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use crate::cli::{exit, resolve_project_dir, SignalArgs};
+use crate::core::control::ControlAction;
 use crate::core::registry::Instance;
-use crate::core::signal::SignalAction;
 use crate::io::pid_file::PidFile;
 use crate::io::signal_queue::{self, SignalQueueError};
 
@@ -156,7 +156,7 @@ pub fn find_target(
 /// Queues `action` for `target`; returns the queue file.
 pub fn send(
     target: &Target,
-    action: SignalAction,
+    action: ControlAction,
     from: &str,
 ) -> Result<PathBuf, SignalCommandError> {
     Ok(signal_queue::enqueue(&target.project_dir, action, from)?)
@@ -165,7 +165,7 @@ pub fn send(
 /// `piv signal`: queues the signal and confirms on stdout, errors on stderr; returns the
 /// exit code.
 pub fn run(args: &SignalArgs) -> i32 {
-    let action = SignalAction::from(args.action);
+    let action = args.action;
     let result = find_target(
         &args.prefix,
         args.project.as_deref(),

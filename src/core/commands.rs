@@ -6,6 +6,7 @@
 //! texts live here too so the actor never builds user-visible strings itself. Replies
 //! are Telegram HTML: anything the human typed is escaped.
 
+use crate::core::control::ControlAction;
 use crate::core::telegram_text::escape_html;
 
 /// Which instance(s) `/status` is about.
@@ -23,52 +24,13 @@ pub enum StatusTarget {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     Status(StatusTarget),
-    Go(Option<String>),
-    Pause(Option<String>),
-    Resume(Option<String>),
+    /// A control action the chat offers (`/go`, `/pause`, `/resume`; see
+    /// [`ControlAction::in_chat`]) and the instance it is for.
+    Control(ControlAction, Option<String>),
     /// `/help`, and `/start` (what Telegram sends when a chat opens the bot).
     Help,
     /// A slash command piv does not know (its name, without `/` or `@bot`).
     Unknown(String),
-}
-
-/// The three commands that act on an instance and may be routed to another one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RemoteAction {
-    Go,
-    Pause,
-    Resume,
-}
-
-impl RemoteAction {
-    /// The name used in signal files and in commands (`go`, `pause`, `resume`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RemoteAction::Go => "go",
-            RemoteAction::Pause => "pause",
-            RemoteAction::Resume => "resume",
-        }
-    }
-
-    fn icon(self) -> &'static str {
-        match self {
-            RemoteAction::Go => "🚀",
-            RemoteAction::Pause => "⏸",
-            RemoteAction::Resume => "▶️",
-        }
-    }
-}
-
-impl Command {
-    /// For `/go`, `/pause`, `/resume`: the action and its prefix argument.
-    pub fn as_remote_action(&self) -> Option<(RemoteAction, Option<&str>)> {
-        match self {
-            Command::Go(p) => Some((RemoteAction::Go, p.as_deref())),
-            Command::Pause(p) => Some((RemoteAction::Pause, p.as_deref())),
-            Command::Resume(p) => Some((RemoteAction::Resume, p.as_deref())),
-            _ => None,
-        }
-    }
 }
 
 /// Parses a chat message. `None` when it is not a command, or is a command addressed to
@@ -100,11 +62,11 @@ pub fn parse_command(text: &str, bot_username: Option<&str>) -> Option<Command> 
             Some(a) if a.eq_ignore_ascii_case("all") => StatusTarget::All,
             Some(a) => StatusTarget::Prefix(a),
         }),
-        "go" => Command::Go(arg),
-        "pause" => Command::Pause(arg),
-        "resume" => Command::Resume(arg),
         "help" | "start" => Command::Help,
-        _ => Command::Unknown(name.to_string()),
+        lower => match ControlAction::from_name(lower).filter(|a| a.in_chat()) {
+            Some(action) => Command::Control(action, arg),
+            None => Command::Unknown(name.to_string()),
+        },
     };
     Some(command)
 }
@@ -175,7 +137,7 @@ pub fn command_menu() -> Vec<(&'static str, &'static str)> {
 }
 
 /// Confirms a command forwarded to another instance: `⏸ Sent /pause signal to [b]`.
-pub fn reply_sent(action: RemoteAction, prefix: &str) -> String {
+pub fn reply_sent(action: ControlAction, prefix: &str) -> String {
     format!(
         "{} Sent /{} signal to [{}]",
         action.icon(),
@@ -185,7 +147,7 @@ pub fn reply_sent(action: RemoteAction, prefix: &str) -> String {
 }
 
 /// Asks which instance a prefix-less command was meant for.
-pub fn reply_ask_which(action: RemoteAction, prefixes: &[String]) -> String {
+pub fn reply_ask_which(action: ControlAction, prefixes: &[String]) -> String {
     let list = prefixes
         .iter()
         .map(|p| escape_html(p))
@@ -230,15 +192,6 @@ pub fn reply_status_unreadable(reason: &str) -> String {
     format!("⚠️ Could not read status: {}", escape_html(reason))
 }
 
-// Local replies, as the earlier version words them (behaviour.md §9.1).
-pub const REPLY_ALREADY_RUNNING: &str = "⚠️ Execution already in progress.";
-pub const REPLY_STARTING: &str = "🚀 Autonomous execution starting...";
-pub const REPLY_NOTHING_TO_PAUSE: &str = "⚠️ Nothing is running to pause.";
-pub const REPLY_ALREADY_PAUSED: &str = "⚠️ Already paused.";
-pub const REPLY_PAUSING: &str = "⏸ Pausing after current step completes...";
-pub const REPLY_NOT_PAUSED: &str = "⚠️ Not currently paused.";
-pub const REPLY_RESUMING: &str = "▶️ Resuming execution...";
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -258,21 +211,42 @@ mod tests {
                 Some(Command::Status(StatusTarget::Prefix("b".into()))),
             ),
             ("/STATUS", Some(Command::Status(StatusTarget::This))),
-            ("/go", Some(Command::Go(None))),
-            ("/go b", Some(Command::Go(s("b")))),
-            ("  /go   my project ", Some(Command::Go(s("my project")))),
-            ("/pause", Some(Command::Pause(None))),
-            ("/pause b", Some(Command::Pause(s("b")))),
-            ("/resume", Some(Command::Resume(None))),
-            ("/resume\tb", Some(Command::Resume(s("b")))),
+            ("/go", Some(Command::Control(ControlAction::Go, None))),
+            ("/go b", Some(Command::Control(ControlAction::Go, s("b")))),
+            (
+                "  /go   my project ",
+                Some(Command::Control(ControlAction::Go, s("my project"))),
+            ),
+            ("/pause", Some(Command::Control(ControlAction::Pause, None))),
+            (
+                "/pause b",
+                Some(Command::Control(ControlAction::Pause, s("b"))),
+            ),
+            (
+                "/resume",
+                Some(Command::Control(ControlAction::Resume, None)),
+            ),
+            (
+                "/resume\tb",
+                Some(Command::Control(ControlAction::Resume, s("b"))),
+            ),
             ("/help", Some(Command::Help)),
             ("/start", Some(Command::Help)),
             ("/frobnicate x", Some(Command::Unknown("frobnicate".into()))),
+            // Shutting down is not a chat command.
+            ("/shutdown", Some(Command::Unknown("shutdown".into()))),
+            (
+                "/Pause b",
+                Some(Command::Control(ControlAction::Pause, s("b"))),
+            ),
             (
                 "/status@PivBot all",
                 Some(Command::Status(StatusTarget::All)),
             ),
-            ("/pause@pivbot b", Some(Command::Pause(s("b")))),
+            (
+                "/pause@pivbot b",
+                Some(Command::Control(ControlAction::Pause, s("b"))),
+            ),
             ("/go@OtherBot", None),
             ("hello", None),
             ("", None),
@@ -291,30 +265,12 @@ mod tests {
     fn addressed_commands_without_a_known_username_are_accepted() {
         assert_eq!(
             parse_command("/go@AnyBot a", None),
-            Some(Command::Go(s("a")))
+            Some(Command::Control(ControlAction::Go, s("a")))
         );
         assert_eq!(
             parse_command("/go@PivBot", Some("@pivbot")),
-            Some(Command::Go(None))
+            Some(Command::Control(ControlAction::Go, None))
         );
-    }
-
-    #[test]
-    fn remote_action_of_commands() {
-        assert_eq!(
-            Command::Pause(s("b")).as_remote_action(),
-            Some((RemoteAction::Pause, Some("b")))
-        );
-        assert_eq!(
-            Command::Go(None).as_remote_action(),
-            Some((RemoteAction::Go, None))
-        );
-        assert_eq!(
-            Command::Resume(None).as_remote_action(),
-            Some((RemoteAction::Resume, None))
-        );
-        assert_eq!(Command::Help.as_remote_action(), None);
-        assert_eq!(Command::Status(StatusTarget::All).as_remote_action(), None);
     }
 
     #[test]
@@ -410,18 +366,18 @@ mod tests {
     #[test]
     fn reply_texts() {
         assert_eq!(
-            reply_sent(RemoteAction::Pause, "b"),
+            reply_sent(ControlAction::Pause, "b"),
             "⏸ Sent /pause signal to [b]"
         );
         assert_eq!(
-            reply_sent(RemoteAction::Go, "b<"),
+            reply_sent(ControlAction::Go, "b<"),
             "🚀 Sent /go signal to [b&lt;]"
         );
         assert_eq!(
-            reply_sent(RemoteAction::Resume, "c"),
+            reply_sent(ControlAction::Resume, "c"),
             "▶️ Sent /resume signal to [c]"
         );
-        let ask = reply_ask_which(RemoteAction::Pause, &["a".into(), "b".into()]);
+        let ask = reply_ask_which(ControlAction::Pause, &["a".into(), "b".into()]);
         assert_eq!(
             ask,
             "❓ Several projects are running: a, b.\nSay which one: /pause &lt;prefix&gt;, e.g. /pause a"

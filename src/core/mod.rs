@@ -3,6 +3,7 @@
 //! the answer. Everything here is unit-tested beside the code.
 
 pub mod commands;
+pub mod control;
 pub mod events;
 pub mod failure;
 pub mod hooks;

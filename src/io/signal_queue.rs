@@ -33,9 +33,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::core::control::ControlAction;
 use crate::core::signal::{
-    is_queue_file_name, parse_signal, queue_file_name, SignalAction, SignalMessage,
-    MAX_SIGNAL_BYTES,
+    is_queue_file_name, parse_signal, queue_file_name, SignalMessage, MAX_SIGNAL_BYTES,
 };
 use crate::io::atomic_file::{self, AtomicFileError};
 
@@ -89,7 +89,7 @@ pub fn legacy_signal_path(project_dir: &Path) -> PathBuf {
 /// `from` (the sender's prefix, or `terminal`). Returns the queue file's path.
 pub fn enqueue(
     project_dir: &Path,
-    action: SignalAction,
+    action: ControlAction,
     from: &str,
 ) -> Result<PathBuf, SignalQueueError> {
     let message = SignalMessage {
@@ -324,13 +324,13 @@ mod tests {
     #[test]
     fn enqueue_then_drain_round_trip() {
         let dir = tempfile::tempdir().unwrap();
-        let path = enqueue(dir.path(), SignalAction::Pause, "ops").unwrap();
+        let path = enqueue(dir.path(), ControlAction::Pause, "ops").unwrap();
         assert!(is_queue_file_name(
             path.file_name().unwrap().to_str().unwrap()
         ));
         let result = drain_ready(dir.path(), None);
         assert_eq!(result.delivered.len(), 1);
-        assert_eq!(result.delivered[0].action, SignalAction::Pause);
+        assert_eq!(result.delivered[0].action, ControlAction::Pause);
         assert_eq!(result.delivered[0].from, "ops");
         assert!(!path.exists());
         assert!(drain_ready(dir.path(), None).delivered.is_empty());

@@ -17,8 +17,9 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use tokio::sync::watch;
 
-use crate::actors::control::{ControlReply, Go, Notify, Pause, Resume};
+use crate::actors::control::Notify;
 use crate::actors::manifest::{ManifestActor, ReadManifest, RestoreManifest, UpdateManifest};
+use crate::core::control::{ControlAction, ControlReply};
 use crate::core::events::RunEvent;
 use crate::core::manifest::{
     self, ListSection, Manifest, ManifestUpdate, StepStatus, ValidationStatus,
@@ -299,10 +300,9 @@ impl Handler<StartRun> for PhaseRunnerActor {
     }
 }
 
-impl Handler<Pause> for PhaseRunnerActor {
-    type Result = ControlReply;
-
-    fn handle(&mut self, msg: Pause, _: &mut Context<Self>) -> ControlReply {
+impl PhaseRunnerActor {
+    /// Hold before the next step.
+    fn pause(&mut self, by: String) -> ControlReply {
         if !self.loop_running {
             return ControlReply::NothingRunning;
         }
@@ -311,40 +311,57 @@ impl Handler<Pause> for PhaseRunnerActor {
             Control::Stopping { .. } => return ControlReply::NothingRunning,
             Control::Run => {}
         }
-        let _ = self.control.send(Control::Paused { by: msg.by });
+        let _ = self.control.send(Control::Paused { by });
         ControlReply::Paused
     }
-}
 
-impl Handler<Resume> for PhaseRunnerActor {
-    type Result = ControlReply;
-
-    fn handle(&mut self, msg: Resume, _: &mut Context<Self>) -> ControlReply {
+    /// Continue after a pause.
+    fn resume(&mut self) -> ControlReply {
         let paused = matches!(*self.control.borrow(), Control::Paused { .. });
         if !paused {
             return ControlReply::NotPaused;
         }
-        let _ = msg.by;
         let _ = self.control.send(Control::Run);
         ControlReply::Resumed
     }
-}
 
-impl Handler<Go> for PhaseRunnerActor {
-    type Result = ControlReply;
-
-    fn handle(&mut self, msg: Go, ctx: &mut Context<Self>) -> ControlReply {
+    /// Start the loop if it is not running (re-reading the manifest, so new phases run),
+    /// or resume if paused.
+    fn go(&mut self, by: &str, ctx: &mut Context<Self>) -> ControlReply {
         if self.loop_running {
             if matches!(*self.control.borrow(), Control::Paused { .. }) {
                 let _ = self.control.send(Control::Run);
-                tracing::info!("go from {}: resuming", msg.by);
+                tracing::info!("go from {by}: resuming");
                 return ControlReply::Resumed;
             }
             return ControlReply::AlreadyRunning;
         }
-        tracing::info!("go from {}: starting the loop", msg.by);
+        tracing::info!("go from {by}: starting the loop");
         self.start_loop(ctx);
         ControlReply::Started
+    }
+}
+
+/// The runner's one entry point for control actions, local or remote.
+impl Handler<crate::actors::control::Control> for PhaseRunnerActor {
+    type Result = MessageResult<crate::actors::control::Control>;
+
+    fn handle(
+        &mut self,
+        msg: crate::actors::control::Control,
+        ctx: &mut Context<Self>,
+    ) -> Self::Result {
+        MessageResult(match msg.action {
+            ControlAction::Go => self.go(&msg.by, ctx),
+            ControlAction::Pause => self.pause(msg.by),
+            ControlAction::Resume => self.resume(),
+            // The supervisor runs the ordered shutdown and never forwards it; should it
+            // arrive here, the runner does its part: no new steps.
+            ControlAction::Shutdown => {
+                let _ = self.control.send(Control::Stopping { by: msg.by });
+                ControlReply::ShuttingDown
+            }
+        })
     }
 }
 
