@@ -16,7 +16,7 @@ use piv::core::commands::{
     reply_unknown_prefix, route, Command as ChatCommand, Route,
 };
 use piv::core::control::{ControlAction, ControlReply};
-use piv::core::registry::Registry;
+use piv::core::registry::{Instance, Registry};
 use piv::core::signal::queue_file_name;
 use piv::core::stream::parse_line;
 use piv::core::telegram_text::{
@@ -375,15 +375,15 @@ fn telegram_cases() -> Vec<TelegramCase> {
 
 /// What the bot would answer, built only with the real reply builders.
 fn reply_for(command: &ChatCommand) -> String {
-    let known = ["alpha".to_string(), "beta".to_string()];
+    let others = [Instance::new("beta", "/p/beta", 1, "t", "m")];
     match command {
         ChatCommand::Unknown(name) => reply_unknown_command(name),
         ChatCommand::Help | ChatCommand::Status(_) => format_help(),
         ChatCommand::Control(action, target) => {
             let action = *action;
-            match route(target.as_deref(), "alpha", &known) {
+            match route(target.as_deref(), "alpha", &others) {
                 Route::Local => ControlReply::Started.text().to_string(),
-                Route::Remote { prefix } => reply_sent(action, &prefix),
+                Route::Remote(other) => reply_sent(action, &other.prefix),
                 Route::AskWhich { prefixes } => reply_ask_which(action, &prefixes),
                 Route::UnknownPrefix { prefix, known } => reply_unknown_prefix(&prefix, &known),
             }

@@ -507,11 +507,10 @@ impl Poller {
             Command::Status(StatusTarget::All) => (own, self.all_status().await),
             Command::Status(StatusTarget::Prefix(target)) => {
                 let others = self.other_instances().await;
-                match route(Some(&target), &own, &prefixes(&others)) {
-                    Route::Remote { prefix } => match others.iter().find(|i| i.prefix == prefix) {
-                        Some(other) => (prefix, status_reply(probe_other(other).await)),
-                        None => (own, reply_unknown_prefix(&prefix, &prefixes(&others))),
-                    },
+                match route(Some(&target), &own, &others) {
+                    Route::Remote(other) => {
+                        (other.prefix.clone(), status_reply(probe_other(other).await))
+                    }
                     Route::UnknownPrefix { prefix, known } => {
                         (own, reply_unknown_prefix(&prefix, &known))
                     }
@@ -520,12 +519,9 @@ impl Poller {
             }
             Command::Control(action, target) => {
                 let others = self.other_instances().await;
-                let reply = match route(target.as_deref(), &own, &prefixes(&others)) {
+                let reply = match route(target.as_deref(), &own, &others) {
                     Route::Local => self.control_locally(action).await,
-                    Route::Remote { prefix } => match others.iter().find(|i| i.prefix == prefix) {
-                        Some(other) => self.signal_other(other, action).await,
-                        None => reply_unknown_prefix(&prefix, &prefixes(&others)),
-                    },
+                    Route::Remote(other) => self.signal_other(other, action).await,
                     Route::AskWhich { prefixes } => reply_ask_which(action, &prefixes),
                     Route::UnknownPrefix { prefix, known } => reply_unknown_prefix(&prefix, &known),
                 };
@@ -618,10 +614,6 @@ impl Poller {
         }
         format_multi_status(&entries)
     }
-}
-
-fn prefixes(instances: &[Instance]) -> Vec<String> {
-    instances.iter().map(|i| i.prefix.clone()).collect()
 }
 
 fn next_backoff(backoff: &mut Duration) -> Duration {

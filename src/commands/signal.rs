@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use crate::cli::{exit, resolve_project_dir, SignalArgs};
 use crate::core::control::ControlAction;
-use crate::core::registry::Instance;
+use crate::core::registry::{self, Instance, PrefixError};
 use crate::io::pid_file::PidFile;
 use crate::io::signal_queue::{self, SignalQueueError};
 
@@ -73,32 +73,26 @@ impl SignalCommandError {
     }
 }
 
-/// The instance `prefix` names: the exact match, else the only case-insensitive one.
+/// The instance `prefix` names, by [`registry::resolve_prefix`]'s rule (exact, else the
+/// one match ignoring case).
 pub fn resolve_prefix<'a>(
     instances: &'a [Instance],
     prefix: &str,
 ) -> Result<&'a Instance, SignalCommandError> {
-    if let Some(exact) = instances.iter().find(|i| i.prefix == prefix) {
-        return Ok(exact);
-    }
-    let wanted = prefix.to_lowercase();
-    let folded: Vec<&Instance> = instances
-        .iter()
-        .filter(|i| i.prefix.to_lowercase() == wanted)
-        .collect();
-    match folded.as_slice() {
-        [one] => Ok(one),
-        [] => {
-            let mut running: Vec<String> = instances.iter().map(|i| i.prefix.clone()).collect();
+    let prefixes: Vec<&str> = instances.iter().map(|i| i.prefix.as_str()).collect();
+    match registry::resolve_prefix(&prefixes, prefix) {
+        Ok(i) => Ok(&instances[i]),
+        Err(PrefixError::Unknown) => {
+            let mut running: Vec<String> = prefixes.iter().map(|p| p.to_string()).collect();
             running.sort();
             Err(SignalCommandError::UnknownPrefix {
                 prefix: prefix.to_string(),
                 running,
             })
         }
-        many => Err(SignalCommandError::AmbiguousPrefix {
+        Err(PrefixError::Ambiguous(matches)) => Err(SignalCommandError::AmbiguousPrefix {
             prefix: prefix.to_string(),
-            matches: many.iter().map(|i| i.prefix.clone()).collect(),
+            matches,
         }),
     }
 }

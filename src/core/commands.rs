@@ -7,6 +7,7 @@
 //! are Telegram HTML: anything the human typed is escaped.
 
 use crate::core::control::ControlAction;
+use crate::core::registry::{resolve_prefix, Instance};
 use crate::core::telegram_text::escape_html;
 
 /// Which instance(s) `/status` is about.
@@ -72,45 +73,42 @@ pub fn parse_command(text: &str, bot_username: Option<&str>) -> Option<Command> 
 }
 
 /// Where a command for an instance goes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Route {
+#[derive(Debug, Clone, PartialEq)]
+pub enum Route<'a> {
     /// The owner's own instance: handle it directly.
     Local,
-    /// Another live instance: enqueue a signal on its queue.
-    Remote { prefix: String },
+    /// Another live instance: enqueue a signal on its queue (or probe its files).
+    Remote(&'a Instance),
     /// No prefix while several instances run: ask which one (all prefixes, sorted).
     AskWhich { prefixes: Vec<String> },
-    /// No instance has that prefix (known prefixes, sorted).
+    /// No single instance has that prefix (known prefixes, sorted).
     UnknownPrefix { prefix: String, known: Vec<String> },
 }
 
-/// Decides where `/go|/pause|/resume [target]` goes. `known_prefixes` are the registered
-/// live instances (the owner's own may or may not be among them). A prefix is matched
-/// exactly first, then case-insensitively when that names exactly one instance.
-pub fn route(target: Option<&str>, own_prefix: &str, known_prefixes: &[String]) -> Route {
-    let mut all: Vec<String> = known_prefixes.to_vec();
-    all.push(own_prefix.to_string());
-    all.sort();
-    all.dedup();
+/// Decides where `/go|/pause|/resume|/status [target]` goes. `others` are the other live
+/// registered instances (an entry with the owner's own prefix is ignored). The target is
+/// trimmed and then found by [`resolve_prefix`]'s rule; a prefix that matches several
+/// instances ignoring case, and none exactly, is unknown.
+pub fn route<'a>(target: Option<&str>, own_prefix: &str, others: &'a [Instance]) -> Route<'a> {
+    let others: Vec<&'a Instance> = others.iter().filter(|i| i.prefix != own_prefix).collect();
+    let mut known: Vec<String> = others.iter().map(|i| i.prefix.clone()).collect();
+    known.push(own_prefix.to_string());
+    known.sort();
+    known.dedup();
     match target.map(str::trim).filter(|t| !t.is_empty()) {
-        None if all.len() <= 1 => Route::Local,
-        None => Route::AskWhich { prefixes: all },
+        None if known.len() <= 1 => Route::Local,
+        None => Route::AskWhich { prefixes: known },
         Some(t) => {
-            let found = if all.iter().any(|p| p == t) {
-                Some(t.to_string())
-            } else {
-                let mut matches = all.iter().filter(|p| p.eq_ignore_ascii_case(t));
-                match (matches.next(), matches.next()) {
-                    (Some(only), None) => Some(only.clone()),
-                    _ => None,
-                }
-            };
-            match found {
-                Some(p) if p == own_prefix => Route::Local,
-                Some(prefix) => Route::Remote { prefix },
-                None => Route::UnknownPrefix {
+            // Own first: index 0 is this instance, index i is `others[i - 1]`.
+            let candidates: Vec<&str> = std::iter::once(own_prefix)
+                .chain(others.iter().map(|i| i.prefix.as_str()))
+                .collect();
+            match resolve_prefix(&candidates, t) {
+                Ok(0) => Route::Local,
+                Ok(i) => Route::Remote(others[i - 1]),
+                Err(_) => Route::UnknownPrefix {
                     prefix: t.to_string(),
-                    known: all,
+                    known,
                 },
             }
         }
@@ -273,83 +271,87 @@ mod tests {
         );
     }
 
+    fn instances(prefixes: &[&str]) -> Vec<Instance> {
+        prefixes
+            .iter()
+            .map(|p| Instance::new(*p, format!("/p/{p}"), 1, "t", "m"))
+            .collect()
+    }
+
     #[test]
     fn routing_table() {
         let known = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        let cases: Vec<(Option<&str>, &str, Vec<String>, Route)> = vec![
-            (None, "a", known(&["a"]), Route::Local),
-            (None, "a", known(&[]), Route::Local),
-            (Some("a"), "a", known(&["a", "b"]), Route::Local),
-            (Some(" a "), "a", known(&["a", "b"]), Route::Local),
-            (Some(""), "a", known(&["a"]), Route::Local),
+        // (target, own prefix, other instances, expected: Ok(remote prefix) | Err(route))
+        type Case<'a> = (
+            Option<&'a str>,
+            &'a str,
+            &'a [&'a str],
+            Result<&'a str, Route<'a>>,
+        );
+        let cases: Vec<Case> = vec![
+            (None, "a", &["a"], Err(Route::Local)),
+            (None, "a", &[], Err(Route::Local)),
+            (Some("a"), "a", &["a", "b"], Err(Route::Local)),
+            (Some(" a "), "a", &["a", "b"], Err(Route::Local)),
+            (Some(""), "a", &["a"], Err(Route::Local)),
             (
                 None,
                 "a",
-                known(&["b", "a"]),
-                Route::AskWhich {
+                &["b", "a"],
+                Err(Route::AskWhich {
                     prefixes: known(&["a", "b"]),
-                },
+                }),
             ),
             (
                 None,
                 "a",
-                known(&["b"]),
-                Route::AskWhich {
+                &["b"],
+                Err(Route::AskWhich {
                     prefixes: known(&["a", "b"]),
-                },
+                }),
             ),
-            (
-                Some("b"),
-                "a",
-                known(&["a", "b"]),
-                Route::Remote { prefix: "b".into() },
-            ),
-            (
-                Some("B"),
-                "a",
-                known(&["a", "b"]),
-                Route::Remote { prefix: "b".into() },
-            ),
-            (Some("A"), "a", known(&["a", "b"]), Route::Local),
-            (
-                Some("B"),
-                "a",
-                known(&["a", "b", "B"]),
-                Route::Remote { prefix: "B".into() },
-            ),
+            (Some("b"), "a", &["a", "b"], Ok("b")),
+            (Some("B"), "a", &["a", "b"], Ok("b")),
+            (Some("A"), "a", &["a", "b"], Err(Route::Local)),
+            (Some("B"), "a", &["a", "b", "B"], Ok("B")),
+            (Some("ÉTÉ"), "a", &["été"], Ok("été")),
             (
                 Some("x"),
                 "a",
-                known(&["b", "a"]),
-                Route::UnknownPrefix {
+                &["b", "a"],
+                Err(Route::UnknownPrefix {
                     prefix: "x".into(),
                     known: known(&["a", "b"]),
-                },
+                }),
             ),
             (
                 Some("C"),
                 "a",
-                known(&["c1", "C2"]),
-                Route::UnknownPrefix {
+                &["c1", "C2"],
+                Err(Route::UnknownPrefix {
                     prefix: "C".into(),
                     known: known(&["C2", "a", "c1"]),
-                },
+                }),
             ),
         ];
-        for (target, own, known, want) in cases {
-            assert_eq!(
-                route(target, own, &known),
-                want,
-                "{target:?} {own} {known:?}"
-            );
+        for (target, own, others, want) in cases {
+            let others = instances(others);
+            let got = route(target, own, &others);
+            match want {
+                Ok(prefix) => match got {
+                    Route::Remote(instance) => assert_eq!(instance.prefix, prefix),
+                    other => panic!("{target:?} {own}: {other:?}, want {prefix}"),
+                },
+                Err(want) => assert_eq!(got, want, "{target:?} {own} {others:?}"),
+            }
         }
     }
 
     #[test]
     fn ambiguous_case_insensitive_prefix_is_unknown() {
-        let known = vec!["Ab".to_string(), "aB".to_string()];
+        let others = instances(&["Ab", "aB"]);
         assert!(matches!(
-            route(Some("ab"), "x", &known),
+            route(Some("ab"), "x", &others),
             Route::UnknownPrefix { .. }
         ));
     }
