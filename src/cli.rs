@@ -155,6 +155,9 @@ pub struct RunArgs {
     /// unavailable (network file systems, watch limit reached).
     #[arg(long, env = "PIV_SIGNAL_POLL_MS", default_value_t = 2000)]
     pub signal_poll_ms: u64,
+    /// Watch the signal queue with file events (`0`: poll only, every PIV_SIGNAL_POLL_MS).
+    #[arg(long, env = "PIV_SIGNAL_NOTIFY", default_value = "1", value_name = "0|1", value_parser = switch_on_unless_zero)]
+    pub signal_notify: bool,
     /// piv's per-user directory: the registry, the bot-owner lock, the send budget.
     /// Default: ~/.piv-orchestrator.
     #[arg(long, env = "PIV_HOME", value_name = "DIR")]
@@ -212,6 +215,15 @@ pub struct RunArgs {
     /// past; it doubles while the limit persists.
     #[arg(long, env = "PIV_LIMIT_MIN_WAIT_SECS", default_value_t = 60)]
     pub limit_min_wait_secs: u64,
+    /// A test hook (`phase_runner_panic:N`, `notifier_panic` or `manifest_write_fail:N`;
+    /// see `config::FaultInjection`). Not for normal use.
+    #[arg(long, env = "PIV_FAULT_INJECT", value_name = "HOOK", hide = true)]
+    pub fault_inject: Option<String>,
+}
+
+/// A switch that is on unless it is `0` (surrounding spaces ignored).
+fn switch_on_unless_zero(value: &str) -> Result<bool, std::convert::Infallible> {
+    Ok(value.trim() != "0")
 }
 
 /// Options of `piv dry-run`.
@@ -247,6 +259,10 @@ pub struct StatusArgs {
     /// from its PID file only, and --all is refused.
     #[arg(long, env = "PIV_REGISTRY_DISABLED", value_parser = clap::builder::FalseyValueParser::new())]
     pub no_registry: bool,
+    /// The prefix of a project that is not registered and whose instance published none
+    /// (what its `piv run` would use). Default: the project directory's name.
+    #[arg(long, env = "TELEGRAM_PROJECT_PREFIX", value_name = "PREFIX")]
+    pub project_prefix: Option<String>,
 }
 
 /// `piv signal`'s ACTION: the control vocabulary's wire names, each with its help (the
@@ -279,6 +295,10 @@ pub struct SignalArgs {
     /// Do not read the registry (single-instance mode): --project is then required.
     #[arg(long, env = "PIV_REGISTRY_DISABLED", value_parser = clap::builder::FalseyValueParser::new())]
     pub no_registry: bool,
+    /// The prefix of a project that is not registered and whose instance published none
+    /// (what its `piv run` would use). Default: the project directory's name.
+    #[arg(long, env = "TELEGRAM_PROJECT_PREFIX", value_name = "PREFIX")]
+    pub project_prefix: Option<String>,
     /// Sender name recorded in the signal file (`from`).
     #[arg(long, value_name = "NAME", default_value = "terminal")]
     pub from: String,

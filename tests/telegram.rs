@@ -12,8 +12,9 @@ use actix::prelude::*;
 
 use piv::actors::bot_owner::{BotOwnerActor, BotOwnerSettings, StopPolling};
 use piv::actors::control::{Control, Notify, SendHtml};
-use piv::actors::notifier::{Flush, NotifierActor, NotifierSettings, TelegramSettings};
+use piv::actors::notifier::{Flush, NotifierActor, NotifierSettings};
 use piv::actors::registry::{InstanceIdentity, Register, RegistryActor};
+use piv::config::TelegramSettings;
 use piv::core::control::{ControlAction, ControlReply};
 use piv::core::events::RunEvent;
 use piv::core::telegram_text::{telegram_len, TELEGRAM_LIMIT};

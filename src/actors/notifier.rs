@@ -17,28 +17,11 @@ use actix::prelude::*;
 use tokio::sync::{watch, Notify as WakeUp};
 
 use crate::actors::control::{Notify, SendHtml};
+use crate::config::TelegramSettings;
 use crate::core::events::{plain_text, telegram_html, terminal_line};
 use crate::core::telegram_text::{split_tagged, TELEGRAM_LIMIT};
 use crate::io::send_budget::{interval_for_chat, SendBudget};
 use crate::io::telegram::{TelegramClient, TelegramError};
-
-/// How the instance reaches its Telegram chat (filled from the configuration).
-#[derive(Clone)]
-pub struct TelegramSettings {
-    pub token: String,
-    pub chat_id: i64,
-    pub api_url: String,
-}
-
-impl std::fmt::Debug for TelegramSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TelegramSettings")
-            .field("token", &"<redacted>")
-            .field("chat_id", &self.chat_id)
-            .field("api_url", &self.api_url)
-            .finish()
-    }
-}
 
 /// What the notifier needs: the tag, the home holding the shared send budget, and the
 /// chat (none = terminal only).
@@ -323,15 +306,5 @@ mod tests {
         }
         assert_eq!(outbox.take_next().as_deref(), Some("a\n\nb\n\nc"));
         assert_eq!(outbox.take_next(), None);
-    }
-
-    #[test]
-    fn settings_debug_hides_the_token() {
-        let s = TelegramSettings {
-            token: "123:secret-token-value".into(),
-            chat_id: 1,
-            api_url: "http://x".into(),
-        };
-        assert!(!format!("{s:?}").contains("secret-token-value"));
     }
 }

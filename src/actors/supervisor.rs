@@ -157,7 +157,7 @@ impl SupervisorActor {
             prefix: cfg.prefix.clone(),
             home: cfg.home.clone(),
             telegram: cfg.telegram.clone(),
-            panic_on_first_event: cfg.inject_notifier_panic,
+            panic_on_first_event: cfg.faults.notifier_panic,
         })
         .start();
         self.notifier = Some(notifier.clone());

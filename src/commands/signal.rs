@@ -104,13 +104,15 @@ pub struct Target {
     pub project_dir: PathBuf,
 }
 
-/// Picks the target: `-` or a disabled registry means `--project` directly, anything
-/// else is looked up in the registry.
+/// Picks the target: `-` or a disabled registry means `--project` directly (named by
+/// `configured_prefix` when its instance published none), anything else is looked up in
+/// the registry.
 pub fn find_target(
     prefix: &str,
     project: Option<&Path>,
     home: Option<&Path>,
     registry_disabled: bool,
+    configured_prefix: Option<&str>,
 ) -> Result<Target, SignalCommandError> {
     let direct = prefix == DIRECT_PREFIX || registry_disabled;
     let target = if direct {
@@ -124,7 +126,7 @@ pub fn find_target(
         let project_dir = status::canonical(&resolve_project_dir(Some(project)));
         let label = if prefix == DIRECT_PREFIX {
             let pid = PidFile::running(&project_dir);
-            status::unregistered_prefix(&project_dir, pid)
+            status::unregistered_prefix(&project_dir, pid, configured_prefix)
         } else {
             prefix.to_string()
         };
@@ -165,6 +167,7 @@ pub fn run(args: &SignalArgs) -> i32 {
         args.project.as_deref(),
         args.home.as_deref(),
         args.no_registry,
+        args.project_prefix.as_deref(),
     )
     .and_then(|target| send(&target, action, &args.from).map(|_| target));
     match result {
@@ -237,7 +240,7 @@ mod tests {
             ("-", true, "--project"),
             ("a", true, "PIV_REGISTRY_DISABLED"),
         ] {
-            let e = find_target(prefix, None, None, disabled).unwrap_err();
+            let e = find_target(prefix, None, None, disabled, None).unwrap_err();
             assert!(e.to_string().contains(text), "{prefix} {disabled}: {e}");
             assert_eq!(e.exit_code(), exit::USAGE);
         }
@@ -247,10 +250,10 @@ mod tests {
     fn direct_target_must_exist() {
         let dir = tempfile::tempdir().unwrap();
         let gone = dir.path().join("gone");
-        let e = find_target("x", Some(&gone), None, true).unwrap_err();
+        let e = find_target("x", Some(&gone), None, true, None).unwrap_err();
         assert!(matches!(e, SignalCommandError::NoProjectDir(_)), "{e}");
         assert!(!gone.exists(), "not recreated");
-        let t = find_target("x", Some(dir.path()), None, true).unwrap();
+        let t = find_target("x", Some(dir.path()), None, true, None).unwrap();
         assert_eq!(t.prefix, "x");
     }
 }

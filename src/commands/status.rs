@@ -91,16 +91,18 @@ fn facts_of(instance: &Instance) -> InstanceFacts {
 }
 
 /// The prefix an unregistered project goes by: the one its live instance published, else
-/// `TELEGRAM_PROJECT_PREFIX`, else the directory's name (what `piv run` would use).
-pub fn unregistered_prefix(project_dir: &Path, live_pid: Option<u32>) -> String {
+/// `configured` (`--project-prefix` / `TELEGRAM_PROJECT_PREFIX`), else the directory's
+/// name (what `piv run` would use).
+pub fn unregistered_prefix(
+    project_dir: &Path,
+    live_pid: Option<u32>,
+    configured: Option<&str>,
+) -> String {
     if let Some(state) = state_file::read(project_dir).filter(|s| Some(s.pid) == live_pid) {
         return state.prefix;
     }
-    if let Some(prefix) = std::env::var("TELEGRAM_PROJECT_PREFIX")
-        .ok()
-        .filter(|p| !p.trim().is_empty())
-    {
-        return prefix;
+    if let Some(prefix) = configured.filter(|p| !p.trim().is_empty()) {
+        return prefix.to_string();
     }
     project_dir
         .file_name()
@@ -110,11 +112,11 @@ pub fn unregistered_prefix(project_dir: &Path, live_pid: Option<u32>) -> String 
 
 /// What is known about `project_dir` (canonical) without the registry: the `piv run`
 /// holding the project lock, if one does (a live PID alone may be a reused one).
-fn facts_from_pid_file(project_dir: &Path) -> InstanceFacts {
+fn facts_from_pid_file(project_dir: &Path, configured_prefix: Option<&str>) -> InstanceFacts {
     let pid = PidFile::running(project_dir);
     let record = pid.and_then(|_| PidFile::read(project_dir));
     InstanceFacts {
-        prefix: unregistered_prefix(project_dir, pid),
+        prefix: unregistered_prefix(project_dir, pid, configured_prefix),
         project_dir: project_dir.display().to_string(),
         pid,
         is_bot_owner: false,
@@ -122,11 +124,13 @@ fn facts_from_pid_file(project_dir: &Path) -> InstanceFacts {
     }
 }
 
-/// This project's status: its registry entry when it has one, else its PID file.
+/// This project's status: its registry entry when it has one, else its PID file (and
+/// `configured_prefix`, see [`unregistered_prefix`]).
 pub fn project_status(
     project_dir: &Path,
     home_arg: Option<&Path>,
     registry_disabled: bool,
+    configured_prefix: Option<&str>,
 ) -> Result<InstanceStatus, StatusError> {
     if !project_dir.is_dir() {
         return Err(StatusError::NoProjectDir(project_dir.to_path_buf()));
@@ -139,7 +143,7 @@ pub fn project_status(
     };
     let facts = match entry_for(&registered, &project_dir) {
         Some(instance) => facts_of(instance),
-        None => facts_from_pid_file(&project_dir),
+        None => facts_from_pid_file(&project_dir, configured_prefix),
     };
     Ok(status_probe::probe(&facts, &project_dir))
 }
@@ -198,7 +202,13 @@ pub fn run(args: &StatusArgs) -> i32 {
         all_statuses(args.home.as_deref(), args.no_registry)
     } else {
         let project_dir = resolve_project_dir(args.project.as_deref());
-        project_status(&project_dir, args.home.as_deref(), args.no_registry).map(|s| vec![s])
+        project_status(
+            &project_dir,
+            args.home.as_deref(),
+            args.no_registry,
+            args.project_prefix.as_deref(),
+        )
+        .map(|s| vec![s])
     };
     match statuses {
         Ok(statuses) => print_stdout(&render(&statuses, args.all, args.json)),
@@ -217,7 +227,7 @@ mod tests {
     fn missing_project_dir_is_a_usage_error_naming_it() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("gone");
-        let err = project_status(&missing, Some(dir.path()), true).unwrap_err();
+        let err = project_status(&missing, Some(dir.path()), true, None).unwrap_err();
         assert_eq!(err.exit_code(), exit::USAGE);
         assert!(err.to_string().contains("gone"), "{err}");
     }
@@ -227,6 +237,21 @@ mod tests {
         let err = all_statuses(None, true).unwrap_err();
         assert_eq!(err.exit_code(), exit::USAGE);
         assert!(err.to_string().contains("PIV_REGISTRY_DISABLED"), "{err}");
+    }
+
+    #[test]
+    fn an_unregistered_prefix_is_published_else_configured_else_the_dir_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let project = dir.path().join("proj");
+        std::fs::create_dir(&project).unwrap();
+        for (configured, want) in [
+            (Some("ops"), "ops"),
+            (Some("  "), "proj"),
+            (Some(""), "proj"),
+            (None, "proj"),
+        ] {
+            assert_eq!(unregistered_prefix(&project, None, configured), want);
+        }
     }
 
     #[test]
@@ -252,7 +277,7 @@ mod tests {
     #[test]
     fn json_is_one_object_per_shape() {
         let dir = tempfile::tempdir().unwrap();
-        let s = project_status(dir.path(), None, true).unwrap();
+        let s = project_status(dir.path(), None, true, None).unwrap();
         assert!(s.error.is_some(), "no manifest: {s:?}");
         let one: serde_json::Value =
             serde_json::from_str(&render(std::slice::from_ref(&s), false, true)).unwrap();

@@ -19,6 +19,7 @@ use tokio::sync::watch;
 
 use crate::actors::control::Notify;
 use crate::actors::manifest::{ManifestActor, ReadManifest, RestoreManifest, UpdateManifest};
+pub use crate::config::RunnerSettings;
 use crate::core::control::{ControlAction, ControlReply};
 use crate::core::events::RunEvent;
 use crate::core::manifest::{
@@ -29,8 +30,7 @@ use crate::core::status::{RunState, RuntimeState};
 use crate::core::step::{self, RunMemory, Step};
 use crate::core::supervision::StopReason;
 use crate::core::taxonomy::{Category, Recovery};
-use crate::core::waits::{LimitPolicy, OutagePolicy};
-use crate::io::agent::{self, AgentConfig, PairingOutcome};
+use crate::io::agent::{self, PairingOutcome};
 use crate::io::clock::now_rfc3339;
 use crate::io::{git, state_file};
 
@@ -72,28 +72,6 @@ pub struct StopSteps {
 #[rtype(result = "()")]
 pub struct StopRun {
     pub by: String,
-}
-
-/// Everything the loop needs to know, fixed for the life of the process.
-#[derive(Debug, Clone)]
-pub struct RunnerSettings {
-    pub project_dir: PathBuf,
-    pub prefix: String,
-    pub agent: AgentConfig,
-    pub only_phase: Option<u32>,
-    pub max_cost_usd: Option<f64>,
-    pub heartbeat: Duration,
-    pub started_at: String,
-    /// Test hook (`PIV_FAULT_INJECT=phase_runner_panic:N`): the loop panics at its start
-    /// the first N times, to exercise crash recording and the restart budget.
-    pub inject_panics: u32,
-    /// Test hook (`PIV_FAULT_INJECT=manifest_write_fail:N`): every manifest write after
-    /// the first N fails, as on a full disk.
-    pub fail_manifest_writes_after: Option<u32>,
-    /// At most this many agent sessions per phase in one run (`PIV_MAX_SESSIONS_PER_PHASE`).
-    pub max_sessions_per_phase: u32,
-    pub outage: OutagePolicy,
-    pub limit: LimitPolicy,
 }
 
 #[derive(Debug, Clone, PartialEq)]
