@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 
 use crate::cli::{exit, resolve_project_dir, StatusArgs};
 use crate::core::registry::Instance;
-use crate::core::status::{render_table, InstanceFacts, InstanceStatus};
+use crate::core::status::{unix_secs, InstanceFacts, InstanceStatus};
+use crate::core::status_report::render_table;
 use crate::io::home::{self, HomeError};
 use crate::io::pid_file::PidFile;
 use crate::io::registry_store::{RegistryError, RegistryStore};
@@ -79,17 +80,6 @@ pub fn entry_for<'a>(instances: &'a [Instance], project_dir: &Path) -> Option<&'
         })
 }
 
-/// What the registry says about a registered instance.
-fn facts_of(instance: &Instance) -> InstanceFacts {
-    InstanceFacts {
-        prefix: instance.prefix.clone(),
-        project_dir: instance.project_dir.clone(),
-        pid: Some(instance.pid),
-        is_bot_owner: instance.is_bot_owner,
-        started_at_unix_secs: status_probe::unix_secs(&instance.started_at),
-    }
-}
-
 /// The prefix an unregistered project goes by: the one its live instance published, else
 /// `configured` (`--project-prefix` / `TELEGRAM_PROJECT_PREFIX`), else the directory's
 /// name (what `piv run` would use).
@@ -120,7 +110,7 @@ fn facts_from_pid_file(project_dir: &Path, configured_prefix: Option<&str>) -> I
         project_dir: project_dir.display().to_string(),
         pid,
         is_bot_owner: false,
-        started_at_unix_secs: record.and_then(|r| status_probe::unix_secs(&r.started_at)),
+        started_at_unix_secs: record.and_then(|r| unix_secs(&r.started_at)),
     }
 }
 
@@ -142,7 +132,7 @@ pub fn project_status(
         registered_instances(home_arg)?
     };
     let facts = match entry_for(&registered, &project_dir) {
-        Some(instance) => facts_of(instance),
+        Some(instance) => InstanceFacts::of(instance),
         None => facts_from_pid_file(&project_dir, configured_prefix),
     };
     Ok(status_probe::probe(&facts, &project_dir))
@@ -161,7 +151,7 @@ pub fn all_statuses(
     instances.sort_by(|a, b| a.prefix.cmp(&b.prefix));
     Ok(instances
         .iter()
-        .map(|i| status_probe::probe(&facts_of(i), Path::new(&i.project_dir)))
+        .map(|i| status_probe::probe(&InstanceFacts::of(i), Path::new(&i.project_dir)))
         .collect())
 }
 

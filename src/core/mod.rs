@@ -12,6 +12,7 @@ pub mod next_action;
 pub mod registry;
 pub mod signal;
 pub mod status;
+pub mod status_report;
 pub mod step;
 pub mod stream;
 pub mod supervision;

@@ -4,6 +4,8 @@
 
 pub mod agent;
 pub mod atomic_file;
+pub mod bot_offset;
+pub mod chat_sender;
 pub mod clock;
 pub mod git;
 pub mod gitignore;
