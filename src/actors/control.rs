@@ -15,12 +15,6 @@ use crate::core::events::RunEvent;
 #[rtype(result = "()")]
 pub struct Notify(pub RunEvent);
 
-/// Send an already formatted HTML text to the chat (the notifier adds the `[prefix] `
-/// tag, splits and throttles). Used for command replies. Terminal: printed as plain text.
-#[derive(Message, Debug, Clone)]
-#[rtype(result = "()")]
-pub struct SendHtml(pub String);
-
 /// A control action, from the chat (`/pause`) or a signal (`piv signal`, another
 /// instance's bot). The one entry point for local and remote commands alike: the
 /// supervisor takes every `Control` (shutdown is its ordered shutdown) and hands the rest

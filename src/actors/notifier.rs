@@ -13,9 +13,9 @@ use std::rc::Rc;
 use actix::prelude::*;
 use tokio::sync::{watch, Notify as WakeUp};
 
-use crate::actors::control::{Notify, SendHtml};
+use crate::actors::control::Notify;
 use crate::config::TelegramSettings;
-use crate::core::events::{plain_text, telegram_html, terminal_line};
+use crate::core::events::{telegram_html, terminal_line};
 use crate::io::chat_sender::ChatSender;
 use crate::io::send_budget::SendBudget;
 use crate::io::telegram::TelegramClient;
@@ -151,17 +151,6 @@ impl Handler<Notify> for NotifierActor {
             if let Some(html) = telegram_html(&event) {
                 self.outbox.push(html);
             }
-        }
-    }
-}
-
-impl Handler<SendHtml> for NotifierActor {
-    type Result = ();
-
-    fn handle(&mut self, SendHtml(html): SendHtml, _: &mut Self::Context) {
-        println!("{}", plain_text(&html));
-        if self.sender.is_some() {
-            self.outbox.push(html);
         }
     }
 }
