@@ -23,6 +23,7 @@ use piv::io::signal_queue;
 use piv::testkit::bot_api::BotApiStandIn;
 use piv::testkit::fake_claude::{Action, Rule, Scenario};
 
+use crate::support::pollers::current_poller;
 use crate::support::*;
 
 const TOKEN: &str = "246810:chaos-test-token-not-a-secret";
@@ -181,11 +182,7 @@ fn owner_killed_20_times_loses_nothing() {
             let mut owner = None;
             assert!(
                 wait_until(DEADLINE, || {
-                    owner = standin
-                        .poll_starts()
-                        .iter()
-                        .rev()
-                        .find_map(|p| p.pid.filter(|pid| live_pids.contains(pid)));
+                    owner = current_poller(&standin.poll_starts(), &live_pids);
                     owner.is_some()
                 }),
                 "kill {kill}: no live instance polls"

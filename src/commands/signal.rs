@@ -195,13 +195,7 @@ pub fn run(args: &SignalArgs) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn instances(prefixes: &[&str]) -> Vec<Instance> {
-        prefixes
-            .iter()
-            .map(|p| Instance::new(*p, format!("/p/{p}"), 1, "t", "m"))
-            .collect()
-    }
+    use crate::core::registry::instances_named as instances;
 
     #[test]
     fn prefix_resolution_table() {

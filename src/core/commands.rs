@@ -193,6 +193,7 @@ pub fn reply_status_unreadable(reason: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::registry::instances_named as instances;
 
     fn s(v: &str) -> Option<String> {
         Some(v.to_string())
@@ -269,13 +270,6 @@ mod tests {
             parse_command("/go@PivBot", Some("@pivbot")),
             Some(Command::Control(ControlAction::Go, None))
         );
-    }
-
-    fn instances(prefixes: &[&str]) -> Vec<Instance> {
-        prefixes
-            .iter()
-            .map(|p| Instance::new(*p, format!("/p/{p}"), 1, "t", "m"))
-            .collect()
     }
 
     #[test]

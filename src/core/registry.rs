@@ -208,6 +208,15 @@ pub fn resolve_prefix<S: AsRef<str>>(prefixes: &[S], wanted: &str) -> Result<usi
     }
 }
 
+/// Registry entries with these prefixes (project `/p/<prefix>`), for tests.
+#[cfg(test)]
+pub(crate) fn instances_named(prefixes: &[&str]) -> Vec<Instance> {
+    prefixes
+        .iter()
+        .map(|p| Instance::new(*p, format!("/p/{p}"), 1, "t", "m"))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
