@@ -361,7 +361,11 @@ fn registry_disabled_targets_the_project_directly() {
     );
     assert!(out.stdout.is_empty());
 
-    // This project's status comes from its PID file (a live pid: this test process).
+    // This project's status comes from its PID file (a live pid: this test process,
+    // which holds the project lock as a running `piv run` would).
+    let _project_lock = piv::io::lock::try_lock_exclusive(&proj.join(piv::io::pid_file::LOCK_FILE))
+        .unwrap()
+        .expect("the project lock is free");
     let pid_record = serde_json::json!({
         "pid": std::process::id(),
         "startedAt": "2026-01-01T00:00:00.000Z",
