@@ -22,7 +22,7 @@ mod common;
 use std::time::{Duration, SystemTime};
 
 use common::*;
-use piv::core::signal::SignalAction;
+use piv::core::control::ControlAction;
 use piv::io::signal_queue;
 use piv::testkit::fake_claude::{Action, Rule, Scenario};
 use piv::testkit::rng::Rng;
@@ -110,9 +110,9 @@ fn run_mode(name: &str, notify: bool, samples: usize) -> ModeResult {
     let burst_start = SystemTime::now();
     for i in 0..BURST {
         let action = if i.is_multiple_of(2) {
-            SignalAction::Pause
+            ControlAction::Pause
         } else {
-            SignalAction::Resume
+            ControlAction::Resume
         };
         signal_queue::enqueue(&project.dir, action, &format!("b{i:04}")).expect("enqueue");
     }

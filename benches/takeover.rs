@@ -22,6 +22,7 @@ use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::pollers::current_poller;
 use common::*;
 use piv::testkit::bot_api::BotApiStandIn;
 use piv::testkit::fake_claude::{Action, Rule, Scenario};
@@ -118,11 +119,7 @@ fn main() {
         let live_pids: HashSet<u32> = live.iter().map(|l| l.child.id()).collect();
         let mut owner = None;
         wait_for(STEP, "an owner among the live instances", || {
-            owner = standin
-                .poll_starts()
-                .iter()
-                .rev()
-                .find_map(|p| p.pid.filter(|pid| live_pids.contains(pid)));
+            owner = current_poller(&standin.poll_starts(), &live_pids);
             owner.is_some()
         });
         let owner = owner.unwrap();

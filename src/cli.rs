@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::core::control::ControlAction;
 use crate::core::manifest::ManifestError;
 use crate::core::next_action::{next_action, NextAction};
-use crate::core::signal::SignalAction;
 use crate::io::manifest_file::{self, ManifestFileError};
 
 /// Process exit codes (design §5).
@@ -168,6 +168,9 @@ pub struct RunArgs {
     /// unavailable (network file systems, watch limit reached).
     #[arg(long, env = "PIV_SIGNAL_POLL_MS", default_value_t = 2000)]
     pub signal_poll_ms: u64,
+    /// Watch the signal queue with file events (`0`: poll only, every PIV_SIGNAL_POLL_MS).
+    #[arg(long, env = "PIV_SIGNAL_NOTIFY", default_value = "1", value_name = "0|1", value_parser = switch_on_unless_zero)]
+    pub signal_notify: bool,
     /// piv's per-user directory: the registry, the bot-owner lock, the send budget.
     /// Default: ~/.piv-orchestrator.
     #[arg(long, env = "PIV_HOME", value_name = "DIR")]
@@ -225,6 +228,15 @@ pub struct RunArgs {
     /// past; it doubles while the limit persists.
     #[arg(long, env = "PIV_LIMIT_MIN_WAIT_SECS", default_value_t = 60)]
     pub limit_min_wait_secs: u64,
+    /// A test hook (`phase_runner_panic:N`, `notifier_panic` or `manifest_write_fail:N`;
+    /// see `config::FaultInjection`). Not for normal use.
+    #[arg(long, env = "PIV_FAULT_INJECT", value_name = "HOOK", hide = true)]
+    pub fault_inject: Option<String>,
+}
+
+/// A switch that is on unless it is `0` (surrounding spaces ignored).
+fn switch_on_unless_zero(value: &str) -> Result<bool, std::convert::Infallible> {
+    Ok(value.trim() != "0")
 }
 
 /// Options of `piv dry-run`.
@@ -260,30 +272,20 @@ pub struct StatusArgs {
     /// from its PID file only, and --all is refused.
     #[arg(long, env = "PIV_REGISTRY_DISABLED", value_parser = clap::builder::FalseyValueParser::new())]
     pub no_registry: bool,
+    /// The prefix of a project that is not registered and whose instance published none
+    /// (what its `piv run` would use). Default: the project directory's name.
+    #[arg(long, env = "TELEGRAM_PROJECT_PREFIX", value_name = "PREFIX")]
+    pub project_prefix: Option<String>,
 }
 
-/// What `piv signal` asks an instance to do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum SignalActionArg {
-    /// Start (or continue) running phases.
-    Go,
-    /// Hold before the next step.
-    Pause,
-    /// Continue after a pause.
-    Resume,
-    /// Stop cleanly.
-    Shutdown,
-}
-
-impl From<SignalActionArg> for SignalAction {
-    fn from(action: SignalActionArg) -> SignalAction {
-        match action {
-            SignalActionArg::Go => SignalAction::Go,
-            SignalActionArg::Pause => SignalAction::Pause,
-            SignalActionArg::Resume => SignalAction::Resume,
-            SignalActionArg::Shutdown => SignalAction::Shutdown,
-        }
-    }
+/// `piv signal`'s ACTION: the control vocabulary's wire names, each with its help (the
+/// names and texts are [`ControlAction`]'s, so there is nothing to map by hand).
+fn control_action_parser() -> impl clap::builder::TypedValueParser<Value = ControlAction> {
+    use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+    PossibleValuesParser::new(
+        ControlAction::ALL.map(|a| PossibleValue::new(a.as_str()).help(a.describe())),
+    )
+    .map(|name| ControlAction::from_name(&name).expect("only the actions' names are accepted"))
 }
 
 /// Options of `piv signal`.
@@ -294,8 +296,8 @@ pub struct SignalArgs {
     #[arg(value_name = "PREFIX")]
     pub prefix: String,
     /// What to ask the instance to do.
-    #[arg(value_enum, value_name = "ACTION")]
-    pub action: SignalActionArg,
+    #[arg(value_name = "ACTION", value_parser = control_action_parser())]
+    pub action: ControlAction,
     /// Target this project directly instead of looking the prefix up in the registry;
     /// used when the prefix is `-` or the registry is disabled.
     #[arg(long, env = "PIV_PROJECT_DIR", value_name = "DIR")]
@@ -306,6 +308,10 @@ pub struct SignalArgs {
     /// Do not read the registry (single-instance mode): --project is then required.
     #[arg(long, env = "PIV_REGISTRY_DISABLED", value_parser = clap::builder::FalseyValueParser::new())]
     pub no_registry: bool,
+    /// The prefix of a project that is not registered and whose instance published none
+    /// (what its `piv run` would use). Default: the project directory's name.
+    #[arg(long, env = "TELEGRAM_PROJECT_PREFIX", value_name = "PREFIX")]
+    pub project_prefix: Option<String>,
     /// Sender name recorded in the signal file (`from`).
     #[arg(long, value_name = "NAME", default_value = "terminal")]
     pub from: String,
@@ -398,6 +404,23 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn signal_takes_every_action_by_its_wire_name() {
+        for action in ControlAction::ALL {
+            let cli = Cli::try_parse_from(["piv", "signal", "b", action.as_str()]).unwrap();
+            let Command::Signal(args) = cli.command else {
+                panic!("signal parsed as another command");
+            };
+            assert_eq!(args.action, action);
+        }
+        for bad in ["Pause", "stop", ""] {
+            assert!(
+                Cli::try_parse_from(["piv", "signal", "b", bad]).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

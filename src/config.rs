@@ -1,13 +1,13 @@
 //! `piv run`'s configuration in its second stage: the command line and environment
-//! (`cli::RunArgs`, stage one) checked once and turned into a [`RunConfig`] that the
-//! actors use as is. Nothing here starts anything.
+//! (`cli::RunArgs`, stage one: clap reads every variable) checked once and turned into a
+//! [`RunConfig`] and the settings the actors take as they are. Nothing here starts
+//! anything, and nothing here knows the actors: config sits below them.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::actors::notifier::TelegramSettings;
-use crate::actors::phase_runner::RunnerSettings;
 use crate::cli::RunArgs;
+use crate::core::waits::{LimitPolicy, OutagePolicy};
 use crate::io::agent::AgentConfig;
 
 /// Everything a run needs, validated.
@@ -32,15 +32,85 @@ pub struct RunConfig {
     pub exit_when_done: bool,
     pub max_restarts: usize,
     pub restart_window: Duration,
-    pub inject_panics: u32,
-    /// Test hook (`PIV_FAULT_INJECT=manifest_write_fail:N`).
-    pub fail_manifest_writes_after: Option<u32>,
     pub max_sessions_per_phase: u32,
-    pub outage: crate::core::waits::OutagePolicy,
-    pub limit: crate::core::waits::LimitPolicy,
-    /// Test hook (`PIV_FAULT_INJECT=notifier_panic`): the notifier panics on its first
-    /// event.
-    pub inject_notifier_panic: bool,
+    pub outage: OutagePolicy,
+    pub limit: LimitPolicy,
+    /// Test hooks (`PIV_FAULT_INJECT`).
+    pub faults: FaultInjection,
+}
+
+/// How the instance reaches its Telegram chat.
+#[derive(Clone)]
+pub struct TelegramSettings {
+    pub token: String,
+    pub chat_id: i64,
+    pub api_url: String,
+}
+
+impl std::fmt::Debug for TelegramSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TelegramSettings")
+            .field("token", &"<redacted>")
+            .field("chat_id", &self.chat_id)
+            .field("api_url", &self.api_url)
+            .finish()
+    }
+}
+
+/// Everything the phase runner's loop needs to know, fixed for the life of the process.
+#[derive(Debug, Clone)]
+pub struct RunnerSettings {
+    pub project_dir: PathBuf,
+    pub prefix: String,
+    pub agent: AgentConfig,
+    pub only_phase: Option<u32>,
+    pub max_cost_usd: Option<f64>,
+    pub heartbeat: Duration,
+    pub started_at: String,
+    /// Test hook (`PIV_FAULT_INJECT=phase_runner_panic:N`): the loop panics at its start
+    /// the first N times, to exercise crash recording and the restart budget.
+    pub inject_panics: u32,
+    /// Test hook (`PIV_FAULT_INJECT=manifest_write_fail:N`): every manifest write after
+    /// the first N fails, as on a full disk.
+    pub fail_manifest_writes_after: Option<u32>,
+    /// At most this many agent sessions per phase in one run (`PIV_MAX_SESSIONS_PER_PHASE`).
+    pub max_sessions_per_phase: u32,
+    pub outage: OutagePolicy,
+    pub limit: LimitPolicy,
+}
+
+/// The test hooks of `PIV_FAULT_INJECT`, one of three forms (anything else injects
+/// nothing): `phase_runner_panic:N`, `notifier_panic`, `manifest_write_fail:N`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FaultInjection {
+    /// `phase_runner_panic:N`: the loop panics at its start the first N times (a crash
+    /// inside the loop: crash record and restart budget).
+    pub runner_panics: u32,
+    /// `notifier_panic`: the notifier panics on its first event (a crash outside the
+    /// loop: the ordered shutdown).
+    pub notifier_panic: bool,
+    /// `manifest_write_fail:N`: every manifest write after the first N fails, as on a
+    /// full disk.
+    pub manifest_writes_fail_after: Option<u32>,
+}
+
+impl FaultInjection {
+    /// Parses `PIV_FAULT_INJECT` (`--fault-inject`); the counts may be padded.
+    pub fn parse(value: Option<&str>) -> FaultInjection {
+        let mut faults = FaultInjection::default();
+        let Some(value) = value else {
+            return faults;
+        };
+        let count = |form: &str| value.strip_prefix(form)?.trim().parse::<u32>().ok();
+        if value == "notifier_panic" {
+            faults.notifier_panic = true;
+        } else if let Some(n) = count("phase_runner_panic:") {
+            faults.runner_panics = n;
+        } else if let Some(n) = count("manifest_write_fail:") {
+            faults.manifest_writes_fail_after = Some(n);
+        }
+        faults
+    }
 }
 
 /// The longest single wait of an outage backoff (the waits double up to it).
@@ -110,7 +180,7 @@ impl RunConfig {
             registry_enabled: !args.registry_disabled,
             started_at,
             signal_poll: Duration::from_millis(args.signal_poll_ms.max(10)),
-            signal_notify: std::env::var("PIV_SIGNAL_NOTIFY").map_or(true, |v| v.trim() != "0"),
+            signal_notify: args.signal_notify,
             telegram: telegram_settings(args),
             agent,
             only_phase: args.phase,
@@ -119,22 +189,17 @@ impl RunConfig {
             exit_when_done: args.exit_when_done,
             max_restarts: args.max_restarts,
             restart_window: Duration::from_secs(args.restart_window_secs.max(1)),
-            inject_panics: fault_injection(std::env::var("PIV_FAULT_INJECT").ok().as_deref()),
-            fail_manifest_writes_after: std::env::var("PIV_FAULT_INJECT")
-                .ok()
-                .and_then(|v| v.strip_prefix("manifest_write_fail:")?.trim().parse().ok()),
             max_sessions_per_phase: args.max_sessions_per_phase.max(1),
-            outage: crate::core::waits::OutagePolicy {
+            outage: OutagePolicy {
                 first_wait_secs: args.outage_backoff_secs.max(1),
                 cap_secs: OUTAGE_WAIT_CAP_SECS.max(args.outage_backoff_secs),
                 max_secs: args.outage_max_secs,
             },
-            limit: crate::core::waits::LimitPolicy {
+            limit: LimitPolicy {
                 min_wait_secs: args.limit_min_wait_secs.max(1),
                 ..Default::default()
             },
-            inject_notifier_panic: std::env::var("PIV_FAULT_INJECT").as_deref()
-                == Ok("notifier_panic"),
+            faults: FaultInjection::parse(args.fault_inject.as_deref()),
         })
     }
 
@@ -147,8 +212,8 @@ impl RunConfig {
             max_cost_usd: self.max_cost_usd,
             heartbeat: self.heartbeat,
             started_at: self.started_at.clone(),
-            inject_panics: self.inject_panics,
-            fail_manifest_writes_after: self.fail_manifest_writes_after,
+            inject_panics: self.faults.runner_panics,
+            fail_manifest_writes_after: self.faults.manifest_writes_fail_after,
             max_sessions_per_phase: self.max_sessions_per_phase,
             outage: self.outage,
             limit: self.limit,
@@ -207,24 +272,62 @@ fn telegram_settings(args: &RunArgs) -> Option<TelegramSettings> {
     }
 }
 
-/// `PIV_FAULT_INJECT=phase_runner_panic:N` (a test hook): the loop panics N times.
-/// (`PIV_FAULT_INJECT=notifier_panic` is the other hook: a panic outside the loop.)
-fn fault_injection(value: Option<&str>) -> u32 {
-    value
-        .and_then(|v| v.strip_prefix("phase_runner_panic:"))
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or(0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn fault_injection_parses_only_its_own_form() {
-        assert_eq!(fault_injection(Some("phase_runner_panic:3")), 3);
-        assert_eq!(fault_injection(Some("something_else:3")), 0);
-        assert_eq!(fault_injection(None), 0);
+    fn fault_injection_table() {
+        let none = FaultInjection::default();
+        let cases = [
+            (None, none),
+            (
+                Some("phase_runner_panic:3"),
+                FaultInjection {
+                    runner_panics: 3,
+                    ..none
+                },
+            ),
+            (
+                Some("phase_runner_panic: 2 "),
+                FaultInjection {
+                    runner_panics: 2,
+                    ..none
+                },
+            ),
+            (
+                Some("notifier_panic"),
+                FaultInjection {
+                    notifier_panic: true,
+                    ..none
+                },
+            ),
+            (
+                Some("manifest_write_fail:0"),
+                FaultInjection {
+                    manifest_writes_fail_after: Some(0),
+                    ..none
+                },
+            ),
+            (Some("something_else:3"), none),
+            (Some("phase_runner_panic:x"), none),
+            (Some("notifier_panic:1"), none),
+            (Some(" notifier_panic"), none),
+            (Some(""), none),
+        ];
+        for (value, want) in cases {
+            assert_eq!(FaultInjection::parse(value), want, "{value:?}");
+        }
+    }
+
+    #[test]
+    fn settings_debug_hides_the_token() {
+        let s = TelegramSettings {
+            token: "123:secret-token-value".into(),
+            chat_id: 1,
+            api_url: "http://x".into(),
+        };
+        assert!(!format!("{s:?}").contains("secret-token-value"));
     }
 
     #[test]

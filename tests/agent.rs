@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 use piv::core::stream::SessionError;
 use piv::io::agent::{missing_commands, run_pairing, run_session, AgentConfig};
 use piv::io::git;
+
+use crate::support;
 use piv::testkit::fake_claude::{Action, Rule, Scenario, LOG_ENV, SCRIPT_ENV};
 use serde_json::Value;
 use tokio::sync::watch;
@@ -538,6 +540,9 @@ async fn scripted_failures_are_classified() {
 async fn a_missing_binary_is_an_error_outcome() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = AgentConfig::new(dir.path().join("no-such-claude"), dir.path());
+    // The command file exists: what is missing is the CLI itself.
+    std::fs::create_dir_all(dir.path().join(".claude/commands")).unwrap();
+    std::fs::write(dir.path().join(".claude/commands/prime.md"), "# /prime\n").unwrap();
     let out = run_session(&cfg, "/prime", None, no_cancel()).await;
     assert!(out.error.is_some());
     assert!(out.stderr_tail.contains("no-such-claude"));
@@ -571,8 +576,8 @@ fn git_checkpoint_and_rollback_on_a_real_repo() {
     assert_eq!(git::head(repo), None);
     assert!(git::ensure_repo(repo).unwrap());
     assert!(!git::ensure_repo(repo).unwrap());
-    assert_eq!(git::commit_count(repo).unwrap(), 1);
-    assert!(!git::has_uncommitted(repo).unwrap());
+    assert_eq!(support::commit_count(repo), 1);
+    assert!(!support::has_uncommitted(repo));
 
     let now = chrono::DateTime::parse_from_rfc3339("2026-02-19T11:05:00.123Z")
         .unwrap()
@@ -591,14 +596,14 @@ fn git_checkpoint_and_rollback_on_a_real_repo() {
     std::fs::write(repo.join("a.txt"), "changed\n").unwrap();
     std::fs::create_dir_all(repo.join("new/dir")).unwrap();
     std::fs::write(repo.join("new/dir/b.txt"), "untracked\n").unwrap();
-    assert!(git::has_uncommitted(repo).unwrap());
+    assert!(support::has_uncommitted(repo));
     git::rollback(repo, &tag).unwrap();
     assert_eq!(
         std::fs::read_to_string(repo.join("a.txt")).unwrap(),
         "one\n"
     );
     assert!(!repo.join("new").exists());
-    assert!(!git::has_uncommitted(repo).unwrap());
+    assert!(!support::has_uncommitted(repo));
 
     let err = git::rollback(repo, "piv-checkpoint/no-such-tag")
         .unwrap_err()
@@ -624,7 +629,7 @@ fn checkpoint_in_a_repo_without_commits_makes_one_first() {
     let tag = git::create_checkpoint(repo, 1, now).unwrap();
     assert!(tag.starts_with("piv-checkpoint/phase-1-"));
     assert!(!tag.contains(':') && !tag.contains('.'));
-    assert_eq!(git::commit_count(repo).unwrap(), 1);
+    assert_eq!(support::commit_count(repo), 1);
 }
 
 #[tokio::test]
@@ -640,6 +645,6 @@ async fn fake_commit_commits_the_project() {
         let out = run_session(&cfg, p, None, no_cancel()).await;
         assert_eq!(out.error, None, "{p}: {out:?}");
     }
-    assert_eq!(git::commit_count(&fx.project).unwrap(), 2);
-    assert!(!git::has_uncommitted(&fx.project).unwrap());
+    assert_eq!(support::commit_count(&fx.project), 2);
+    assert!(!support::has_uncommitted(&fx.project));
 }

@@ -153,12 +153,22 @@ async fn rejected_credentials_stop_the_session_at_the_first_retry() {
 }
 
 /// 2.1.332 would send an unknown command to the model as plain text and "succeed";
-/// piv stops the session at its init line, before any result (the cost is unknown, not
-/// $0). 2.1.197 answers "Unknown command" itself: the same verdict.
+/// piv stops the session at its init line when the CLI does not list the command, before
+/// any result (the cost is unknown, not $0). 2.1.197 answers "Unknown command" itself: the
+/// same verdict. (Here the command file exists, but the CLI does not know the command.)
 #[tokio::test]
 async fn an_unlisted_command_is_stopped_at_init() {
     for version in ["2.1.332", "2.1.197"] {
-        let fx = Fixture::new(Scenario::new().cli_version(version));
+        let fx = Fixture::new(
+            Scenario::new()
+                .cli_version(version)
+                .rule(Rule::new("/no-such-command", Action::UnknownCommand)),
+        );
+        std::fs::write(
+            fx.project.join(".claude/commands/no-such-command.md"),
+            "# /no-such-command\n",
+        )
+        .unwrap();
         let out = run_session(&fx.cfg(), "/no-such-command x", None, no_cancel()).await;
         assert_eq!(
             out.error,
@@ -172,10 +182,32 @@ async fn an_unlisted_command_is_stopped_at_init() {
         if version == "2.1.332" {
             assert_eq!(out.cost_usd, None, "stopped before the model answered");
         }
+        assert_eq!(fx.calls().len(), 1, "the CLI was started");
         // A listed command runs.
         let out = run_session(&fx.cfg(), "/prime", None, no_cancel()).await;
         assert_eq!(out.error, None, "{version}: {out:?}");
     }
+}
+
+/// A command whose file is missing is refused before the CLI starts at all (the file may
+/// have been deleted since the start-up check): nothing runs, nothing is spent.
+#[tokio::test]
+async fn a_command_without_its_file_is_refused_before_the_cli_starts() {
+    let fx = Fixture::new(Scenario::new());
+    std::fs::remove_file(fx.project.join(".claude/commands/execute.md")).unwrap();
+    let out = run_session(&fx.cfg(), "/execute plan.md", None, no_cancel()).await;
+    assert_eq!(
+        out.error,
+        Some(SessionError::UnknownCommand {
+            name: "execute".into()
+        })
+    );
+    assert_eq!(out.cost_usd, Some(0.0));
+    assert!(
+        fx.calls().is_empty(),
+        "the CLI was started: {:?}",
+        fx.calls()
+    );
 }
 
 /// A resumed call reports its session's cumulative total (as the real CLI does): piv

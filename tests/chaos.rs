@@ -17,12 +17,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use piv::core::control::ControlAction;
 use piv::core::registry::Registry;
-use piv::core::signal::SignalAction;
 use piv::io::signal_queue;
 use piv::testkit::bot_api::BotApiStandIn;
 use piv::testkit::fake_claude::{Action, Rule, Scenario};
 
+use crate::support::pollers::current_poller;
 use crate::support::*;
 
 const TOKEN: &str = "246810:chaos-test-token-not-a-secret";
@@ -169,9 +170,9 @@ fn owner_killed_20_times_loses_nothing() {
             if signals.len() < SIGNALS && kill % 3 == 1 {
                 let target = &live[rng.range(0, live.len() as u64) as usize];
                 let action = if signals.len().is_multiple_of(2) {
-                    SignalAction::Pause
+                    ControlAction::Pause
                 } else {
-                    SignalAction::Resume
+                    ControlAction::Resume
                 };
                 let from = format!("chaos-s{}", signals.len());
                 signal_queue::enqueue(&target.sb.project, action, &from).expect("enqueue");
@@ -181,11 +182,7 @@ fn owner_killed_20_times_loses_nothing() {
             let mut owner = None;
             assert!(
                 wait_until(DEADLINE, || {
-                    owner = standin
-                        .poll_starts()
-                        .iter()
-                        .rev()
-                        .find_map(|p| p.pid.filter(|pid| live_pids.contains(pid)));
+                    owner = current_poller(&standin.poll_starts(), &live_pids);
                     owner.is_some()
                 }),
                 "kill {kill}: no live instance polls"

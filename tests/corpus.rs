@@ -13,10 +13,11 @@ use std::time::{Duration, Instant};
 
 use piv::core::commands::{
     is_allowed_chat, parse_command, reply_ask_which, reply_sent, reply_unknown_command,
-    reply_unknown_prefix, route, Command as ChatCommand, Route, REPLY_STARTING,
+    reply_unknown_prefix, route, Command as ChatCommand, Route,
 };
-use piv::core::registry::Registry;
-use piv::core::signal::{queue_file_name, SignalAction};
+use piv::core::control::{ControlAction, ControlReply};
+use piv::core::registry::{Instance, Registry};
+use piv::core::signal::queue_file_name;
 use piv::core::stream::parse_line;
 use piv::core::telegram_text::{
     format_escalation, format_help, split_tagged, telegram_len, TELEGRAM_LIMIT,
@@ -302,12 +303,12 @@ fn every_bad_signal_is_rejected_and_the_valid_one_after_them_is_delivered() {
     fs::create_dir(next_name()).unwrap();
     bad += 4;
     // Queued last: its name sorts after every bad one.
-    enqueue(&project, SignalAction::Pause, "corpus").unwrap();
+    enqueue(&project, ControlAction::Pause, "corpus").unwrap();
 
     let p = project.clone();
     let result = within_deadline("drain", move || drain_ready(&p, None));
-    let actions: Vec<SignalAction> = result.delivered.iter().map(|m| m.action).collect();
-    assert_eq!(actions, vec![SignalAction::Pause]);
+    let actions: Vec<ControlAction> = result.delivered.iter().map(|m| m.action).collect();
+    assert_eq!(actions, vec![ControlAction::Pause]);
     assert_eq!(result.rejected.len(), bad, "{:?}", result.rejected);
     assert!(result.errors.is_empty(), "{:?}", result.errors);
     assert_eq!(fs::read_dir(rejected_dir(&project)).unwrap().count(), bad);
@@ -374,15 +375,15 @@ fn telegram_cases() -> Vec<TelegramCase> {
 
 /// What the bot would answer, built only with the real reply builders.
 fn reply_for(command: &ChatCommand) -> String {
-    let known = ["alpha".to_string(), "beta".to_string()];
+    let others = [Instance::new("beta", "/p/beta", 1, "t", "m")];
     match command {
         ChatCommand::Unknown(name) => reply_unknown_command(name),
         ChatCommand::Help | ChatCommand::Status(_) => format_help(),
-        other => {
-            let (action, target) = other.as_remote_action().unwrap();
-            match route(target, "alpha", &known) {
-                Route::Local => REPLY_STARTING.to_string(),
-                Route::Remote { prefix } => reply_sent(action, &prefix),
+        ChatCommand::Control(action, target) => {
+            let action = *action;
+            match route(target.as_deref(), "alpha", &others) {
+                Route::Local => ControlReply::Started.text().to_string(),
+                Route::Remote(other) => reply_sent(action, &other.prefix),
                 Route::AskWhich { prefixes } => reply_ask_which(action, &prefixes),
                 Route::UnknownPrefix { prefix, known } => reply_unknown_prefix(&prefix, &known),
             }

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::{Child, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use piv::core::signal::SignalAction;
+use piv::core::control::ControlAction;
 use piv::core::status::{RunState, RuntimeState};
 use piv::io::{signal_queue, state_file};
 use piv::testkit::fake_claude::{Action, Rule, Scenario};
@@ -326,9 +326,9 @@ fn two_signals_one_millisecond_apart_are_handled_in_order() {
     inst.start(&[]);
     let pgid = inst.wait_hang("/prime", 1);
     inst.wait_registered();
-    signal_queue::enqueue(&inst.sb.project, SignalAction::Pause, "test").unwrap();
+    signal_queue::enqueue(&inst.sb.project, ControlAction::Pause, "test").unwrap();
     std::thread::sleep(Duration::from_millis(1));
-    signal_queue::enqueue(&inst.sb.project, SignalAction::Resume, "test").unwrap();
+    signal_queue::enqueue(&inst.sb.project, ControlAction::Resume, "test").unwrap();
     inst.wait_stdout("Resuming execution");
     let stdout = inst.sb.run_stdout();
     let paused = stdout

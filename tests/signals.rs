@@ -12,7 +12,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use actix::prelude::*;
 use piv::actors::signal_watcher::{SignalReceived, SignalWatcherActor};
-use piv::core::signal::{queue_file_name, SignalAction, SignalMessage, MAX_SIGNAL_BYTES};
+use piv::core::control::ControlAction;
+use piv::core::signal::{queue_file_name, SignalMessage, MAX_SIGNAL_BYTES};
 use piv::io::signal_queue::{
     drain_ready, enqueue, enqueue_message, legacy_signal_path, rejected_dir, signals_dir,
 };
@@ -32,7 +33,7 @@ fn child_sender() {
     let from = std::env::var("PIV_TEST_FROM").unwrap();
     let count: usize = std::env::var("PIV_TEST_COUNT").unwrap().parse().unwrap();
     for n in 0..count {
-        enqueue(&project, SignalAction::Go, &format!("{from}-{n}")).unwrap();
+        enqueue(&project, ControlAction::Go, &format!("{from}-{n}")).unwrap();
     }
     println!("SENT");
 }
@@ -79,15 +80,15 @@ fn assert_once_in_order(got: &[SignalMessage], senders: &[&str], per_sender: usi
 #[test]
 fn two_signals_one_millisecond_apart_are_both_delivered_in_order() {
     let dir = tempfile::tempdir().unwrap();
-    enqueue(dir.path(), SignalAction::Pause, "a").unwrap();
+    enqueue(dir.path(), ControlAction::Pause, "a").unwrap();
     std::thread::sleep(Duration::from_millis(1));
-    enqueue(dir.path(), SignalAction::Resume, "a").unwrap();
-    let actions: Vec<SignalAction> = drain_ready(dir.path(), None)
+    enqueue(dir.path(), ControlAction::Resume, "a").unwrap();
+    let actions: Vec<ControlAction> = drain_ready(dir.path(), None)
         .delivered
         .into_iter()
         .map(|m| m.action)
         .collect();
-    assert_eq!(actions, vec![SignalAction::Pause, SignalAction::Resume]);
+    assert_eq!(actions, vec![ControlAction::Pause, ControlAction::Resume]);
     assert!(drain_ready(dir.path(), None).delivered.is_empty());
 }
 
@@ -103,7 +104,7 @@ fn burst_of_1000_from_two_threads_is_delivered_once_in_order() {
             let project = project.clone();
             std::thread::spawn(move || {
                 for n in 0..500 {
-                    enqueue(&project, SignalAction::Go, &format!("{name}-{n}")).unwrap();
+                    enqueue(&project, ControlAction::Go, &format!("{name}-{n}")).unwrap();
                 }
             })
         })
@@ -171,7 +172,7 @@ fn every_invalid_kind_is_rejected_and_the_next_valid_signal_is_delivered() {
     // SAFETY: a valid NUL-terminated path.
     assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
     fs::create_dir(name(6)).unwrap();
-    enqueue(&project, SignalAction::Shutdown, "ops").unwrap();
+    enqueue(&project, ControlAction::Shutdown, "ops").unwrap();
 
     // Run the drain on a thread so that a blocking open of the FIFO would fail the test
     // instead of hanging it.
@@ -180,8 +181,8 @@ fn every_invalid_kind_is_rejected_and_the_next_valid_signal_is_delivered() {
     std::thread::spawn(move || tx.send(drain_ready(&p, None)).unwrap());
     let result = rx.recv_timeout(DEADLINE).expect("drain must not block");
 
-    let actions: Vec<SignalAction> = result.delivered.iter().map(|m| m.action).collect();
-    assert_eq!(actions, vec![SignalAction::Shutdown]);
+    let actions: Vec<ControlAction> = result.delivered.iter().map(|m| m.action).collect();
+    assert_eq!(actions, vec![ControlAction::Shutdown]);
     assert_eq!(result.rejected.len(), 6, "{:?}", result.rejected);
     let mut in_rejected: Vec<String> = fs::read_dir(rejected_dir(&project))
         .unwrap()
@@ -202,7 +203,7 @@ fn every_invalid_kind_is_rejected_and_the_next_valid_signal_is_delivered() {
     assert_eq!(left.len(), 1, "{left:?}");
 
     // And the queue keeps working afterwards.
-    enqueue(&project, SignalAction::Go, "ops").unwrap();
+    enqueue(&project, ControlAction::Go, "ops").unwrap();
     assert_eq!(drain_ready(&project, None).delivered.len(), 1);
 }
 
@@ -212,13 +213,13 @@ fn every_invalid_kind_is_rejected_and_the_next_valid_signal_is_delivered() {
 fn signals_older_than_the_start_are_discarded() {
     let dir = tempfile::tempdir().unwrap();
     let old = SignalMessage {
-        action: SignalAction::Shutdown,
+        action: ControlAction::Shutdown,
         timestamp: (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339(),
         from: "yesterday".into(),
     };
     enqueue_message(dir.path(), &old).unwrap();
     let start = SystemTime::now() - Duration::from_secs(60);
-    enqueue(dir.path(), SignalAction::Go, "now").unwrap();
+    enqueue(dir.path(), ControlAction::Go, "now").unwrap();
     let result = drain_ready(dir.path(), Some(start));
     assert_eq!(result.discarded, vec![old]);
     assert_eq!(result.delivered.len(), 1);
@@ -240,7 +241,7 @@ fn legacy_signal_file_is_accepted() {
     .unwrap();
     let result = drain_ready(dir.path(), Some(SystemTime::now()));
     assert_eq!(result.delivered.len(), 1);
-    assert_eq!(result.delivered[0].action, SignalAction::Pause);
+    assert_eq!(result.delivered[0].action, ControlAction::Pause);
     assert!(!legacy.exists());
 
     fs::write(&legacy, "garbage").unwrap();
@@ -301,18 +302,18 @@ fn start_watcher(
 async fn polling_fallback_delivers_without_notify() {
     let dir = tempfile::tempdir().unwrap();
     let leftover = SignalMessage {
-        action: SignalAction::Shutdown,
+        action: ControlAction::Shutdown,
         timestamp: (chrono::Utc::now() - chrono::Duration::minutes(5)).to_rfc3339(),
         from: "old".into(),
     };
     enqueue_message(dir.path(), &leftover).unwrap();
     let (_watcher, seen) = start_watcher(dir.path(), Duration::from_millis(100), false);
-    enqueue(dir.path(), SignalAction::Pause, "t-0").unwrap();
-    enqueue(dir.path(), SignalAction::Resume, "t-1").unwrap();
+    enqueue(dir.path(), ControlAction::Pause, "t-0").unwrap();
+    enqueue(dir.path(), ControlAction::Resume, "t-1").unwrap();
     wait_for_count(&seen, 2, "polling").await;
     let got = seen.lock().unwrap().clone();
     let actions: Vec<_> = got.iter().map(|m| m.action).collect();
-    assert_eq!(actions, vec![SignalAction::Pause, SignalAction::Resume]);
+    assert_eq!(actions, vec![ControlAction::Pause, ControlAction::Resume]);
 }
 
 /// With notify on and polling effectively off (one hour), notify alone delivers, and the
@@ -328,10 +329,10 @@ async fn watcher_delivers_through_notify() {
         assert!(Instant::now() < end, "watcher did not start");
         actix_rt::time::sleep(Duration::from_millis(5)).await;
     }
-    enqueue(dir.path(), SignalAction::Go, "n-0").unwrap();
+    enqueue(dir.path(), ControlAction::Go, "n-0").unwrap();
     wait_for_count(&seen, 1, "notify").await;
     for n in 1..20 {
-        enqueue(dir.path(), SignalAction::Pause, &format!("n-{n}")).unwrap();
+        enqueue(dir.path(), ControlAction::Pause, &format!("n-{n}")).unwrap();
     }
     wait_for_count(&seen, 20, "notify burst").await;
     let got = seen.lock().unwrap().clone();

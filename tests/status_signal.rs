@@ -10,7 +10,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use piv::core::signal::{parse_signal, SignalAction};
+use piv::core::control::ControlAction;
+use piv::core::signal::parse_signal;
 use piv::core::status::{RunState, RuntimeState};
 use piv::io::registry_store::RegistryStore;
 use piv::io::{signal_queue, state_file};
@@ -255,7 +256,7 @@ fn signal_reaches_only_the_named_instance() {
     let files = queued(&b_dir);
     assert_eq!(files.len(), 1, "{files:?}");
     let message = parse_signal(&fs::read(&files[0]).unwrap()).unwrap();
-    assert_eq!(message.action, SignalAction::Pause);
+    assert_eq!(message.action, ControlAction::Pause);
     assert_eq!(message.from, "terminal");
     assert!(queued(&a_dir).is_empty(), "nothing for a");
 
@@ -273,7 +274,7 @@ fn signal_reaches_only_the_named_instance() {
     let second = parse_signal(&fs::read(&files[1]).unwrap()).unwrap();
     assert_eq!(
         (second.action, second.from.as_str()),
-        (SignalAction::Resume, "ops")
+        (ControlAction::Resume, "ops")
     );
 
     // An unknown prefix names the running ones and sends nothing.
@@ -330,7 +331,7 @@ fn registry_disabled_targets_the_project_directly() {
     let files = queued(&proj);
     assert_eq!(files.len(), 1);
     let message = parse_signal(&fs::read(&files[0]).unwrap()).unwrap();
-    assert_eq!(message.action, SignalAction::Shutdown);
+    assert_eq!(message.action, ControlAction::Shutdown);
 
     // Any prefix goes with --project (PIV_PROJECT_DIR here) when the registry is off.
     let out = piv(
@@ -360,9 +361,9 @@ fn registry_disabled_targets_the_project_directly() {
     );
     assert!(out.stdout.is_empty());
 
-    // This project's status comes from its PID file while a piv holds the project lock
-    // (here: this test process, as a running `piv run` would).
-    let _running = piv::io::lock::try_lock_exclusive(&proj.join(".agents/orchestrator.lock"))
+    // This project's status comes from its PID file (a live pid: this test process,
+    // which holds the project lock as a running `piv run` would).
+    let _project_lock = piv::io::lock::try_lock_exclusive(&proj.join(piv::io::pid_file::LOCK_FILE))
         .unwrap()
         .expect("the project lock is free");
     let pid_record = serde_json::json!({

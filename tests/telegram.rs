@@ -10,12 +10,13 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
-use piv::actors::bot_owner::{BotControl, BotOwnerActor, BotOwnerSettings, StopPolling};
-use piv::actors::control::{ControlReply, Go, Notify, Pause, Resume, SendHtml};
-use piv::actors::notifier::{Flush, NotifierActor, NotifierSettings, TelegramSettings};
+use piv::actors::bot_owner::{BotOwnerActor, BotOwnerSettings, StopPolling};
+use piv::actors::control::{Control, Notify};
+use piv::actors::notifier::{Flush, NotifierActor, NotifierSettings};
 use piv::actors::registry::{InstanceIdentity, Register, RegistryActor};
+use piv::config::TelegramSettings;
+use piv::core::control::{ControlAction, ControlReply};
 use piv::core::events::RunEvent;
-use piv::core::signal::SignalAction;
 use piv::core::telegram_text::{telegram_len, TELEGRAM_LIMIT};
 use piv::io::registry_store::RegistryStore;
 use piv::io::send_budget::PRIVATE_CHAT_INTERVAL;
@@ -97,11 +98,7 @@ impl World {
     ) -> (Addr<BotOwnerActor>, Calls) {
         let calls = Calls::default();
         let runner = FakeRunner(calls.clone()).start();
-        let control = BotControl {
-            go: runner.clone().recipient(),
-            pause: runner.clone().recipient(),
-            resume: runner.recipient(),
-        };
+        let control = runner.recipient::<Control>();
         let settings = BotOwnerSettings {
             prefix: prefix.into(),
             project_dir: project.to_path_buf(),
@@ -196,27 +193,16 @@ impl Actor for FakeRunner {
     type Context = Context<Self>;
 }
 
-impl Handler<Go> for FakeRunner {
-    type Result = ControlReply;
-    fn handle(&mut self, _: Go, _: &mut Self::Context) -> ControlReply {
-        self.0.lock().unwrap().push("go");
-        ControlReply::Started
-    }
-}
-
-impl Handler<Pause> for FakeRunner {
-    type Result = ControlReply;
-    fn handle(&mut self, _: Pause, _: &mut Self::Context) -> ControlReply {
-        self.0.lock().unwrap().push("pause");
-        ControlReply::Paused
-    }
-}
-
-impl Handler<Resume> for FakeRunner {
-    type Result = ControlReply;
-    fn handle(&mut self, _: Resume, _: &mut Self::Context) -> ControlReply {
-        self.0.lock().unwrap().push("resume");
-        ControlReply::Resumed
+impl Handler<Control> for FakeRunner {
+    type Result = MessageResult<Control>;
+    fn handle(&mut self, msg: Control, _: &mut Self::Context) -> Self::Result {
+        self.0.lock().unwrap().push(msg.action.as_str());
+        MessageResult(match msg.action {
+            ControlAction::Go => ControlReply::Started,
+            ControlAction::Pause => ControlReply::Paused,
+            ControlAction::Resume => ControlReply::Resumed,
+            ControlAction::Shutdown => ControlReply::ShuttingDown,
+        })
     }
 }
 
@@ -252,8 +238,10 @@ async fn notifier_sends_tagged_messages_in_order() {
     let notifier = world.notifier("a");
     let mut expected = Vec::new();
     for i in 0..5 {
-        notifier.do_send(SendHtml(format!("message <b>{i}</b>")));
-        expected.push(format!("message <b>{i}</b>"));
+        notifier.do_send(Notify(RunEvent::Resumed {
+            by: format!("message {i}"),
+        }));
+        expected.push(format!("▶️ <b>Resumed</b> (message {i})"));
     }
     notifier.do_send(Notify(RunEvent::PhaseStarted {
         phase: 2,
@@ -280,7 +268,7 @@ async fn a_429_storm_loses_nothing_and_keeps_order() {
     let notifier = world.notifier("a");
     let expected: Vec<String> = (0..8).map(|i| format!("storm message {i}")).collect();
     for m in &expected {
-        notifier.do_send(SendHtml(m.clone()));
+        notifier.do_send(Notify(RunEvent::Info(m.clone())));
     }
     flush(&notifier).await;
     assert!(world.api.rejected_429() >= 4, "the storm happened");
@@ -301,8 +289,8 @@ async fn instances_of_one_home_share_the_send_budget() {
     let b = world.notifier("b");
     let start = Instant::now();
     for round in 0..3 {
-        a.do_send(SendHtml(format!("a round {round}")));
-        b.do_send(SendHtml(format!("b round {round}")));
+        a.do_send(Notify(RunEvent::Info(format!("a round {round}"))));
+        b.do_send(Notify(RunEvent::Info(format!("b round {round}"))));
         flush(&a).await;
         flush(&b).await;
     }
@@ -319,10 +307,11 @@ async fn instances_of_one_home_share_the_send_budget() {
 async fn long_messages_are_split_with_the_tag_on_every_part() {
     let world = World::new();
     let notifier = world.notifier("proj");
+    // Escaped markup in the text: every `&lt;`/`&gt;` entity must survive the cuts.
     let paragraphs: Vec<String> = (0..4)
-        .map(|i| format!("<b>part {i}</b> {}", "x".repeat(2500)))
+        .map(|i| format!("<part {i}> {}", "x".repeat(2500)))
         .collect();
-    notifier.do_send(SendHtml(paragraphs.join("\n\n")));
+    notifier.do_send(Notify(RunEvent::Info(paragraphs.join("\n\n"))));
     flush(&notifier).await;
     let sent = world.sent();
     assert!(sent.len() >= 3, "split into parts: {}", sent.len());
@@ -330,7 +319,7 @@ async fn long_messages_are_split_with_the_tag_on_every_part() {
         assert!(telegram_len(&m.text) <= TELEGRAM_LIMIT);
     }
     let text = bodies_in_order(&sent, "[proj] ");
-    let heads: Vec<String> = (0..4).map(|i| format!("<b>part {i}</b>")).collect();
+    let heads: Vec<String> = (0..4).map(|i| format!("&lt;part {i}&gt;")).collect();
     assert_in_order(&text, &heads);
     assert!(world.api.rejected_sends().is_empty());
 }
@@ -342,7 +331,7 @@ async fn a_dead_api_never_stops_the_notifier() {
     let url_was = world.api.url().to_string();
     let World { api, dir, .. } = world;
     drop(api); // nothing listens there any more
-    notifier.do_send(SendHtml("lost one".into()));
+    notifier.do_send(Notify(RunEvent::Info("lost one".into())));
     notifier.do_send(Notify(RunEvent::Info("lost two".into())));
     flush(&notifier).await;
     // Still alive and still answering.
@@ -411,7 +400,7 @@ async fn commands_are_routed_to_the_right_instance() {
     assert_eq!(reply, "[a] ⏸ Sent /pause signal to [b]");
     let queued = drain_ready(&pb, None);
     assert_eq!(queued.delivered.len(), 1, "{queued:?}");
-    assert_eq!(queued.delivered[0].action, SignalAction::Pause);
+    assert_eq!(queued.delivered[0].action, ControlAction::Pause);
     assert_eq!(queued.delivered[0].from, "a");
     assert!(calls.lock().unwrap().is_empty(), "not handled locally");
     assert!(drain_ready(&pa, None).delivered.is_empty(), "a not paused");

@@ -7,6 +7,9 @@
 
 #![allow(dead_code)]
 
+#[path = "../../tests/support/pollers.rs"]
+pub mod pollers;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

@@ -4,36 +4,35 @@
 //! own, and the instant the owner exits or dies a waiter gets it and starts polling.
 //!
 //! Updates are never dropped on takeover, and answered once: the last handled
-//! `update_id` goes to `$PIV_HOME/bot-offset.json` after its reply is sent and before the
-//! next poll, and a new owner skips anything at or below it (Telegram forgets an update only
-//! when the next `getUpdates` confirms it). Commands are parsed and routed by
-//! `core::commands`; a command for another instance becomes a signal file in its queue.
+//! `update_id` goes to `$PIV_HOME/bot-offset.json` (`io::bot_offset`) after its reply is
+//! sent and before the next poll, and a new owner skips anything at or below it (Telegram
+//! forgets an update only when the next `getUpdates` confirms it). Commands are parsed and
+//! routed by `core::commands`; a command for this instance is a `Control` to the
+//! supervisor, one for another instance a signal file in its queue; statuses are shown by
+//! `core::status_report`; replies go out through `io::chat_sender`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use actix::prelude::*;
-use serde::{Deserialize, Serialize};
 use tokio::sync::{oneshot, watch};
 
-use crate::actors::control::{ControlReply, Go, Notify, Pause, Resume};
-use crate::actors::notifier::{ChatSender, NotifierActor};
+use crate::actors::control::{Control, Notify};
+use crate::actors::notifier::NotifierActor;
 use crate::actors::registry::{ListInstances, RegistryActor, SetBotOwner};
 use crate::core::commands::{
     command_menu, is_allowed_chat, parse_command, reply_ask_which, reply_sent,
-    reply_status_unreadable, reply_unknown_command, reply_unknown_prefix, route, Command,
-    RemoteAction, Route, StatusTarget,
+    reply_unknown_command, reply_unknown_prefix, route, Command, Route, StatusTarget,
 };
+use crate::core::control::ControlAction;
 use crate::core::events::RunEvent;
 use crate::core::manifest::ManifestView;
 use crate::core::registry::Instance;
-use crate::core::signal::SignalAction;
-use crate::core::status::{InstanceFacts, InstanceStatus, RunState};
-use crate::core::telegram_text::{
-    format_help, format_multi_status, format_status, FailureLine, MultiStatusEntry, NextLine,
-    PhaseRow, StatusInput,
-};
-use crate::io::atomic_file;
+use crate::core::status::{InstanceFacts, InstanceStatus};
+use crate::core::status_report::{multi_status_reply, status_reply};
+use crate::core::telegram_text::format_help;
+use crate::io::bot_offset::{read_last_handled, write_last_handled};
+use crate::io::chat_sender::ChatSender;
 use crate::io::lock::{lock_exclusive, try_lock_exclusive, LockGuard};
 use crate::io::send_budget::SendBudget;
 use crate::io::telegram::{IncomingUpdate, TelegramClient, TelegramError};
@@ -43,8 +42,6 @@ use crate::io::{manifest_file, signal_queue, status_probe};
 pub const DEFAULT_POLL_TIMEOUT_SECS: u32 = 25;
 /// The lock whose holder polls.
 pub const OWNER_LOCK_FILE: &str = "bot-owner.lock";
-/// The last handled update, shared by successive owners.
-pub const OFFSET_FILE: &str = "bot-offset.json";
 /// Poll failures back off from this, doubling...
 const FIRST_POLL_BACKOFF: Duration = Duration::from_secs(1);
 /// ...up to this.
@@ -78,14 +75,6 @@ impl std::fmt::Debug for BotOwnerSettings {
     }
 }
 
-/// The local phase runner, as far as chat commands drive it.
-#[derive(Clone)]
-pub struct BotControl {
-    pub go: Recipient<Go>,
-    pub pause: Recipient<Pause>,
-    pub resume: Recipient<Resume>,
-}
-
 /// Stop polling and release the owner lock (shutdown); resolves once released, so another
 /// instance can take over at once.
 #[derive(Message, Debug, Clone, Copy)]
@@ -100,44 +89,6 @@ pub struct OwnershipAcquired {
     pub waited: bool,
 }
 
-/// `bot-offset.json`.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct OffsetFile {
-    last_update_id: i64,
-}
-
-/// The last handled update id persisted in `home`; an unreadable file is set aside.
-pub fn read_last_handled(home: &Path) -> Option<i64> {
-    let path = home.join(OFFSET_FILE);
-    let bytes = std::fs::read(&path).ok()?;
-    match serde_json::from_slice::<OffsetFile>(&bytes) {
-        Ok(file) => Some(file.last_update_id),
-        Err(e) => {
-            match atomic_file::quarantine(&path) {
-                Ok(to) => tracing::warn!(
-                    "{} unreadable ({e}); set aside as {}",
-                    path.display(),
-                    to.display()
-                ),
-                Err(q) => tracing::warn!("{} unreadable ({e}); {q}", path.display()),
-            }
-            None
-        }
-    }
-}
-
-fn write_last_handled(home: &Path, update_id: i64) -> Result<(), atomic_file::AtomicFileError> {
-    let json = serde_json::to_vec(&OffsetFile {
-        last_update_id: update_id,
-    })
-    .expect("offset serialises");
-    // Between sending a reply and recording it, a killed owner leaves the next owner to
-    // answer again. Unsynced (rename only: visible to every process at once, lost only in
-    // a power cut) keeps that window to microseconds instead of two fsyncs.
-    atomic_file::write_unsynced(&home.join(OFFSET_FILE), &json)
-}
-
 /// The running poll loop, from the actor's side.
 struct PollHandle {
     stop: watch::Sender<bool>,
@@ -148,7 +99,7 @@ struct PollHandle {
 /// Waits for bot ownership, then polls and answers (see the module docs).
 pub struct BotOwnerActor {
     settings: BotOwnerSettings,
-    control: BotControl,
+    control: Recipient<Control>,
     notifier: Addr<NotifierActor>,
     registry: Option<Addr<RegistryActor>>,
     client: Option<TelegramClient>,
@@ -159,7 +110,7 @@ pub struct BotOwnerActor {
 impl BotOwnerActor {
     pub fn new(
         settings: BotOwnerSettings,
-        control: BotControl,
+        control: Recipient<Control>,
         notifier: Addr<NotifierActor>,
         registry: Option<Addr<RegistryActor>>,
     ) -> Self {
@@ -352,7 +303,7 @@ struct Poller {
     poll_timeout_secs: u32,
     client: TelegramClient,
     sender: ChatSender,
-    control: BotControl,
+    control: Recipient<Control>,
     registry: Option<Addr<RegistryActor>>,
     bot_username: Option<String>,
     last_handled: Option<i64>,
@@ -515,28 +466,22 @@ impl Poller {
             Command::Status(StatusTarget::All) => (own, self.all_status().await),
             Command::Status(StatusTarget::Prefix(target)) => {
                 let others = self.other_instances().await;
-                match route(Some(&target), &own, &prefixes(&others)) {
-                    Route::Remote { prefix } => match others.iter().find(|i| i.prefix == prefix) {
-                        Some(other) => (prefix, status_reply(probe_other(other).await)),
-                        None => (own, reply_unknown_prefix(&prefix, &prefixes(&others))),
-                    },
+                match route(Some(&target), &own, &others) {
+                    Route::Remote(other) => {
+                        let (status, view) = probe_other(other).await;
+                        (other.prefix.clone(), status_reply(&status, view.as_ref()))
+                    }
                     Route::UnknownPrefix { prefix, known } => {
                         (own, reply_unknown_prefix(&prefix, &known))
                     }
                     Route::Local | Route::AskWhich { .. } => (own.clone(), self.own_status().await),
                 }
             }
-            Command::Go(_) | Command::Pause(_) | Command::Resume(_) => {
-                let Some((action, target)) = command.as_remote_action() else {
-                    return (own, format_help());
-                };
+            Command::Control(action, target) => {
                 let others = self.other_instances().await;
-                let reply = match route(target, &own, &prefixes(&others)) {
+                let reply = match route(target.as_deref(), &own, &others) {
                     Route::Local => self.control_locally(action).await,
-                    Route::Remote { prefix } => match others.iter().find(|i| i.prefix == prefix) {
-                        Some(other) => self.signal_other(other, action).await,
-                        None => reply_unknown_prefix(&prefix, &prefixes(&others)),
-                    },
+                    Route::Remote(other) => self.signal_other(other, action).await,
                     Route::AskWhich { prefixes } => reply_ask_which(action, &prefixes),
                     Route::UnknownPrefix { prefix, known } => reply_unknown_prefix(&prefix, &known),
                 };
@@ -545,15 +490,10 @@ impl Poller {
         }
     }
 
-    async fn control_locally(&self, action: RemoteAction) -> String {
+    async fn control_locally(&self, action: ControlAction) -> String {
         let by = "telegram".to_string();
-        let reply = match action {
-            RemoteAction::Go => self.control.go.send(Go { by }).await,
-            RemoteAction::Pause => self.control.pause.send(Pause { by }).await,
-            RemoteAction::Resume => self.control.resume.send(Resume { by }).await,
-        };
-        match reply {
-            Ok(reply) => ControlReply::text(reply).to_string(),
+        match self.control.send(Control { action, by }).await {
+            Ok(reply) => reply.text().to_string(),
             Err(e) => {
                 tracing::warn!(error = %e, "the phase runner did not take a Telegram command");
                 format!("⚠️ Could not reach the runner: {e}")
@@ -561,16 +501,11 @@ impl Poller {
         }
     }
 
-    async fn signal_other(&self, other: &Instance, action: RemoteAction) -> String {
+    async fn signal_other(&self, other: &Instance, action: ControlAction) -> String {
         let dir = PathBuf::from(&other.project_dir);
         let from = self.prefix.clone();
-        let signal = match action {
-            RemoteAction::Go => SignalAction::Go,
-            RemoteAction::Pause => SignalAction::Pause,
-            RemoteAction::Resume => SignalAction::Resume,
-        };
         let queued =
-            tokio::task::spawn_blocking(move || signal_queue::enqueue(&dir, signal, &from)).await;
+            tokio::task::spawn_blocking(move || signal_queue::enqueue(&dir, action, &from)).await;
         match queued {
             Ok(Ok(path)) => {
                 tracing::info!(to = %other.prefix, action = action.as_str(), file = %path.display(),
@@ -623,26 +558,21 @@ impl Poller {
     }
 
     async fn own_status(&self) -> String {
-        let facts = self.own_facts();
-        let dir = self.project_dir.clone();
-        status_reply(probe_blocking(facts, dir).await)
+        let (status, view) = probe_blocking(self.own_facts(), self.project_dir.clone()).await;
+        status_reply(&status, view.as_ref())
     }
 
     async fn all_status(&self) -> String {
-        let mut entries = vec![multi_entry(
-            &probe_blocking(self.own_facts(), self.project_dir.clone())
+        let mut statuses = vec![
+            probe_blocking(self.own_facts(), self.project_dir.clone())
                 .await
                 .0,
-        )];
+        ];
         for other in self.other_instances().await {
-            entries.push(multi_entry(&probe_other(&other).await.0));
+            statuses.push(probe_other(&other).await.0);
         }
-        format_multi_status(&entries)
+        multi_status_reply(&statuses)
     }
-}
-
-fn prefixes(instances: &[Instance]) -> Vec<String> {
-    instances.iter().map(|i| i.prefix.clone()).collect()
 }
 
 fn next_backoff(backoff: &mut Duration) -> Duration {
@@ -675,171 +605,22 @@ async fn probe_blocking(facts: InstanceFacts, dir: PathBuf) -> Probed {
 }
 
 async fn probe_other(other: &Instance) -> Probed {
+    // This instance owns the bot, whatever another entry's mark still says.
     let facts = InstanceFacts {
-        prefix: other.prefix.clone(),
-        project_dir: other.project_dir.clone(),
-        pid: Some(other.pid),
         is_bot_owner: false,
-        started_at_unix_secs: status_probe::unix_secs(&other.started_at),
+        ..InstanceFacts::of(other)
     };
     probe_blocking(facts, PathBuf::from(&other.project_dir)).await
-}
-
-/// `/status` for one instance: the reference's layout plus a state line.
-fn status_reply((status, view): Probed) -> String {
-    match &status.error {
-        Some(error) => reply_status_unreadable(error),
-        None => format_status(&status_input(&status, view.as_ref())),
-    }
-}
-
-/// "running · Phase 2 · execute · $1.23 this run".
-fn state_line(status: &InstanceStatus) -> String {
-    let mut parts = vec![status.state.as_str().to_string()];
-    if let Some(phase) = status.phase {
-        parts.push(format!("Phase {phase}"));
-    }
-    if let Some(step) = &status.step {
-        parts.push(step.clone());
-    }
-    parts.push(format!("${:.2} this run", status.cost_usd));
-    let mut line = parts.join(" · ");
-    if let Some(why) = &status.why {
-        line.push_str(&format!(" — {why}"));
-    }
-    line
-}
-
-fn status_input(status: &InstanceStatus, view: Option<&ManifestView>) -> StatusInput {
-    StatusInput {
-        phases: view
-            .map(|v| {
-                v.phases
-                    .iter()
-                    .map(|(number, p)| PhaseRow {
-                        number: *number,
-                        plan: p.plan.as_str().to_string(),
-                        execution: p.execution.as_str().to_string(),
-                        validation: p.validation.as_str().to_string(),
-                    })
-                    .collect()
-            })
-            .unwrap_or_default(),
-        next: status.next.as_ref().map(|n| NextLine {
-            command: n.command.clone(),
-            argument: n.argument.clone(),
-            reason: n.reason.clone(),
-        }),
-        pending_failures: view
-            .map(|v| {
-                v.failures
-                    .iter()
-                    .filter(|f| f.is_pending())
-                    .map(|f| FailureLine {
-                        phase: f.phase,
-                        category: f.error_category.clone(),
-                        details: f.details.clone(),
-                    })
-                    .collect()
-            })
-            .unwrap_or_default(),
-        last_updated: view.and_then(|v| v.last_updated.clone()),
-        state: Some(state_line(status)),
-    }
-}
-
-fn multi_entry(status: &InstanceStatus) -> MultiStatusEntry {
-    MultiStatusEntry {
-        prefix: status.prefix.clone(),
-        pid: status.pid,
-        is_bot_owner: status.is_bot_owner,
-        phase: status.phase,
-        step: status.step.clone(),
-        paused: status.state == RunState::Paused,
-        done_phases: status.phases_done,
-        total_phases: status.phases_total,
-        next: status
-            .next
-            .as_ref()
-            .map(|n| (n.command.clone(), n.argument.clone())),
-        error: status.error.clone(),
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::next_action::{Confidence, NextAction};
-
-    fn status(state: RunState) -> InstanceStatus {
-        InstanceStatus {
-            prefix: "a".into(),
-            project_dir: "/p/a".into(),
-            pid: Some(7),
-            is_bot_owner: true,
-            state,
-            phase: Some(2),
-            step: Some("execute".into()),
-            next: Some(NextAction {
-                command: "execute".into(),
-                argument: Some("plan.md".into()),
-                reason: "r".into(),
-                confidence: Confidence::High,
-            }),
-            cost_usd: 1.234,
-            started_at: None,
-            last_activity: None,
-            uptime_secs: None,
-            phases_done: 1,
-            phases_total: 3,
-            why: None,
-            error: None,
-        }
-    }
-
-    #[test]
-    fn single_status_carries_state_step_and_cost() {
-        let text = status_reply((status(RunState::Running), None));
-        assert!(
-            text.contains("<b>State:</b> running · Phase 2 · execute · $1.23 this run"),
-            "{text}"
-        );
-        assert!(text.contains("<b>Next:</b> execute plan.md"), "{text}");
-        let mut broken = status(RunState::Running);
-        broken.error = Some("no <manifest>".into());
-        assert_eq!(
-            status_reply((broken, None)),
-            "⚠️ Could not read status: no &lt;manifest&gt;"
-        );
-    }
-
-    #[test]
-    fn multi_entry_maps_pause_and_owner() {
-        let e = multi_entry(&status(RunState::Paused));
-        assert!(e.paused && e.is_bot_owner);
-        assert_eq!((e.done_phases, e.total_phases), (1, 3));
-        assert_eq!(e.next, Some(("execute".into(), Some("plan.md".into()))));
-    }
 
     #[test]
     fn backoff_doubles_to_the_cap() {
         let mut b = FIRST_POLL_BACKOFF;
         let waits: Vec<u64> = (0..7).map(|_| next_backoff(&mut b).as_secs()).collect();
         assert_eq!(waits, vec![1, 2, 4, 8, 16, 30, 30]);
-    }
-
-    #[test]
-    fn offset_file_round_trips_and_bad_files_are_set_aside() {
-        let home = tempfile::tempdir().unwrap();
-        assert_eq!(read_last_handled(home.path()), None);
-        write_last_handled(home.path(), 100_123).unwrap();
-        assert_eq!(read_last_handled(home.path()), Some(100_123));
-        std::fs::write(home.path().join(OFFSET_FILE), "{oops").unwrap();
-        assert_eq!(read_last_handled(home.path()), None);
-        let kept = std::fs::read_dir(home.path())
-            .unwrap()
-            .flatten()
-            .any(|e| e.file_name().to_string_lossy().contains(".corrupt-"));
-        assert!(kept);
     }
 }

@@ -1,11 +1,12 @@
-//! The messages every actor may send to steer a run or to tell the human something:
-//! `Go`, `Pause`, `Resume` (handled by the PhaseRunnerActor, which replies with a
-//! [`ControlReply`]) and `Notify` (handled by the NotifierActor). They live apart from
-//! both actors because the signal watcher, the bot owner and the supervisor all send
-//! them.
+//! The messages several actors send: [`Control`] (a control action for the run: the bot
+//! owner and the signal path send it to the supervisor, which forwards all but shutdown
+//! to the PhaseRunnerActor; both reply with a [`ControlReply`]) and [`Notify`] (handled
+//! by the NotifierActor). They live apart from the actors that handle them because the
+//! signal watcher's receiver, the bot owner and the supervisor all send them.
 
 use actix::prelude::*;
 
+use crate::core::control::{ControlAction, ControlReply};
 use crate::core::events::RunEvent;
 
 /// Tell the human something: a terminal line always, and a Telegram message when
@@ -14,57 +15,13 @@ use crate::core::events::RunEvent;
 #[rtype(result = "()")]
 pub struct Notify(pub RunEvent);
 
-/// Send an already formatted HTML text to the chat (the notifier adds the `[prefix] `
-/// tag, splits and throttles). Used for command replies. Terminal: printed as plain text.
-#[derive(Message, Debug, Clone)]
-#[rtype(result = "()")]
-pub struct SendHtml(pub String);
-
-/// Hold before the next step. `by` says who asked (for the log and the reply).
-#[derive(Message, Debug, Clone)]
+/// A control action, from the chat (`/pause`) or a signal (`piv signal`, another
+/// instance's bot). The one entry point for local and remote commands alike: the
+/// supervisor takes every `Control` (shutdown is its ordered shutdown) and hands the rest
+/// to the phase runner. `by` says who asked (for the log and the `Paused` event).
+#[derive(Message, Debug, Clone, PartialEq, Eq)]
 #[rtype(result = "ControlReply")]
-pub struct Pause {
+pub struct Control {
+    pub action: ControlAction,
     pub by: String,
-}
-
-/// Continue after a pause.
-#[derive(Message, Debug, Clone)]
-#[rtype(result = "ControlReply")]
-pub struct Resume {
-    pub by: String,
-}
-
-/// Start the loop if it is not running (re-reading the manifest, so new phases run), or
-/// resume if paused.
-#[derive(Message, Debug, Clone)]
-#[rtype(result = "ControlReply")]
-pub struct Go {
-    pub by: String,
-}
-
-/// What a control message did; `text()` is the reply shown in the chat or terminal.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, MessageResponse)]
-pub enum ControlReply {
-    Paused,
-    AlreadyPaused,
-    Resumed,
-    NotPaused,
-    Started,
-    AlreadyRunning,
-    NothingRunning,
-}
-
-impl ControlReply {
-    /// The reference's reply texts (behaviour.md §9.1).
-    pub fn text(self) -> &'static str {
-        match self {
-            ControlReply::Paused => "⏸ Pausing after current step completes...",
-            ControlReply::AlreadyPaused => "⚠️ Already paused.",
-            ControlReply::Resumed => "▶️ Resuming execution...",
-            ControlReply::NotPaused => "⚠️ Not currently paused.",
-            ControlReply::Started => "🚀 Autonomous execution starting...",
-            ControlReply::AlreadyRunning => "⚠️ Execution already in progress.",
-            ControlReply::NothingRunning => "⚠️ Nothing is running to pause.",
-        }
-    }
 }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use actix::{Actor, Context, Handler, Message, Supervised};
 
-use crate::core::manifest::{Failure, ListSection, Manifest, ManifestUpdate};
+use crate::core::manifest::{Manifest, ManifestUpdate};
 use crate::io::manifest_file::{self, ManifestFileError};
 
 pub use crate::io::clock::now_rfc3339;
@@ -61,21 +61,6 @@ pub struct ReadManifest;
 #[rtype(result = "Result<Manifest, ManifestFileError>")]
 pub struct UpdateManifest(pub Vec<ManifestUpdate>);
 
-/// Appends one failure entry.
-#[derive(Debug, Clone, Message)]
-#[rtype(result = "Result<Manifest, ManifestFileError>")]
-pub struct AppendFailure(pub Failure);
-
-/// Sets `resolution` on every pending failure of (phase, command), e.g. `auto_fixed`
-/// after a retry succeeded.
-#[derive(Debug, Clone, Message)]
-#[rtype(result = "Result<Manifest, ManifestFileError>")]
-pub struct ResolveFailure {
-    pub phase: u32,
-    pub command: String,
-    pub resolution: String,
-}
-
 /// Writes back a manifest read earlier, whole: after a git rollback reset the file to the
 /// checkpoint, the run's record (sessions, plans, failures) must not be lost with the work.
 #[derive(Debug, Clone, Message)]
@@ -106,33 +91,10 @@ impl Handler<UpdateManifest> for ManifestActor {
     }
 }
 
-impl Handler<AppendFailure> for ManifestActor {
-    type Result = Result<Manifest, ManifestFileError>;
-
-    fn handle(&mut self, msg: AppendFailure, _ctx: &mut Context<Self>) -> Self::Result {
-        self.update(&[ManifestUpdate::Append {
-            section: ListSection::Failures,
-            entry: msg.0.to_value(),
-        }])
-    }
-}
-
-impl Handler<ResolveFailure> for ManifestActor {
-    type Result = Result<Manifest, ManifestFileError>;
-
-    fn handle(&mut self, msg: ResolveFailure, _ctx: &mut Context<Self>) -> Self::Result {
-        self.update(&[ManifestUpdate::ResolveFailures {
-            phase: msg.phase,
-            command: msg.command,
-            resolution: msg.resolution,
-        }])
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::manifest::StepStatus;
+    use crate::core::manifest::{Failure, ListSection, StepStatus};
     use actix::Supervisor;
     use std::fs;
 
@@ -154,6 +116,13 @@ mod tests {
             details: "vitest: 1 failed".into(),
             timestamp: "2030-01-01T00:00:00.000Z".into(),
         }
+    }
+
+    fn append_failure() -> UpdateManifest {
+        UpdateManifest(vec![ManifestUpdate::Append {
+            section: ListSection::Failures,
+            entry: failure().to_value(),
+        }])
     }
 
     #[actix_rt::test]
@@ -182,14 +151,14 @@ mod tests {
         let edited = fs::read_to_string(&path).unwrap() + "agent_note: hi\n";
         fs::write(&path, edited).unwrap();
 
-        let after = addr.send(AppendFailure(failure())).await.unwrap().unwrap();
+        let after = addr.send(append_failure()).await.unwrap().unwrap();
         assert_eq!(after.view().unwrap().failures, vec![failure()]);
         let resolved = addr
-            .send(ResolveFailure {
+            .send(UpdateManifest(vec![ManifestUpdate::ResolveFailures {
                 phase: 1,
                 command: "execute".into(),
                 resolution: "auto_fixed".into(),
-            })
+            }]))
             .await
             .unwrap()
             .unwrap();
@@ -218,11 +187,7 @@ mod tests {
 
         let broken = project("phases: [\n");
         let addr = ManifestActor::new(broken.path()).start();
-        let err = addr
-            .send(AppendFailure(failure()))
-            .await
-            .unwrap()
-            .unwrap_err();
+        let err = addr.send(append_failure()).await.unwrap().unwrap_err();
         assert!(err.manifest_error().is_some(), "{err}");
         assert_eq!(
             fs::read_to_string(manifest_file::manifest_path(broken.path())).unwrap(),

@@ -1,13 +1,14 @@
 //! SignalWatcherActor: watches one project's signal queue (`.agents/signals/`, plus the
 //! legacy `.agents/orchestrator.signal`) and delivers each valid signal, once and in
-//! order, as a [`SignalReceived`] to its recipient (the supervisor or phase runner, which
-//! decides what `go`/`pause`/`resume`/`shutdown` mean).
+//! order, as a [`SignalReceived`] to its recipient (the supervisor, which turns it into
+//! a `Control` on the one control path).
 //!
 //! Two triggers start a drain: notify events on the directory (fast) and a poll every
-//! `poll` interval (`PIV_SIGNAL_POLL_MS`, default 2000), which keeps delivering when
-//! notify gives no events (network filesystems, inotify watch limit reached). A drain is
-//! a few small files, so it runs on the actor's thread; the queue logic (claiming,
-//! rejecting, discarding signals older than the start) is `io::signal_queue`'s.
+//! `poll` interval (`PIV_SIGNAL_POLL_MS`, default 2000; `PIV_SIGNAL_NOTIFY=0` polls
+//! only), which keeps delivering when notify gives no events (network filesystems,
+//! inotify watch limit reached). A drain is a few small files, so it runs on the actor's
+//! thread; the queue logic (claiming, rejecting, discarding signals older than the
+//! start) is `io::signal_queue`'s.
 
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -20,18 +21,10 @@ use notify::Watcher;
 use crate::core::signal::SignalMessage;
 use crate::io::signal_queue;
 
-/// Default polling interval when `PIV_SIGNAL_POLL_MS` is unset.
-pub const DEFAULT_POLL: Duration = Duration::from_millis(2000);
-
 /// A valid signal taken from the queue (sent after this instance started).
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "()")]
 pub struct SignalReceived(pub SignalMessage);
-
-/// Drain the queue now (e.g. right after startup, or from a test).
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct DrainNow;
 
 /// Something changed in the signals directory (from notify's thread).
 struct DirChanged;
@@ -64,19 +57,6 @@ impl SignalWatcherActor {
             recipient,
             watcher: None,
         }
-    }
-
-    /// Like [`new`](Self::new), reading `PIV_SIGNAL_POLL_MS` (default 2000; an invalid or
-    /// zero value falls back to the default with a warning) and `PIV_SIGNAL_NOTIFY`
-    /// (`0` disables notify, polling only).
-    pub fn from_env(
-        project_dir: PathBuf,
-        started_at: SystemTime,
-        recipient: Recipient<SignalReceived>,
-    ) -> Self {
-        let poll = poll_from_env(std::env::var("PIV_SIGNAL_POLL_MS").ok().as_deref());
-        let use_notify = std::env::var("PIV_SIGNAL_NOTIFY").map_or(true, |v| v.trim() != "0");
-        Self::new(project_dir, started_at, poll, use_notify, recipient)
     }
 
     /// Takes every ready signal and sends it on, in order.
@@ -133,18 +113,6 @@ pub fn wakes_drain(event: &notify::Event) -> bool {
     }
 }
 
-/// Parses `PIV_SIGNAL_POLL_MS`.
-pub fn poll_from_env(value: Option<&str>) -> Duration {
-    match value.map(|v| v.trim().parse::<u64>()) {
-        None => DEFAULT_POLL,
-        Some(Ok(ms)) if ms > 0 => Duration::from_millis(ms),
-        Some(_) => {
-            tracing::warn!(value = ?value, "PIV_SIGNAL_POLL_MS is not a positive number of milliseconds; using 2000");
-            DEFAULT_POLL
-        }
-    }
-}
-
 impl Actor for SignalWatcherActor {
     type Context = Context<Self>;
 
@@ -178,14 +146,6 @@ impl StreamHandler<DirChanged> for SignalWatcherActor {
     }
 }
 
-impl Handler<DrainNow> for SignalWatcherActor {
-    type Result = ();
-
-    fn handle(&mut self, _: DrainNow, _: &mut Self::Context) {
-        self.drain();
-    }
-}
-
 /// A tokio receiver as a `Stream` for `ctx.add_stream` (no extra crate needed).
 struct ChannelStream<T>(tokio::sync::mpsc::UnboundedReceiver<T>);
 
@@ -208,24 +168,6 @@ impl<T> Stream for ChannelStream<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn poll_interval_from_env_table() {
-        for (value, expected) in [
-            (None, 2000),
-            (Some("100"), 100),
-            (Some(" 250 "), 250),
-            (Some("0"), 2000),
-            (Some("fast"), 2000),
-            (Some("-5"), 2000),
-        ] {
-            assert_eq!(
-                poll_from_env(value),
-                Duration::from_millis(expected),
-                "{value:?}"
-            );
-        }
-    }
 
     #[test]
     fn only_events_that_can_mean_a_new_signal_wake_a_drain() {

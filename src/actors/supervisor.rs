@@ -19,18 +19,18 @@ use std::time::{Duration, Instant, SystemTime};
 
 use actix::prelude::*;
 
-use crate::actors::bot_owner::{BotControl, BotOwnerActor, BotOwnerSettings, StopPolling};
-use crate::actors::control::{ControlReply, Go, Notify, Pause, Resume};
+use crate::actors::bot_owner::{BotOwnerActor, BotOwnerSettings, StopPolling};
+use crate::actors::control::{Control, Notify};
 use crate::actors::manifest::{ManifestActor, UpdateManifest};
 use crate::actors::notifier::{Flush, NotifierActor, NotifierSettings};
 use crate::actors::phase_runner::{PhaseRunnerActor, RunEnded, StartRun, StopRun, StopSteps};
 use crate::actors::registry::{Deregister, InstanceIdentity, Register, RegistryActor};
 use crate::actors::signal_watcher::{SignalReceived, SignalWatcherActor};
 use crate::config::RunConfig;
+use crate::core::control::{ControlAction, ControlReply};
 use crate::core::events::RunEvent;
 use crate::core::manifest::ManifestUpdate;
 use crate::core::next_action::next_action;
-use crate::core::signal::SignalAction;
 use crate::core::supervision::{RestartBudget, RestartDecision, StopReason};
 use crate::io::pid_file::PidFile;
 use crate::io::registry_store::RegistryStore;
@@ -159,7 +159,7 @@ impl SupervisorActor {
             prefix: cfg.prefix.clone(),
             home: cfg.home.clone(),
             telegram: cfg.telegram.clone(),
-            panic_on_first_event: cfg.inject_notifier_panic,
+            panic_on_first_event: cfg.faults.notifier_panic,
         })
         .start();
         self.notifier = Some(notifier.clone());
@@ -181,14 +181,14 @@ impl SupervisorActor {
                 api_url: tg.api_url.clone(),
                 poll_timeout_secs: crate::actors::bot_owner::DEFAULT_POLL_TIMEOUT_SECS,
             };
-            let control = BotControl {
-                go: runner.clone().recipient(),
-                pause: runner.clone().recipient(),
-                resume: runner.clone().recipient(),
-            };
             self.bot_owner = Some(
-                BotOwnerActor::new(settings, control, notifier.clone(), self.registry.clone())
-                    .start(),
+                BotOwnerActor::new(
+                    settings,
+                    me.clone().recipient::<Control>(),
+                    notifier.clone(),
+                    self.registry.clone(),
+                )
+                .start(),
             );
         }
         runner.do_send(StartRun);
@@ -354,33 +354,50 @@ impl Actor for SupervisorActor {
     }
 }
 
+impl SupervisorActor {
+    /// The one way a control action reaches the run, whoever sent it: shutdown is the
+    /// ordered shutdown, every other action goes to the phase runner's `Control` handler.
+    fn control(&mut self, msg: Control, ctx: &mut Context<Self>) -> ResponseFuture<ControlReply> {
+        if msg.action == ControlAction::Shutdown {
+            self.shutdown(StopReason::Requested { by: msg.by }, ctx);
+            return Box::pin(async { ControlReply::ShuttingDown });
+        }
+        let Some(runner) = self.runner.clone() else {
+            return Box::pin(async { ControlReply::RunnerUnavailable });
+        };
+        Box::pin(async move {
+            runner.send(msg).await.unwrap_or_else(|e| {
+                tracing::warn!("phase runner unavailable: {e}");
+                ControlReply::RunnerUnavailable
+            })
+        })
+    }
+}
+
+/// A control action from this instance's chat (the bot owner's local path).
+impl Handler<Control> for SupervisorActor {
+    type Result = ResponseFuture<ControlReply>;
+
+    fn handle(&mut self, msg: Control, ctx: &mut Context<Self>) -> Self::Result {
+        self.control(msg, ctx)
+    }
+}
+
+/// A signal from the queue: the same control path, and its reply announced.
 impl Handler<SignalReceived> for SupervisorActor {
     type Result = ();
 
     fn handle(&mut self, msg: SignalReceived, ctx: &mut Context<Self>) {
-        let by = format!("signal from {}", msg.0.from);
-        let Some(runner) = self.runner.clone() else {
-            return;
+        let control = Control {
+            action: msg.0.action,
+            by: format!("signal from {}", msg.0.from),
         };
-        type Reply = std::pin::Pin<
-            Box<dyn std::future::Future<Output = Result<ControlReply, MailboxError>>>,
-        >;
-        let reply: Reply = match msg.0.action {
-            SignalAction::Shutdown => return self.shutdown(StopReason::Requested { by }, ctx),
-            SignalAction::Pause => Box::pin(runner.send(Pause { by })),
-            SignalAction::Resume => Box::pin(runner.send(Resume { by })),
-            SignalAction::Go => Box::pin(runner.send(Go { by })),
-        };
-        ctx.spawn(reply.into_actor(self).map(|r, act, _| act.log_control(r)));
-    }
-}
-
-impl SupervisorActor {
-    fn log_control(&mut self, reply: Result<ControlReply, MailboxError>) {
-        match reply {
-            Ok(r) => self.say(RunEvent::Info(r.text().to_string())),
-            Err(e) => tracing::warn!("phase runner unavailable: {e}"),
-        }
+        let reply = self.control(control, ctx);
+        ctx.spawn(reply.into_actor(self).map(|reply, act, _| {
+            if let Some(text) = reply.announcement() {
+                act.say(RunEvent::Info(text.to_string()));
+            }
+        }));
     }
 }
 

@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use crate::cli::{exit, resolve_project_dir, SignalArgs};
-use crate::core::registry::Instance;
-use crate::core::signal::SignalAction;
+use crate::core::control::ControlAction;
+use crate::core::registry::{self, Instance, PrefixError};
 use crate::io::pid_file::PidFile;
 use crate::io::signal_queue::{self, SignalQueueError};
 
@@ -73,32 +73,26 @@ impl SignalCommandError {
     }
 }
 
-/// The instance `prefix` names: the exact match, else the only case-insensitive one.
+/// The instance `prefix` names, by [`registry::resolve_prefix`]'s rule (exact, else the
+/// one match ignoring case).
 pub fn resolve_prefix<'a>(
     instances: &'a [Instance],
     prefix: &str,
 ) -> Result<&'a Instance, SignalCommandError> {
-    if let Some(exact) = instances.iter().find(|i| i.prefix == prefix) {
-        return Ok(exact);
-    }
-    let wanted = prefix.to_lowercase();
-    let folded: Vec<&Instance> = instances
-        .iter()
-        .filter(|i| i.prefix.to_lowercase() == wanted)
-        .collect();
-    match folded.as_slice() {
-        [one] => Ok(one),
-        [] => {
-            let mut running: Vec<String> = instances.iter().map(|i| i.prefix.clone()).collect();
+    let prefixes: Vec<&str> = instances.iter().map(|i| i.prefix.as_str()).collect();
+    match registry::resolve_prefix(&prefixes, prefix) {
+        Ok(i) => Ok(&instances[i]),
+        Err(PrefixError::Unknown) => {
+            let mut running: Vec<String> = prefixes.iter().map(|p| p.to_string()).collect();
             running.sort();
             Err(SignalCommandError::UnknownPrefix {
                 prefix: prefix.to_string(),
                 running,
             })
         }
-        many => Err(SignalCommandError::AmbiguousPrefix {
+        Err(PrefixError::Ambiguous(matches)) => Err(SignalCommandError::AmbiguousPrefix {
             prefix: prefix.to_string(),
-            matches: many.iter().map(|i| i.prefix.clone()).collect(),
+            matches,
         }),
     }
 }
@@ -110,13 +104,15 @@ pub struct Target {
     pub project_dir: PathBuf,
 }
 
-/// Picks the target: `-` or a disabled registry means `--project` directly, anything
-/// else is looked up in the registry.
+/// Picks the target: `-` or a disabled registry means `--project` directly (named by
+/// `configured_prefix` when its instance published none), anything else is looked up in
+/// the registry.
 pub fn find_target(
     prefix: &str,
     project: Option<&Path>,
     home: Option<&Path>,
     registry_disabled: bool,
+    configured_prefix: Option<&str>,
 ) -> Result<Target, SignalCommandError> {
     let direct = prefix == DIRECT_PREFIX || registry_disabled;
     let target = if direct {
@@ -130,7 +126,7 @@ pub fn find_target(
         let project_dir = status::canonical(&resolve_project_dir(Some(project)));
         let label = if prefix == DIRECT_PREFIX {
             let pid = PidFile::running(&project_dir);
-            status::unregistered_prefix(&project_dir, pid)
+            status::unregistered_prefix(&project_dir, pid, configured_prefix)
         } else {
             prefix.to_string()
         };
@@ -156,7 +152,7 @@ pub fn find_target(
 /// Queues `action` for `target`; returns the queue file.
 pub fn send(
     target: &Target,
-    action: SignalAction,
+    action: ControlAction,
     from: &str,
 ) -> Result<PathBuf, SignalCommandError> {
     Ok(signal_queue::enqueue(&target.project_dir, action, from)?)
@@ -165,12 +161,13 @@ pub fn send(
 /// `piv signal`: queues the signal and confirms on stdout, errors on stderr; returns the
 /// exit code.
 pub fn run(args: &SignalArgs) -> i32 {
-    let action = SignalAction::from(args.action);
+    let action = args.action;
     let result = find_target(
         &args.prefix,
         args.project.as_deref(),
         args.home.as_deref(),
         args.no_registry,
+        args.project_prefix.as_deref(),
     )
     .and_then(|target| send(&target, action, &args.from).map(|_| target));
     match result {
@@ -198,13 +195,7 @@ pub fn run(args: &SignalArgs) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn instances(prefixes: &[&str]) -> Vec<Instance> {
-        prefixes
-            .iter()
-            .map(|p| Instance::new(*p, format!("/p/{p}"), 1, "t", "m"))
-            .collect()
-    }
+    use crate::core::registry::instances_named as instances;
 
     #[test]
     fn prefix_resolution_table() {
@@ -243,7 +234,7 @@ mod tests {
             ("-", true, "--project"),
             ("a", true, "PIV_REGISTRY_DISABLED"),
         ] {
-            let e = find_target(prefix, None, None, disabled).unwrap_err();
+            let e = find_target(prefix, None, None, disabled, None).unwrap_err();
             assert!(e.to_string().contains(text), "{prefix} {disabled}: {e}");
             assert_eq!(e.exit_code(), exit::USAGE);
         }
@@ -253,10 +244,10 @@ mod tests {
     fn direct_target_must_exist() {
         let dir = tempfile::tempdir().unwrap();
         let gone = dir.path().join("gone");
-        let e = find_target("x", Some(&gone), None, true).unwrap_err();
+        let e = find_target("x", Some(&gone), None, true, None).unwrap_err();
         assert!(matches!(e, SignalCommandError::NoProjectDir(_)), "{e}");
         assert!(!gone.exists(), "not recreated");
-        let t = find_target("x", Some(dir.path()), None, true).unwrap();
+        let t = find_target("x", Some(dir.path()), None, true, None).unwrap();
         assert_eq!(t.prefix, "x");
     }
 }

@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 
 use crate::cli::{exit, resolve_project_dir, StatusArgs};
 use crate::core::registry::Instance;
-use crate::core::status::{render_table, InstanceFacts, InstanceStatus};
+use crate::core::status::{unix_secs, InstanceFacts, InstanceStatus};
+use crate::core::status_report::render_table;
 use crate::io::home::{self, HomeError};
 use crate::io::pid_file::PidFile;
 use crate::io::registry_store::{RegistryError, RegistryStore};
@@ -79,28 +80,19 @@ pub fn entry_for<'a>(instances: &'a [Instance], project_dir: &Path) -> Option<&'
         })
 }
 
-/// What the registry says about a registered instance.
-fn facts_of(instance: &Instance) -> InstanceFacts {
-    InstanceFacts {
-        prefix: instance.prefix.clone(),
-        project_dir: instance.project_dir.clone(),
-        pid: Some(instance.pid),
-        is_bot_owner: instance.is_bot_owner,
-        started_at_unix_secs: status_probe::unix_secs(&instance.started_at),
-    }
-}
-
 /// The prefix an unregistered project goes by: the one its live instance published, else
-/// `TELEGRAM_PROJECT_PREFIX`, else the directory's name (what `piv run` would use).
-pub fn unregistered_prefix(project_dir: &Path, live_pid: Option<u32>) -> String {
+/// `configured` (`--project-prefix` / `TELEGRAM_PROJECT_PREFIX`), else the directory's
+/// name (what `piv run` would use).
+pub fn unregistered_prefix(
+    project_dir: &Path,
+    live_pid: Option<u32>,
+    configured: Option<&str>,
+) -> String {
     if let Some(state) = state_file::read(project_dir).filter(|s| Some(s.pid) == live_pid) {
         return state.prefix;
     }
-    if let Some(prefix) = std::env::var("TELEGRAM_PROJECT_PREFIX")
-        .ok()
-        .filter(|p| !p.trim().is_empty())
-    {
-        return prefix;
+    if let Some(prefix) = configured.filter(|p| !p.trim().is_empty()) {
+        return prefix.to_string();
     }
     project_dir
         .file_name()
@@ -110,23 +102,25 @@ pub fn unregistered_prefix(project_dir: &Path, live_pid: Option<u32>) -> String 
 
 /// What is known about `project_dir` (canonical) without the registry: the `piv run`
 /// holding the project lock, if one does (a live PID alone may be a reused one).
-fn facts_from_pid_file(project_dir: &Path) -> InstanceFacts {
+fn facts_from_pid_file(project_dir: &Path, configured_prefix: Option<&str>) -> InstanceFacts {
     let pid = PidFile::running(project_dir);
     let record = pid.and_then(|_| PidFile::read(project_dir));
     InstanceFacts {
-        prefix: unregistered_prefix(project_dir, pid),
+        prefix: unregistered_prefix(project_dir, pid, configured_prefix),
         project_dir: project_dir.display().to_string(),
         pid,
         is_bot_owner: false,
-        started_at_unix_secs: record.and_then(|r| status_probe::unix_secs(&r.started_at)),
+        started_at_unix_secs: record.and_then(|r| unix_secs(&r.started_at)),
     }
 }
 
-/// This project's status: its registry entry when it has one, else its PID file.
+/// This project's status: its registry entry when it has one, else its PID file (and
+/// `configured_prefix`, see [`unregistered_prefix`]).
 pub fn project_status(
     project_dir: &Path,
     home_arg: Option<&Path>,
     registry_disabled: bool,
+    configured_prefix: Option<&str>,
 ) -> Result<InstanceStatus, StatusError> {
     if !project_dir.is_dir() {
         return Err(StatusError::NoProjectDir(project_dir.to_path_buf()));
@@ -138,8 +132,8 @@ pub fn project_status(
         registered_instances(home_arg)?
     };
     let facts = match entry_for(&registered, &project_dir) {
-        Some(instance) => facts_of(instance),
-        None => facts_from_pid_file(&project_dir),
+        Some(instance) => InstanceFacts::of(instance),
+        None => facts_from_pid_file(&project_dir, configured_prefix),
     };
     Ok(status_probe::probe(&facts, &project_dir))
 }
@@ -157,7 +151,7 @@ pub fn all_statuses(
     instances.sort_by(|a, b| a.prefix.cmp(&b.prefix));
     Ok(instances
         .iter()
-        .map(|i| status_probe::probe(&facts_of(i), Path::new(&i.project_dir)))
+        .map(|i| status_probe::probe(&InstanceFacts::of(i), Path::new(&i.project_dir)))
         .collect())
 }
 
@@ -198,7 +192,13 @@ pub fn run(args: &StatusArgs) -> i32 {
         all_statuses(args.home.as_deref(), args.no_registry)
     } else {
         let project_dir = resolve_project_dir(args.project.as_deref());
-        project_status(&project_dir, args.home.as_deref(), args.no_registry).map(|s| vec![s])
+        project_status(
+            &project_dir,
+            args.home.as_deref(),
+            args.no_registry,
+            args.project_prefix.as_deref(),
+        )
+        .map(|s| vec![s])
     };
     match statuses {
         Ok(statuses) => print_stdout(&render(&statuses, args.all, args.json)),
@@ -217,7 +217,7 @@ mod tests {
     fn missing_project_dir_is_a_usage_error_naming_it() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("gone");
-        let err = project_status(&missing, Some(dir.path()), true).unwrap_err();
+        let err = project_status(&missing, Some(dir.path()), true, None).unwrap_err();
         assert_eq!(err.exit_code(), exit::USAGE);
         assert!(err.to_string().contains("gone"), "{err}");
     }
@@ -227,6 +227,21 @@ mod tests {
         let err = all_statuses(None, true).unwrap_err();
         assert_eq!(err.exit_code(), exit::USAGE);
         assert!(err.to_string().contains("PIV_REGISTRY_DISABLED"), "{err}");
+    }
+
+    #[test]
+    fn an_unregistered_prefix_is_published_else_configured_else_the_dir_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let project = dir.path().join("proj");
+        std::fs::create_dir(&project).unwrap();
+        for (configured, want) in [
+            (Some("ops"), "ops"),
+            (Some("  "), "proj"),
+            (Some(""), "proj"),
+            (None, "proj"),
+        ] {
+            assert_eq!(unregistered_prefix(&project, None, configured), want);
+        }
     }
 
     #[test]
@@ -252,7 +267,7 @@ mod tests {
     #[test]
     fn json_is_one_object_per_shape() {
         let dir = tempfile::tempdir().unwrap();
-        let s = project_status(dir.path(), None, true).unwrap();
+        let s = project_status(dir.path(), None, true, None).unwrap();
         assert!(s.error.is_some(), "no manifest: {s:?}");
         let one: serde_json::Value =
             serde_json::from_str(&render(std::slice::from_ref(&s), false, true)).unwrap();

@@ -6,6 +6,8 @@
 //! texts live here too so the actor never builds user-visible strings itself. Replies
 //! are Telegram HTML: anything the human typed is escaped.
 
+use crate::core::control::ControlAction;
+use crate::core::registry::{resolve_prefix, Instance};
 use crate::core::telegram_text::escape_html;
 
 /// Which instance(s) `/status` is about.
@@ -23,52 +25,13 @@ pub enum StatusTarget {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     Status(StatusTarget),
-    Go(Option<String>),
-    Pause(Option<String>),
-    Resume(Option<String>),
+    /// A control action the chat offers (`/go`, `/pause`, `/resume`; see
+    /// [`ControlAction::in_chat`]) and the instance it is for.
+    Control(ControlAction, Option<String>),
     /// `/help`, and `/start` (what Telegram sends when a chat opens the bot).
     Help,
     /// A slash command piv does not know (its name, without `/` or `@bot`).
     Unknown(String),
-}
-
-/// The three commands that act on an instance and may be routed to another one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RemoteAction {
-    Go,
-    Pause,
-    Resume,
-}
-
-impl RemoteAction {
-    /// The name used in signal files and in commands (`go`, `pause`, `resume`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RemoteAction::Go => "go",
-            RemoteAction::Pause => "pause",
-            RemoteAction::Resume => "resume",
-        }
-    }
-
-    fn icon(self) -> &'static str {
-        match self {
-            RemoteAction::Go => "🚀",
-            RemoteAction::Pause => "⏸",
-            RemoteAction::Resume => "▶️",
-        }
-    }
-}
-
-impl Command {
-    /// For `/go`, `/pause`, `/resume`: the action and its prefix argument.
-    pub fn as_remote_action(&self) -> Option<(RemoteAction, Option<&str>)> {
-        match self {
-            Command::Go(p) => Some((RemoteAction::Go, p.as_deref())),
-            Command::Pause(p) => Some((RemoteAction::Pause, p.as_deref())),
-            Command::Resume(p) => Some((RemoteAction::Resume, p.as_deref())),
-            _ => None,
-        }
-    }
 }
 
 /// Parses a chat message. `None` when it is not a command, or is a command addressed to
@@ -100,55 +63,52 @@ pub fn parse_command(text: &str, bot_username: Option<&str>) -> Option<Command> 
             Some(a) if a.eq_ignore_ascii_case("all") => StatusTarget::All,
             Some(a) => StatusTarget::Prefix(a),
         }),
-        "go" => Command::Go(arg),
-        "pause" => Command::Pause(arg),
-        "resume" => Command::Resume(arg),
         "help" | "start" => Command::Help,
-        _ => Command::Unknown(name.to_string()),
+        lower => match ControlAction::from_name(lower).filter(|a| a.in_chat()) {
+            Some(action) => Command::Control(action, arg),
+            None => Command::Unknown(name.to_string()),
+        },
     };
     Some(command)
 }
 
 /// Where a command for an instance goes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Route {
+#[derive(Debug, Clone, PartialEq)]
+pub enum Route<'a> {
     /// The owner's own instance: handle it directly.
     Local,
-    /// Another live instance: enqueue a signal on its queue.
-    Remote { prefix: String },
+    /// Another live instance: enqueue a signal on its queue (or probe its files).
+    Remote(&'a Instance),
     /// No prefix while several instances run: ask which one (all prefixes, sorted).
     AskWhich { prefixes: Vec<String> },
-    /// No instance has that prefix (known prefixes, sorted).
+    /// No single instance has that prefix (known prefixes, sorted).
     UnknownPrefix { prefix: String, known: Vec<String> },
 }
 
-/// Decides where `/go|/pause|/resume [target]` goes. `known_prefixes` are the registered
-/// live instances (the owner's own may or may not be among them). A prefix is matched
-/// exactly first, then case-insensitively when that names exactly one instance.
-pub fn route(target: Option<&str>, own_prefix: &str, known_prefixes: &[String]) -> Route {
-    let mut all: Vec<String> = known_prefixes.to_vec();
-    all.push(own_prefix.to_string());
-    all.sort();
-    all.dedup();
+/// Decides where `/go|/pause|/resume|/status [target]` goes. `others` are the other live
+/// registered instances (an entry with the owner's own prefix is ignored). The target is
+/// trimmed and then found by [`resolve_prefix`]'s rule; a prefix that matches several
+/// instances ignoring case, and none exactly, is unknown.
+pub fn route<'a>(target: Option<&str>, own_prefix: &str, others: &'a [Instance]) -> Route<'a> {
+    let others: Vec<&'a Instance> = others.iter().filter(|i| i.prefix != own_prefix).collect();
+    let mut known: Vec<String> = others.iter().map(|i| i.prefix.clone()).collect();
+    known.push(own_prefix.to_string());
+    known.sort();
+    known.dedup();
     match target.map(str::trim).filter(|t| !t.is_empty()) {
-        None if all.len() <= 1 => Route::Local,
-        None => Route::AskWhich { prefixes: all },
+        None if known.len() <= 1 => Route::Local,
+        None => Route::AskWhich { prefixes: known },
         Some(t) => {
-            let found = if all.iter().any(|p| p == t) {
-                Some(t.to_string())
-            } else {
-                let mut matches = all.iter().filter(|p| p.eq_ignore_ascii_case(t));
-                match (matches.next(), matches.next()) {
-                    (Some(only), None) => Some(only.clone()),
-                    _ => None,
-                }
-            };
-            match found {
-                Some(p) if p == own_prefix => Route::Local,
-                Some(prefix) => Route::Remote { prefix },
-                None => Route::UnknownPrefix {
+            // Own first: index 0 is this instance, index i is `others[i - 1]`.
+            let candidates: Vec<&str> = std::iter::once(own_prefix)
+                .chain(others.iter().map(|i| i.prefix.as_str()))
+                .collect();
+            match resolve_prefix(&candidates, t) {
+                Ok(0) => Route::Local,
+                Ok(i) => Route::Remote(others[i - 1]),
+                Err(_) => Route::UnknownPrefix {
                     prefix: t.to_string(),
-                    known: all,
+                    known,
                 },
             }
         }
@@ -175,7 +135,7 @@ pub fn command_menu() -> Vec<(&'static str, &'static str)> {
 }
 
 /// Confirms a command forwarded to another instance: `⏸ Sent /pause signal to [b]`.
-pub fn reply_sent(action: RemoteAction, prefix: &str) -> String {
+pub fn reply_sent(action: ControlAction, prefix: &str) -> String {
     format!(
         "{} Sent /{} signal to [{}]",
         action.icon(),
@@ -185,7 +145,7 @@ pub fn reply_sent(action: RemoteAction, prefix: &str) -> String {
 }
 
 /// Asks which instance a prefix-less command was meant for.
-pub fn reply_ask_which(action: RemoteAction, prefixes: &[String]) -> String {
+pub fn reply_ask_which(action: ControlAction, prefixes: &[String]) -> String {
     let list = prefixes
         .iter()
         .map(|p| escape_html(p))
@@ -230,18 +190,10 @@ pub fn reply_status_unreadable(reason: &str) -> String {
     format!("⚠️ Could not read status: {}", escape_html(reason))
 }
 
-// Local replies, as the earlier version words them (behaviour.md §9.1).
-pub const REPLY_ALREADY_RUNNING: &str = "⚠️ Execution already in progress.";
-pub const REPLY_STARTING: &str = "🚀 Autonomous execution starting...";
-pub const REPLY_NOTHING_TO_PAUSE: &str = "⚠️ Nothing is running to pause.";
-pub const REPLY_ALREADY_PAUSED: &str = "⚠️ Already paused.";
-pub const REPLY_PAUSING: &str = "⏸ Pausing after current step completes...";
-pub const REPLY_NOT_PAUSED: &str = "⚠️ Not currently paused.";
-pub const REPLY_RESUMING: &str = "▶️ Resuming execution...";
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::registry::instances_named as instances;
 
     fn s(v: &str) -> Option<String> {
         Some(v.to_string())
@@ -258,21 +210,42 @@ mod tests {
                 Some(Command::Status(StatusTarget::Prefix("b".into()))),
             ),
             ("/STATUS", Some(Command::Status(StatusTarget::This))),
-            ("/go", Some(Command::Go(None))),
-            ("/go b", Some(Command::Go(s("b")))),
-            ("  /go   my project ", Some(Command::Go(s("my project")))),
-            ("/pause", Some(Command::Pause(None))),
-            ("/pause b", Some(Command::Pause(s("b")))),
-            ("/resume", Some(Command::Resume(None))),
-            ("/resume\tb", Some(Command::Resume(s("b")))),
+            ("/go", Some(Command::Control(ControlAction::Go, None))),
+            ("/go b", Some(Command::Control(ControlAction::Go, s("b")))),
+            (
+                "  /go   my project ",
+                Some(Command::Control(ControlAction::Go, s("my project"))),
+            ),
+            ("/pause", Some(Command::Control(ControlAction::Pause, None))),
+            (
+                "/pause b",
+                Some(Command::Control(ControlAction::Pause, s("b"))),
+            ),
+            (
+                "/resume",
+                Some(Command::Control(ControlAction::Resume, None)),
+            ),
+            (
+                "/resume\tb",
+                Some(Command::Control(ControlAction::Resume, s("b"))),
+            ),
             ("/help", Some(Command::Help)),
             ("/start", Some(Command::Help)),
             ("/frobnicate x", Some(Command::Unknown("frobnicate".into()))),
+            // Shutting down is not a chat command.
+            ("/shutdown", Some(Command::Unknown("shutdown".into()))),
+            (
+                "/Pause b",
+                Some(Command::Control(ControlAction::Pause, s("b"))),
+            ),
             (
                 "/status@PivBot all",
                 Some(Command::Status(StatusTarget::All)),
             ),
-            ("/pause@pivbot b", Some(Command::Pause(s("b")))),
+            (
+                "/pause@pivbot b",
+                Some(Command::Control(ControlAction::Pause, s("b"))),
+            ),
             ("/go@OtherBot", None),
             ("hello", None),
             ("", None),
@@ -291,109 +264,88 @@ mod tests {
     fn addressed_commands_without_a_known_username_are_accepted() {
         assert_eq!(
             parse_command("/go@AnyBot a", None),
-            Some(Command::Go(s("a")))
+            Some(Command::Control(ControlAction::Go, s("a")))
         );
         assert_eq!(
             parse_command("/go@PivBot", Some("@pivbot")),
-            Some(Command::Go(None))
+            Some(Command::Control(ControlAction::Go, None))
         );
-    }
-
-    #[test]
-    fn remote_action_of_commands() {
-        assert_eq!(
-            Command::Pause(s("b")).as_remote_action(),
-            Some((RemoteAction::Pause, Some("b")))
-        );
-        assert_eq!(
-            Command::Go(None).as_remote_action(),
-            Some((RemoteAction::Go, None))
-        );
-        assert_eq!(
-            Command::Resume(None).as_remote_action(),
-            Some((RemoteAction::Resume, None))
-        );
-        assert_eq!(Command::Help.as_remote_action(), None);
-        assert_eq!(Command::Status(StatusTarget::All).as_remote_action(), None);
     }
 
     #[test]
     fn routing_table() {
         let known = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        let cases: Vec<(Option<&str>, &str, Vec<String>, Route)> = vec![
-            (None, "a", known(&["a"]), Route::Local),
-            (None, "a", known(&[]), Route::Local),
-            (Some("a"), "a", known(&["a", "b"]), Route::Local),
-            (Some(" a "), "a", known(&["a", "b"]), Route::Local),
-            (Some(""), "a", known(&["a"]), Route::Local),
+        // (target, own prefix, other instances, expected: Ok(remote prefix) | Err(route))
+        type Case<'a> = (
+            Option<&'a str>,
+            &'a str,
+            &'a [&'a str],
+            Result<&'a str, Route<'a>>,
+        );
+        let cases: Vec<Case> = vec![
+            (None, "a", &["a"], Err(Route::Local)),
+            (None, "a", &[], Err(Route::Local)),
+            (Some("a"), "a", &["a", "b"], Err(Route::Local)),
+            (Some(" a "), "a", &["a", "b"], Err(Route::Local)),
+            (Some(""), "a", &["a"], Err(Route::Local)),
             (
                 None,
                 "a",
-                known(&["b", "a"]),
-                Route::AskWhich {
+                &["b", "a"],
+                Err(Route::AskWhich {
                     prefixes: known(&["a", "b"]),
-                },
+                }),
             ),
             (
                 None,
                 "a",
-                known(&["b"]),
-                Route::AskWhich {
+                &["b"],
+                Err(Route::AskWhich {
                     prefixes: known(&["a", "b"]),
-                },
+                }),
             ),
-            (
-                Some("b"),
-                "a",
-                known(&["a", "b"]),
-                Route::Remote { prefix: "b".into() },
-            ),
-            (
-                Some("B"),
-                "a",
-                known(&["a", "b"]),
-                Route::Remote { prefix: "b".into() },
-            ),
-            (Some("A"), "a", known(&["a", "b"]), Route::Local),
-            (
-                Some("B"),
-                "a",
-                known(&["a", "b", "B"]),
-                Route::Remote { prefix: "B".into() },
-            ),
+            (Some("b"), "a", &["a", "b"], Ok("b")),
+            (Some("B"), "a", &["a", "b"], Ok("b")),
+            (Some("A"), "a", &["a", "b"], Err(Route::Local)),
+            (Some("B"), "a", &["a", "b", "B"], Ok("B")),
+            (Some("ÉTÉ"), "a", &["été"], Ok("été")),
             (
                 Some("x"),
                 "a",
-                known(&["b", "a"]),
-                Route::UnknownPrefix {
+                &["b", "a"],
+                Err(Route::UnknownPrefix {
                     prefix: "x".into(),
                     known: known(&["a", "b"]),
-                },
+                }),
             ),
             (
                 Some("C"),
                 "a",
-                known(&["c1", "C2"]),
-                Route::UnknownPrefix {
+                &["c1", "C2"],
+                Err(Route::UnknownPrefix {
                     prefix: "C".into(),
                     known: known(&["C2", "a", "c1"]),
-                },
+                }),
             ),
         ];
-        for (target, own, known, want) in cases {
-            assert_eq!(
-                route(target, own, &known),
-                want,
-                "{target:?} {own} {known:?}"
-            );
+        for (target, own, others, want) in cases {
+            let others = instances(others);
+            let got = route(target, own, &others);
+            match want {
+                Ok(prefix) => match got {
+                    Route::Remote(instance) => assert_eq!(instance.prefix, prefix),
+                    other => panic!("{target:?} {own}: {other:?}, want {prefix}"),
+                },
+                Err(want) => assert_eq!(got, want, "{target:?} {own} {others:?}"),
+            }
         }
     }
 
     #[test]
     fn ambiguous_case_insensitive_prefix_is_unknown() {
-        let known = vec!["Ab".to_string(), "aB".to_string()];
+        let others = instances(&["Ab", "aB"]);
         assert!(matches!(
-            route(Some("ab"), "x", &known),
+            route(Some("ab"), "x", &others),
             Route::UnknownPrefix { .. }
         ));
     }
@@ -410,18 +362,18 @@ mod tests {
     #[test]
     fn reply_texts() {
         assert_eq!(
-            reply_sent(RemoteAction::Pause, "b"),
+            reply_sent(ControlAction::Pause, "b"),
             "⏸ Sent /pause signal to [b]"
         );
         assert_eq!(
-            reply_sent(RemoteAction::Go, "b<"),
+            reply_sent(ControlAction::Go, "b<"),
             "🚀 Sent /go signal to [b&lt;]"
         );
         assert_eq!(
-            reply_sent(RemoteAction::Resume, "c"),
+            reply_sent(ControlAction::Resume, "c"),
             "▶️ Sent /resume signal to [c]"
         );
-        let ask = reply_ask_which(RemoteAction::Pause, &["a".into(), "b".into()]);
+        let ask = reply_ask_which(ControlAction::Pause, &["a".into(), "b".into()]);
         assert_eq!(
             ask,
             "❓ Several projects are running: a, b.\nSay which one: /pause &lt;prefix&gt;, e.g. /pause a"

@@ -296,29 +296,6 @@ pub fn telegram_html(event: &RunEvent) -> Option<String> {
     Some(html)
 }
 
-/// The terminal rendering of a Telegram HTML message: tags dropped, the entities
-/// `telegram_text` produces turned back into their characters.
-pub fn plain_text(html: &str) -> String {
-    let mut out = String::with_capacity(html.len());
-    let mut rest = html;
-    while let Some(lt) = rest.find('<') {
-        out.push_str(&rest[..lt]);
-        match rest[lt..].find('>') {
-            Some(gt) => rest = &rest[lt + gt + 1..],
-            None => {
-                // A lone `<` is text, not a tag.
-                out.push('<');
-                rest = &rest[lt + 1..];
-            }
-        }
-    }
-    out.push_str(rest);
-    out.replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&quot;", "\"")
-        .replace("&amp;", "&")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -506,6 +483,29 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The visible text of a Telegram HTML message: tags dropped, the entities
+    /// `telegram_text` produces turned back into their characters.
+    fn plain_text(html: &str) -> String {
+        let mut out = String::with_capacity(html.len());
+        let mut rest = html;
+        while let Some(lt) = rest.find('<') {
+            out.push_str(&rest[..lt]);
+            match rest[lt..].find('>') {
+                Some(gt) => rest = &rest[lt + gt + 1..],
+                None => {
+                    // A lone `<` is text, not a tag.
+                    out.push('<');
+                    rest = &rest[lt + 1..];
+                }
+            }
+        }
+        out.push_str(rest);
+        out.replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&quot;", "\"")
+            .replace("&amp;", "&")
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! the answer. Everything here is unit-tested beside the code.
 
 pub mod commands;
+pub mod control;
 pub mod events;
 pub mod failure;
 pub mod hooks;
@@ -12,6 +13,7 @@ pub mod registry;
 pub mod session_outcome;
 pub mod signal;
 pub mod status;
+pub mod status_report;
 pub mod step;
 pub mod stream;
 pub mod supervision;

@@ -49,11 +49,6 @@ impl NextAction {
             confidence: Confidence::High,
         }
     }
-
-    /// Whether nothing is left to do.
-    pub fn is_done(&self) -> bool {
-        self.command == "done"
-    }
 }
 
 /// The recommended next action for a manifest (behaviour.md §3, first matching rule wins).

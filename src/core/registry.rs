@@ -173,9 +173,89 @@ impl Registry {
     }
 }
 
+/// Why a prefix names no single instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PrefixError {
+    /// No prefix matches, even ignoring case.
+    Unknown,
+    /// No exact match, and several prefixes match ignoring case (in the order given).
+    Ambiguous(Vec<String>),
+}
+
+/// The one rule for finding an instance by the prefix a human typed (`/pause b`,
+/// `/status b`, `piv signal b pause`): the prefix spelled exactly so wins; otherwise the
+/// one prefix equal to it ignoring case, with Unicode case folding (`beta`, `Beta` and
+/// `BETA` name `Beta`; `été` names `ÉTÉ`). Several prefixes equal ignoring case and none
+/// exactly is ambiguous: the exact spelling is needed. Nothing is trimmed.
+///
+/// Returns the index of the match in `prefixes`.
+pub fn resolve_prefix<S: AsRef<str>>(prefixes: &[S], wanted: &str) -> Result<usize, PrefixError> {
+    if let Some(exact) = prefixes.iter().position(|p| p.as_ref() == wanted) {
+        return Ok(exact);
+    }
+    let folded = wanted.to_lowercase();
+    let matches: Vec<usize> = (0..prefixes.len())
+        .filter(|&i| prefixes[i].as_ref().to_lowercase() == folded)
+        .collect();
+    match matches.as_slice() {
+        [one] => Ok(*one),
+        [] => Err(PrefixError::Unknown),
+        many => Err(PrefixError::Ambiguous(
+            many.iter()
+                .map(|&i| prefixes[i].as_ref().to_string())
+                .collect(),
+        )),
+    }
+}
+
+/// Registry entries with these prefixes (project `/p/<prefix>`), for tests.
+#[cfg(test)]
+pub(crate) fn instances_named(prefixes: &[&str]) -> Vec<Instance> {
+    prefixes
+        .iter()
+        .map(|p| Instance::new(*p, format!("/p/{p}"), 1, "t", "m"))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prefix_resolution_table() {
+        let set = ["alpha", "Beta", "gamma", "GAMMA", "ÉTÉ", "x.y"];
+        let ambiguous = |v: &[&str]| {
+            Err(PrefixError::Ambiguous(
+                v.iter().map(|s| s.to_string()).collect(),
+            ))
+        };
+        let cases: Vec<(&str, Result<usize, PrefixError>)> = vec![
+            ("alpha", Ok(0)),
+            ("ALPHA", Ok(0)),
+            ("Alpha", Ok(0)),
+            ("beta", Ok(1)),
+            ("BETA", Ok(1)),
+            ("gamma", Ok(2)),
+            ("GAMMA", Ok(3)),
+            ("Gamma", ambiguous(&["gamma", "GAMMA"])),
+            // Unicode case folding, not ASCII only.
+            ("été", Ok(4)),
+            ("Été", Ok(4)),
+            ("x.y", Ok(5)),
+            ("X.Y", Ok(5)),
+            ("delta", Err(PrefixError::Unknown)),
+            // Neither a prefix of a prefix nor trimmed.
+            ("alp", Err(PrefixError::Unknown)),
+            (" alpha", Err(PrefixError::Unknown)),
+            ("", Err(PrefixError::Unknown)),
+        ];
+        for (wanted, expected) in cases {
+            assert_eq!(resolve_prefix(&set, wanted), expected, "{wanted:?}");
+        }
+        assert_eq!(resolve_prefix::<&str>(&[], "a"), Err(PrefixError::Unknown));
+        // The exact spelling wins over a case-insensitive match listed first.
+        assert_eq!(resolve_prefix(&["B", "b"], "b"), Ok(1));
+    }
 
     const SEED: &str = r#"{
   "instances": [

@@ -3,63 +3,20 @@
 //! validation, and the queue file names that sort by send time.
 //!
 //! Pure: `io::signal_queue` reads, writes and moves the files; the watcher actor turns a
-//! valid message into a typed message for the runner. Nothing here knows about paths.
+//! valid message into a control message for the runner. Nothing here knows about paths.
 
 use serde::{Deserialize, Serialize};
+
+use crate::core::control::ControlAction;
 
 /// Largest signal file accepted. A real signal is under 200 bytes; the cap keeps a stray
 /// or hostile file from being read into memory.
 pub const MAX_SIGNAL_BYTES: u64 = 64 * 1024;
 
-/// What a signal asks the receiving instance to do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SignalAction {
-    /// Start (or continue) running phases.
-    Go,
-    /// Hold before the next step.
-    Pause,
-    /// Continue after a pause.
-    Resume,
-    /// Stop cleanly.
-    Shutdown,
-}
-
-impl SignalAction {
-    /// Every action, for help texts and argument parsing.
-    pub const ALL: [SignalAction; 4] = [
-        SignalAction::Go,
-        SignalAction::Pause,
-        SignalAction::Resume,
-        SignalAction::Shutdown,
-    ];
-
-    /// The wire name (`go`, `pause`, `resume`, `shutdown`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SignalAction::Go => "go",
-            SignalAction::Pause => "pause",
-            SignalAction::Resume => "resume",
-            SignalAction::Shutdown => "shutdown",
-        }
-    }
-
-    /// Parses a wire name; `None` for anything else.
-    pub fn from_name(name: &str) -> Option<SignalAction> {
-        SignalAction::ALL.into_iter().find(|a| a.as_str() == name)
-    }
-}
-
-impl std::fmt::Display for SignalAction {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 /// One signal, as written in a queue file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignalMessage {
-    pub action: SignalAction,
+    pub action: ControlAction,
     /// When it was sent, RFC 3339 (the reference writes `toISOString()`, which is).
     pub timestamp: String,
     /// The sender's prefix (or `terminal` for `piv signal`).
@@ -119,7 +76,7 @@ pub fn parse_signal(bytes: &[u8]) -> Result<SignalMessage, SignalError> {
         }
     };
     let action_name = field("action")?;
-    let action = SignalAction::from_name(action_name)
+    let action = ControlAction::from_name(action_name)
         .ok_or_else(|| SignalError::UnknownAction(action_name.to_string()))?;
     let timestamp = field("timestamp")?;
     if chrono::DateTime::parse_from_rfc3339(timestamp).is_err() {
@@ -170,7 +127,7 @@ pub fn is_queue_file_name(name: &str) -> bool {
 mod tests {
     use super::*;
 
-    fn check(input: &str, expected: Result<SignalAction, SignalError>) {
+    fn check(input: &str, expected: Result<ControlAction, SignalError>) {
         let got = parse_signal(input.as_bytes()).map(|m| m.action);
         match (&got, &expected) {
             (Ok(a), Ok(b)) => assert_eq!(a, b, "input {input:?}"),
@@ -189,19 +146,19 @@ mod tests {
         let bad = || SignalError::BadJson(String::new());
         check(
             &format!(r#"{{"action":"go","timestamp":"{ts}","from":"a"}}"#),
-            Ok(SignalAction::Go),
+            Ok(ControlAction::Go),
         );
         check(
             &format!(r#"{{"action":"pause","timestamp":"{ts}","from":"a"}}"#),
-            Ok(SignalAction::Pause),
+            Ok(ControlAction::Pause),
         );
         check(
             r#"{"action":"resume","timestamp":"2024-05-01T12:00:00+02:00","from":"a"}"#,
-            Ok(SignalAction::Resume),
+            Ok(ControlAction::Resume),
         );
         check(
             &format!(r#"{{"action":"shutdown","timestamp":"{ts}"}}"#),
-            Ok(SignalAction::Shutdown),
+            Ok(ControlAction::Shutdown),
         );
         check(
             &format!(r#"{{"action":"GO","timestamp":"{ts}","from":"a"}}"#),
@@ -240,7 +197,7 @@ mod tests {
     #[test]
     fn message_round_trips() {
         let message = SignalMessage {
-            action: SignalAction::Pause,
+            action: ControlAction::Pause,
             timestamp: "2024-05-01T10:00:00Z".into(),
             from: "ops".into(),
         };
@@ -281,17 +238,5 @@ mod tests {
         ] {
             assert!(!is_queue_file_name(name), "{name}");
         }
-    }
-
-    #[test]
-    fn action_names() {
-        for action in SignalAction::ALL {
-            assert_eq!(SignalAction::from_name(action.as_str()), Some(action));
-            assert_eq!(
-                serde_json::to_string(&action).unwrap(),
-                format!("\"{action}\"")
-            );
-        }
-        assert_eq!(SignalAction::from_name("Go"), None);
     }
 }

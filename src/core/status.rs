@@ -1,12 +1,14 @@
 //! What an instance is doing, as other processes see it: the runtime state a running
 //! instance publishes (`.agents/orchestrator.state.json`), the status object of
-//! `piv status --json` (its field names are a contract), and the table for people.
+//! `piv status --json` (its field names are a contract) and how it is built from what
+//! the registry and the files say. How it is shown is `status_report`'s.
 //!
 //! Pure: callers read the files and pass in `now`.
 
 use serde::{Deserialize, Serialize};
 
 use crate::core::next_action::NextAction;
+use crate::core::registry::Instance;
 
 /// The state of one instance. The names are part of `piv status --json`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,6 +106,26 @@ pub struct InstanceFacts {
     pub started_at_unix_secs: Option<i64>,
 }
 
+impl InstanceFacts {
+    /// What a registry entry says about its instance.
+    pub fn of(instance: &Instance) -> InstanceFacts {
+        InstanceFacts {
+            prefix: instance.prefix.clone(),
+            project_dir: instance.project_dir.clone(),
+            pid: Some(instance.pid),
+            is_bot_owner: instance.is_bot_owner,
+            started_at_unix_secs: unix_secs(&instance.started_at),
+        }
+    }
+}
+
+/// Seconds since the epoch of an RFC 3339 timestamp, if it parses.
+pub fn unix_secs(rfc3339: &str) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(rfc3339)
+        .ok()
+        .map(|d| d.timestamp())
+}
+
 /// Builds one instance's status from what could be read. `runtime` is `None` when the
 /// instance is not running (or has not published yet); `manifest` is the error text when
 /// the manifest could not be read.
@@ -155,82 +177,6 @@ pub fn build_status(
         why: runtime.and_then(|r| r.why.clone()),
         error,
     }
-}
-
-fn format_uptime(secs: u64) -> String {
-    let (h, m, s) = (secs / 3600, (secs % 3600) / 60, secs % 60);
-    if h > 0 {
-        format!("{h}h{m:02}m")
-    } else if m > 0 {
-        format!("{m}m{s:02}s")
-    } else {
-        format!("{s}s")
-    }
-}
-
-/// The human table of `piv status [--all]`.
-pub fn render_table(rows: &[InstanceStatus]) -> String {
-    if rows.is_empty() {
-        return "No running piv instances.\n".to_string();
-    }
-    let header = [
-        "PREFIX", "PID", "OWNER", "STATE", "PHASE", "STEP", "DONE", "COST", "UPTIME", "NEXT",
-    ];
-    let mut table: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
-    for r in rows {
-        let next = match (&r.error, &r.next) {
-            (Some(e), _) => format!("manifest unavailable: {e}"),
-            (None, Some(n)) => match &n.argument {
-                Some(a) => format!("{} {a}", n.command),
-                None => n.command.clone(),
-            },
-            (None, None) => "-".to_string(),
-        };
-        table.push(vec![
-            r.prefix.clone(),
-            r.pid.map_or("-".into(), |p| p.to_string()),
-            if r.is_bot_owner {
-                "*".into()
-            } else {
-                "".into()
-            },
-            r.state.as_str().to_string(),
-            r.phase.map_or("-".into(), |p| p.to_string()),
-            r.step.clone().unwrap_or_else(|| "-".into()),
-            format!("{}/{}", r.phases_done, r.phases_total),
-            format!("${:.2}", r.cost_usd),
-            r.uptime_secs.map_or("-".into(), format_uptime),
-            next,
-        ]);
-    }
-    let widths: Vec<usize> = (0..header.len() - 1)
-        .map(|c| {
-            table
-                .iter()
-                .map(|row| row[c].chars().count())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let mut out = String::new();
-    for row in &table {
-        for (c, cell) in row.iter().enumerate() {
-            if c + 1 == row.len() {
-                out.push_str(cell);
-            } else {
-                out.push_str(cell);
-                let pad = widths[c] - cell.chars().count() + 2;
-                out.push_str(&" ".repeat(pad));
-            }
-        }
-        out.push('\n');
-    }
-    for r in rows {
-        if let Some(why) = &r.why {
-            out.push_str(&format!("[{}] waiting for a human: {why}\n", r.prefix));
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -301,8 +247,6 @@ mod tests {
             0,
         );
         assert_eq!(s.error.as_deref(), Some("syntax error at line 3"));
-        let table = render_table(&[s]);
-        assert!(table.contains("manifest unavailable: syntax error at line 3"));
     }
 
     #[test]
@@ -335,6 +279,25 @@ mod tests {
     }
 
     #[test]
+    fn facts_of_a_registry_entry() {
+        let mut entry = Instance::new("a", "/p/a", 42, "1970-01-01T00:01:00.000Z", "m");
+        entry.is_bot_owner = true;
+        assert_eq!(
+            InstanceFacts::of(&entry),
+            facts("a", Some(42), true, Some(60))
+        );
+        entry.started_at = "yesterday".into();
+        assert_eq!(InstanceFacts::of(&entry).started_at_unix_secs, None);
+    }
+
+    #[test]
+    fn parses_rfc3339() {
+        assert_eq!(unix_secs("1970-01-01T00:01:00.000Z"), Some(60));
+        assert_eq!(unix_secs("1970-01-01T01:01:00+01:00"), Some(60));
+        assert_eq!(unix_secs("nope"), None);
+    }
+
+    #[test]
     fn not_running_and_done_is_done() {
         let s = build_status(
             &facts("a", None, false, None),
@@ -346,20 +309,5 @@ mod tests {
             0,
         );
         assert_eq!(s.state, RunState::Done);
-    }
-
-    #[test]
-    fn table_marks_the_owner_and_lists_why() {
-        let mut r = runtime(RunState::WaitingForHuman);
-        r.why = Some("integration_auth: not logged in".into());
-        let s = build_status(
-            &facts("a", Some(42), true, None),
-            Some(&r),
-            Ok(Default::default()),
-            0,
-        );
-        let t = render_table(&[s]);
-        assert!(t.lines().nth(1).unwrap().contains(" * "), "{t}");
-        assert!(t.contains("waiting for a human: integration_auth"), "{t}");
     }
 }

@@ -230,6 +230,30 @@ pub async fn run_session(
     resume: Option<&str>,
     mut cancel: watch::Receiver<bool>,
 ) -> SessionOutcome {
+    // A slash command whose file is gone (deleted since the start-up check, e.g. by the
+    // agent itself) is refused before the CLI starts: the CLI would send its text to the
+    // model as a plain request, and stopping it at its init line can come too late.
+    if let Some(name) = prompt
+        .split_whitespace()
+        .next()
+        .and_then(|w| w.strip_prefix('/'))
+        .filter(|n| !n.is_empty())
+    {
+        if !missing_commands(&cfg.project_dir, dirs::home_dir().as_deref(), &[name]).is_empty() {
+            warn!(
+                command = name,
+                "slash command file missing; session not started"
+            );
+            return SessionOutcome {
+                error: Some(SessionError::UnknownCommand {
+                    name: name.to_string(),
+                }),
+                // Nothing ran, nothing was spent.
+                cost_usd: Some(0.0),
+                ..SessionOutcome::default()
+            };
+        }
+    }
     let started = Instant::now();
     let mut command = Command::new(&cfg.bin);
     command

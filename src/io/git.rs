@@ -318,25 +318,11 @@ pub fn rollback_keeping(dir: &Path, tag: &str, keep: &[&str]) -> Result<Option<S
     Ok(Some(snapshot))
 }
 
-/// Whether `git status --porcelain` shows anything.
-pub fn has_uncommitted(dir: &Path) -> Result<bool, GitError> {
-    Ok(!run_git(dir, &["status", "--porcelain"])?.is_empty())
-}
-
 /// The short hash of HEAD, or None when there is no repository or no commit yet.
 pub fn head(dir: &Path) -> Option<String> {
     run_git(dir, &["rev-parse", "-q", "--verify", "--short", "HEAD"])
         .ok()
         .filter(|s| !s.is_empty())
-}
-
-/// Number of commits reachable from HEAD (0 without commits).
-pub fn commit_count(dir: &Path) -> Result<u64, GitError> {
-    if head(dir).is_none() {
-        return Ok(0);
-    }
-    let out = run_git(dir, &["rev-list", "--count", "HEAD"])?;
-    Ok(out.parse().unwrap_or(0))
 }
 
 #[cfg(test)]

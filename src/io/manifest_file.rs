@@ -34,8 +34,6 @@ pub enum ManifestFileError {
     },
     #[error("cannot write {path}: {message}")]
     Write { path: PathBuf, message: String },
-    #[error("cannot set aside corrupt manifest {path}: {message}")]
-    Quarantine { path: PathBuf, message: String },
 }
 
 impl ManifestFileError {
@@ -45,8 +43,7 @@ impl ManifestFileError {
             ManifestFileError::NotFound { path }
             | ManifestFileError::Read { path, .. }
             | ManifestFileError::Invalid { path, .. }
-            | ManifestFileError::Write { path, .. }
-            | ManifestFileError::Quarantine { path, .. } => path,
+            | ManifestFileError::Write { path, .. } => path,
         }
     }
 
@@ -117,16 +114,6 @@ pub fn update(
         })?;
     write(project_dir, &manifest)?;
     Ok(manifest)
-}
-
-/// Renames an unparseable manifest to `manifest.yaml.corrupt-<timestamp>` (kept for a
-/// human, never overwritten) and returns where it went. For the runner, never dry-run.
-pub fn quarantine_corrupt(project_dir: &Path) -> Result<PathBuf, ManifestFileError> {
-    let path = manifest_path(project_dir);
-    atomic_file::quarantine(&path).map_err(|e| ManifestFileError::Quarantine {
-        message: e.to_string(),
-        path,
-    })
 }
 
 #[cfg(test)]
@@ -221,13 +208,5 @@ mod tests {
         let m = Manifest::parse("phases: {}\n").unwrap();
         write(dir.path(), &m).unwrap();
         assert_eq!(read(dir.path()).unwrap(), m);
-    }
-
-    #[test]
-    fn quarantine_sets_the_corrupt_file_aside() {
-        let dir = project_with("a: [\n");
-        let moved = quarantine_corrupt(dir.path()).unwrap();
-        assert!(!manifest_path(dir.path()).exists());
-        assert_eq!(fs::read_to_string(moved).unwrap(), "a: [\n");
     }
 }

@@ -4,6 +4,8 @@
 
 pub mod agent;
 pub mod atomic_file;
+pub mod bot_offset;
+pub mod chat_sender;
 pub mod clock;
 pub mod git;
 pub mod gitignore;
@@ -20,3 +22,18 @@ pub mod state_file;
 pub mod status_probe;
 pub mod telegram;
 pub mod terminal;
+
+use std::path::{Path, PathBuf};
+
+/// An adapter error with an `Io { path, step, source }` variant, shown as
+/// "cannot {step} {path}: {source}".
+pub(crate) trait PathIoError: Sized {
+    fn from_io(path: PathBuf, step: &'static str, source: std::io::Error) -> Self;
+
+    /// For `map_err`: an `std::io::Error` wrapped with the path and the step being done
+    /// (`.map_err(SignalQueueError::io("list", &dir))`).
+    fn io(step: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.to_path_buf();
+        move |source| Self::from_io(path, step, source)
+    }
+}

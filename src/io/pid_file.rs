@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::io::atomic_file::{self, AtomicFileError};
 use crate::io::lock::{self, LockError, LockGuard};
+use crate::io::PathIoError;
 
 /// The PID file's path relative to the project directory.
 pub const PID_FILE: &str = ".agents/orchestrator.pid";
@@ -43,6 +44,12 @@ pub enum PidFileError {
     Write(#[from] AtomicFileError),
     #[error(transparent)]
     Lock(#[from] LockError),
+}
+
+impl PathIoError for PidFileError {
+    fn from_io(path: PathBuf, step: &'static str, source: std::io::Error) -> Self {
+        PidFileError::Io { path, step, source }
+    }
 }
 
 /// The file's content.
@@ -110,12 +117,8 @@ impl PidFile {
     /// `.agents/` if missing.
     pub fn acquire(project_dir: &Path, now_rfc3339: &str) -> Result<PidFile, PidFileError> {
         let path = Self::path_for(project_dir);
-        let io_err = |step: &'static str, path: &Path| {
-            let path = path.to_path_buf();
-            move |source| PidFileError::Io { path, step, source }
-        };
         if let Some(dir) = path.parent() {
-            fs::create_dir_all(dir).map_err(io_err("create directory", dir))?;
+            fs::create_dir_all(dir).map_err(PidFileError::io("create directory", dir))?;
         }
         let own_pid = std::process::id();
         let lock_path = project_dir.join(LOCK_FILE);
@@ -148,7 +151,7 @@ impl PidFile {
                 }
             },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io_err("read", &path)(e)),
+            Err(e) => return Err(PidFileError::io("read", &path)(e)),
         }
         let record = PidRecord {
             pid: own_pid,

@@ -20,6 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::io::atomic_file::{self, AtomicFileError};
+use crate::io::PathIoError;
 
 /// Spacing for a private chat (positive id): Telegram asks for at most one a second;
 /// the margin absorbs clock and network jitter.
@@ -70,6 +71,12 @@ pub enum SendBudgetError {
     Write(#[from] AtomicFileError),
 }
 
+impl PathIoError for SendBudgetError {
+    fn from_io(path: PathBuf, step: &'static str, source: std::io::Error) -> Self {
+        SendBudgetError::Io { path, step, source }
+    }
+}
+
 /// `send-budget.json`: per chat, the last reserved slot; for the token, the end of the
 /// last 429 back-off.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -113,11 +120,6 @@ impl SendBudget {
         }
     }
 
-    fn io_err(path: &Path, step: &'static str) -> impl FnOnce(std::io::Error) -> SendBudgetError {
-        let path = path.to_path_buf();
-        move |source| SendBudgetError::Io { path, step, source }
-    }
-
     /// Holds the exclusive lock while `f` reads and updates the state file.
     fn with_state<T>(&self, f: impl FnOnce(&mut BudgetFile) -> T) -> Result<T, SendBudgetError> {
         let lock = OpenOptions::new()
@@ -126,8 +128,9 @@ impl SendBudget {
             .write(true)
             .mode(0o600)
             .open(&self.lock_path)
-            .map_err(Self::io_err(&self.lock_path, "open lock file"))?;
-        lock.lock().map_err(Self::io_err(&self.lock_path, "lock"))?;
+            .map_err(SendBudgetError::io("open lock file", &self.lock_path))?;
+        lock.lock()
+            .map_err(SendBudgetError::io("lock", &self.lock_path))?;
         let mut state = self.read_state()?;
         let out = f(&mut state);
         let json = serde_json::to_vec_pretty(&state).expect("budget state serialises");
@@ -156,7 +159,7 @@ impl SendBudget {
                 }
             },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BudgetFile::default()),
-            Err(e) => Err(Self::io_err(&self.state_path, "read")(e)),
+            Err(e) => Err(SendBudgetError::io("read", &self.state_path)(e)),
         }
     }
 

@@ -33,11 +33,12 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::core::control::ControlAction;
 use crate::core::signal::{
-    is_queue_file_name, parse_signal, queue_file_name, SignalAction, SignalMessage,
-    MAX_SIGNAL_BYTES,
+    is_queue_file_name, parse_signal, queue_file_name, SignalMessage, MAX_SIGNAL_BYTES,
 };
 use crate::io::atomic_file::{self, AtomicFileError};
+use crate::io::PathIoError;
 
 /// The queue directory, relative to the project.
 pub const SIGNALS_DIR: &str = ".agents/signals";
@@ -65,9 +66,10 @@ pub enum SignalQueueError {
     Write(#[from] AtomicFileError),
 }
 
-fn io_err(step: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> SignalQueueError {
-    let path = path.to_path_buf();
-    move |source| SignalQueueError::Io { path, step, source }
+impl PathIoError for SignalQueueError {
+    fn from_io(path: PathBuf, step: &'static str, source: std::io::Error) -> Self {
+        SignalQueueError::Io { path, step, source }
+    }
 }
 
 /// `<project>/.agents/signals/`.
@@ -89,7 +91,7 @@ pub fn legacy_signal_path(project_dir: &Path) -> PathBuf {
 /// `from` (the sender's prefix, or `terminal`). Returns the queue file's path.
 pub fn enqueue(
     project_dir: &Path,
-    action: SignalAction,
+    action: ControlAction,
     from: &str,
 ) -> Result<PathBuf, SignalQueueError> {
     let message = SignalMessage {
@@ -107,7 +109,7 @@ pub fn enqueue_message(
     message: &SignalMessage,
 ) -> Result<PathBuf, SignalQueueError> {
     let dir = signals_dir(project_dir);
-    fs::create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
+    fs::create_dir_all(&dir).map_err(SignalQueueError::io("create directory", &dir))?;
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos())
@@ -149,7 +151,7 @@ pub fn drain_ready(project_dir: &Path, not_before: Option<SystemTime>) -> DrainR
             .collect(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
         Err(e) => {
-            result.errors.push(io_err("list", &dir)(e));
+            result.errors.push(SignalQueueError::io("list", &dir)(e));
             Vec::new()
         }
     };
@@ -164,7 +166,9 @@ pub fn drain_ready(project_dir: &Path, not_before: Option<SystemTime>) -> DrainR
         let seq = SEQ.fetch_add(1, Ordering::Relaxed);
         let label = format!("orchestrator.signal-{}-{seq}", std::process::id());
         if let Err(e) = fs::create_dir_all(&dir) {
-            result.errors.push(io_err("create directory", &dir)(e));
+            result
+                .errors
+                .push(SignalQueueError::io("create directory", &dir)(e));
         } else {
             let claimed = dir.join(format!("{CLAIMED_PREFIX}{label}"));
             take_one(
@@ -193,7 +197,7 @@ fn take_one(
     let meta = match fs::symlink_metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
-        Err(e) => return result.errors.push(io_err("stat", path)(e)),
+        Err(e) => return result.errors.push(SignalQueueError::io("stat", path)(e)),
     };
     let precheck = if !meta.file_type().is_file() {
         Some(format!(
@@ -215,7 +219,7 @@ fn take_one(
     match fs::rename(path, claimed) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
-        Err(e) => return result.errors.push(io_err("claim", path)(e)),
+        Err(e) => return result.errors.push(SignalQueueError::io("claim", path)(e)),
     }
     let bytes = match read_claimed(claimed) {
         Ok(b) => b,
@@ -311,7 +315,9 @@ fn reject(project_dir: &Path, path: &Path, name: &str, reason: &str, result: &mu
                 fs::remove_file(path)
             };
             if let Err(e) = removed {
-                result.errors.push(io_err("remove rejected file", path)(e));
+                result
+                    .errors
+                    .push(SignalQueueError::io("remove rejected file", path)(e));
             }
         }
     }
@@ -324,13 +330,13 @@ mod tests {
     #[test]
     fn enqueue_then_drain_round_trip() {
         let dir = tempfile::tempdir().unwrap();
-        let path = enqueue(dir.path(), SignalAction::Pause, "ops").unwrap();
+        let path = enqueue(dir.path(), ControlAction::Pause, "ops").unwrap();
         assert!(is_queue_file_name(
             path.file_name().unwrap().to_str().unwrap()
         ));
         let result = drain_ready(dir.path(), None);
         assert_eq!(result.delivered.len(), 1);
-        assert_eq!(result.delivered[0].action, SignalAction::Pause);
+        assert_eq!(result.delivered[0].action, ControlAction::Pause);
         assert_eq!(result.delivered[0].from, "ops");
         assert!(!path.exists());
         assert!(drain_ready(dir.path(), None).delivered.is_empty());

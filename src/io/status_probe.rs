@@ -38,13 +38,6 @@ pub fn probe(facts: &InstanceFacts, project_dir: &Path) -> InstanceStatus {
     )
 }
 
-/// Seconds since the epoch of an RFC 3339 timestamp, if it parses.
-pub fn unix_secs(rfc3339: &str) -> Option<i64> {
-    chrono::DateTime::parse_from_rfc3339(rfc3339)
-        .ok()
-        .map(|d| d.timestamp())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -81,11 +74,5 @@ mod tests {
         assert_eq!(s.next.as_ref().unwrap().command, "plan-feature");
         assert_eq!(s.phase, Some(2));
         assert_eq!(s.state, RunState::Stopped);
-    }
-
-    #[test]
-    fn parses_rfc3339() {
-        assert_eq!(unix_secs("1970-01-01T00:01:00.000Z"), Some(60));
-        assert_eq!(unix_secs("nope"), None);
     }
 }

@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod pollers;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -189,6 +191,19 @@ impl Sandbox {
 
 pub fn git(dir: &Path, args: &[&str]) {
     piv::testkit::project::git(dir, args).expect("git");
+}
+
+/// Whether `git status --porcelain` shows anything in `dir`.
+pub fn has_uncommitted(dir: &Path) -> bool {
+    !git_output(dir, &["status", "--porcelain"]).is_empty()
+}
+
+/// The number of commits reachable from HEAD in `dir` (0 without commits).
+pub fn commit_count(dir: &Path) -> u64 {
+    git_output(dir, &["rev-list", "--count", "HEAD"])
+        .trim()
+        .parse()
+        .unwrap_or(0)
 }
 
 /// Waits for a child with a deadline (killing it if the deadline passes) and collects

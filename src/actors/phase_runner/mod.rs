@@ -17,8 +17,10 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use tokio::sync::watch;
 
-use crate::actors::control::{ControlReply, Go, Notify, Pause, Resume};
+use crate::actors::control::Notify;
 use crate::actors::manifest::{ManifestActor, ReadManifest, RestoreManifest, UpdateManifest};
+pub use crate::config::RunnerSettings;
+use crate::core::control::{ControlAction, ControlReply};
 use crate::core::events::RunEvent;
 use crate::core::manifest::{
     self, ListSection, Manifest, ManifestUpdate, StepStatus, ValidationStatus,
@@ -28,8 +30,7 @@ use crate::core::status::{RunState, RuntimeState};
 use crate::core::step::{self, RunMemory, Step};
 use crate::core::supervision::StopReason;
 use crate::core::taxonomy::{Category, Recovery};
-use crate::core::waits::{LimitPolicy, OutagePolicy};
-use crate::io::agent::{self, AgentConfig, PairingOutcome};
+use crate::io::agent::{self, PairingOutcome};
 use crate::io::clock::now_rfc3339;
 use crate::io::{git, state_file};
 
@@ -71,28 +72,6 @@ pub struct StopSteps {
 #[rtype(result = "()")]
 pub struct StopRun {
     pub by: String,
-}
-
-/// Everything the loop needs to know, fixed for the life of the process.
-#[derive(Debug, Clone)]
-pub struct RunnerSettings {
-    pub project_dir: PathBuf,
-    pub prefix: String,
-    pub agent: AgentConfig,
-    pub only_phase: Option<u32>,
-    pub max_cost_usd: Option<f64>,
-    pub heartbeat: Duration,
-    pub started_at: String,
-    /// Test hook (`PIV_FAULT_INJECT=phase_runner_panic:N`): the loop panics at its start
-    /// the first N times, to exercise crash recording and the restart budget.
-    pub inject_panics: u32,
-    /// Test hook (`PIV_FAULT_INJECT=manifest_write_fail:N`): every manifest write after
-    /// the first N fails, as on a full disk.
-    pub fail_manifest_writes_after: Option<u32>,
-    /// At most this many agent sessions per phase in one run (`PIV_MAX_SESSIONS_PER_PHASE`).
-    pub max_sessions_per_phase: u32,
-    pub outage: OutagePolicy,
-    pub limit: LimitPolicy,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -299,10 +278,9 @@ impl Handler<StartRun> for PhaseRunnerActor {
     }
 }
 
-impl Handler<Pause> for PhaseRunnerActor {
-    type Result = ControlReply;
-
-    fn handle(&mut self, msg: Pause, _: &mut Context<Self>) -> ControlReply {
+impl PhaseRunnerActor {
+    /// Hold before the next step.
+    fn pause(&mut self, by: String) -> ControlReply {
         if !self.loop_running {
             return ControlReply::NothingRunning;
         }
@@ -311,40 +289,57 @@ impl Handler<Pause> for PhaseRunnerActor {
             Control::Stopping { .. } => return ControlReply::NothingRunning,
             Control::Run => {}
         }
-        let _ = self.control.send(Control::Paused { by: msg.by });
+        let _ = self.control.send(Control::Paused { by });
         ControlReply::Paused
     }
-}
 
-impl Handler<Resume> for PhaseRunnerActor {
-    type Result = ControlReply;
-
-    fn handle(&mut self, msg: Resume, _: &mut Context<Self>) -> ControlReply {
+    /// Continue after a pause.
+    fn resume(&mut self) -> ControlReply {
         let paused = matches!(*self.control.borrow(), Control::Paused { .. });
         if !paused {
             return ControlReply::NotPaused;
         }
-        let _ = msg.by;
         let _ = self.control.send(Control::Run);
         ControlReply::Resumed
     }
-}
 
-impl Handler<Go> for PhaseRunnerActor {
-    type Result = ControlReply;
-
-    fn handle(&mut self, msg: Go, ctx: &mut Context<Self>) -> ControlReply {
+    /// Start the loop if it is not running (re-reading the manifest, so new phases run),
+    /// or resume if paused.
+    fn go(&mut self, by: &str, ctx: &mut Context<Self>) -> ControlReply {
         if self.loop_running {
             if matches!(*self.control.borrow(), Control::Paused { .. }) {
                 let _ = self.control.send(Control::Run);
-                tracing::info!("go from {}: resuming", msg.by);
+                tracing::info!("go from {by}: resuming");
                 return ControlReply::Resumed;
             }
             return ControlReply::AlreadyRunning;
         }
-        tracing::info!("go from {}: starting the loop", msg.by);
+        tracing::info!("go from {by}: starting the loop");
         self.start_loop(ctx);
         ControlReply::Started
+    }
+}
+
+/// The runner's one entry point for control actions, local or remote.
+impl Handler<crate::actors::control::Control> for PhaseRunnerActor {
+    type Result = MessageResult<crate::actors::control::Control>;
+
+    fn handle(
+        &mut self,
+        msg: crate::actors::control::Control,
+        ctx: &mut Context<Self>,
+    ) -> Self::Result {
+        MessageResult(match msg.action {
+            ControlAction::Go => self.go(&msg.by, ctx),
+            ControlAction::Pause => self.pause(msg.by),
+            ControlAction::Resume => self.resume(),
+            // The supervisor runs the ordered shutdown and never forwards it; should it
+            // arrive here, the runner does its part: no new steps.
+            ControlAction::Shutdown => {
+                let _ = self.control.send(Control::Stopping { by: msg.by });
+                ControlReply::ShuttingDown
+            }
+        })
     }
 }
 

@@ -1,0 +1,201 @@
+//! The control vocabulary: what a human (chat, `piv signal`, another instance) can ask a
+//! run to do ([`ControlAction`]) and what the run answers ([`ControlReply`]).
+//!
+//! One action has one name everywhere: the chat command (`/pause`), the `piv signal`
+//! argument, and the `action` field of a signal file (`"pause"`: that JSON name is a
+//! file format and never changes). Adding an action is adding a variant here and its
+//! line in each table below; the runner then handles it in one place.
+
+use serde::{Deserialize, Serialize};
+
+/// What a run is asked to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ControlAction {
+    /// Start (or continue) running phases.
+    Go,
+    /// Hold before the next step.
+    Pause,
+    /// Continue after a pause.
+    Resume,
+    /// Stop cleanly (the supervisor's ordered shutdown).
+    Shutdown,
+}
+
+impl ControlAction {
+    /// Every action, in the order help texts list them.
+    pub const ALL: [ControlAction; 4] = [
+        ControlAction::Go,
+        ControlAction::Pause,
+        ControlAction::Resume,
+        ControlAction::Shutdown,
+    ];
+
+    /// The wire name (`go`, `pause`, `resume`, `shutdown`): the chat command without `/`,
+    /// the `piv signal` argument and the signal file's `action`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ControlAction::Go => "go",
+            ControlAction::Pause => "pause",
+            ControlAction::Resume => "resume",
+            ControlAction::Shutdown => "shutdown",
+        }
+    }
+
+    /// Parses a wire name, exactly (lowercase); `None` for anything else.
+    pub fn from_name(name: &str) -> Option<ControlAction> {
+        ControlAction::ALL.into_iter().find(|a| a.as_str() == name)
+    }
+
+    /// What the action does, for help texts.
+    pub fn describe(self) -> &'static str {
+        match self {
+            ControlAction::Go => "Start (or continue) running phases.",
+            ControlAction::Pause => "Hold before the next step.",
+            ControlAction::Resume => "Continue after a pause.",
+            ControlAction::Shutdown => "Stop cleanly.",
+        }
+    }
+
+    /// Whether the chat offers it as a command (`/go`, `/pause`, `/resume`; shutting an
+    /// instance down stays with its terminal and `piv signal`).
+    pub fn in_chat(self) -> bool {
+        !matches!(self, ControlAction::Shutdown)
+    }
+
+    /// The icon of the chat's confirmations.
+    pub fn icon(self) -> &'static str {
+        match self {
+            ControlAction::Go => "🚀",
+            ControlAction::Pause => "⏸",
+            ControlAction::Resume => "▶️",
+            ControlAction::Shutdown => "🛑",
+        }
+    }
+}
+
+impl std::fmt::Display for ControlAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a control action did; [`text`](Self::text) is the reply shown in the chat or
+/// the terminal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ControlReply {
+    Paused,
+    AlreadyPaused,
+    Resumed,
+    NotPaused,
+    Started,
+    AlreadyRunning,
+    NothingRunning,
+    /// The ordered shutdown has begun (it announces itself).
+    ShuttingDown,
+    /// The phase runner did not take the message (it is restarting or gone).
+    RunnerUnavailable,
+}
+
+impl ControlReply {
+    /// The reply texts, as the earlier version words them.
+    pub fn text(self) -> &'static str {
+        match self {
+            ControlReply::Paused => "⏸ Pausing after current step completes...",
+            ControlReply::AlreadyPaused => "⚠️ Already paused.",
+            ControlReply::Resumed => "▶️ Resuming execution...",
+            ControlReply::NotPaused => "⚠️ Not currently paused.",
+            ControlReply::Started => "🚀 Autonomous execution starting...",
+            ControlReply::AlreadyRunning => "⚠️ Execution already in progress.",
+            ControlReply::NothingRunning => "⚠️ Nothing is running to pause.",
+            ControlReply::ShuttingDown => "🛑 Shutting down...",
+            ControlReply::RunnerUnavailable => "⚠️ Could not reach the runner.",
+        }
+    }
+
+    /// What a signal's receiver tells its terminal and chat about it: the reply text,
+    /// except for a shutdown (the ordered shutdown announces itself) and a runner that
+    /// could not be reached (logged, not announced).
+    pub fn announcement(self) -> Option<&'static str> {
+        match self {
+            ControlReply::ShuttingDown | ControlReply::RunnerUnavailable => None,
+            other => Some(other.text()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn action_table() {
+        // (action, wire name, in the chat, icon)
+        let table = [
+            (ControlAction::Go, "go", true, "🚀"),
+            (ControlAction::Pause, "pause", true, "⏸"),
+            (ControlAction::Resume, "resume", true, "▶️"),
+            (ControlAction::Shutdown, "shutdown", false, "🛑"),
+        ];
+        assert_eq!(table.len(), ControlAction::ALL.len());
+        for (action, name, in_chat, icon) in table {
+            assert_eq!(action.as_str(), name);
+            assert_eq!(action.to_string(), name);
+            assert_eq!(ControlAction::from_name(name), Some(action));
+            assert_eq!(action.in_chat(), in_chat, "{name}");
+            assert_eq!(action.icon(), icon, "{name}");
+            assert!(action.describe().ends_with('.'), "{name}");
+            // The JSON name is the signal file's format.
+            assert_eq!(
+                serde_json::to_string(&action).unwrap(),
+                format!("\"{name}\"")
+            );
+        }
+    }
+
+    #[test]
+    fn names_are_exact() {
+        for name in ["Go", "PAUSE", " go", "stop", ""] {
+            assert_eq!(ControlAction::from_name(name), None, "{name:?}");
+        }
+    }
+
+    #[test]
+    fn reply_table() {
+        let table = [
+            (
+                ControlReply::Paused,
+                "⏸ Pausing after current step completes...",
+                true,
+            ),
+            (ControlReply::AlreadyPaused, "⚠️ Already paused.", true),
+            (ControlReply::Resumed, "▶️ Resuming execution...", true),
+            (ControlReply::NotPaused, "⚠️ Not currently paused.", true),
+            (
+                ControlReply::Started,
+                "🚀 Autonomous execution starting...",
+                true,
+            ),
+            (
+                ControlReply::AlreadyRunning,
+                "⚠️ Execution already in progress.",
+                true,
+            ),
+            (
+                ControlReply::NothingRunning,
+                "⚠️ Nothing is running to pause.",
+                true,
+            ),
+            (ControlReply::ShuttingDown, "🛑 Shutting down...", false),
+            (
+                ControlReply::RunnerUnavailable,
+                "⚠️ Could not reach the runner.",
+                false,
+            ),
+        ];
+        for (reply, text, announced) in table {
+            assert_eq!(reply.text(), text);
+            assert_eq!(reply.announcement(), announced.then_some(text), "{reply:?}");
+        }
+    }
+}

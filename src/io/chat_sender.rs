@@ -1,0 +1,119 @@
+//! [`ChatSender`]: the single routine that puts a message into the chat (a slot in the
+//! send budget shared by every instance of this `$PIV_HOME`, the send, 429 and error
+//! handling). The notifier sends run events through it, the bot owner its replies.
+
+use std::time::{Duration, SystemTime};
+
+use crate::core::telegram_text::{split_tagged, TELEGRAM_LIMIT};
+use crate::io::send_budget::{interval_for_chat, SendBudget};
+use crate::io::telegram::{TelegramClient, TelegramError};
+
+/// A failing send (other than a 429) is tried this many times before that message is dropped.
+pub const MAX_SEND_ATTEMPTS: u32 = 4;
+/// First pause after a failed send; doubles per attempt.
+const FIRST_RETRY_BACKOFF: Duration = Duration::from_millis(500);
+
+/// Sends messages to one chat through the token's shared send budget.
+#[derive(Clone, Debug)]
+pub struct ChatSender {
+    client: TelegramClient,
+    budget: SendBudget,
+    chat_id: i64,
+}
+
+impl ChatSender {
+    pub fn new(client: TelegramClient, budget: SendBudget, chat_id: i64) -> Self {
+        Self {
+            client,
+            budget,
+            chat_id,
+        }
+    }
+
+    /// Waits for this sender's next slot in the shared budget (the file lock blocks, so
+    /// it is taken off the actor thread).
+    async fn wait_for_slot(&self) {
+        let budget = self.budget.clone();
+        // The wait is measured from the booking (the clock is read once the budget's lock
+        // is held), not from when this task resumes.
+        let booked = tokio::task::spawn_blocking(move || {
+            let result = budget.reserve_now();
+            (result, tokio::time::Instant::now())
+        })
+        .await;
+        let (wait, from) = match booked {
+            Ok((Ok(wait), at)) => (wait, at),
+            Ok((Err(e), at)) => {
+                tracing::warn!(error = %e, "send budget unavailable; spacing this send locally");
+                (interval_for_chat(self.chat_id), at)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "send budget task failed; spacing this send locally");
+                (interval_for_chat(self.chat_id), tokio::time::Instant::now())
+            }
+        };
+        tokio::time::sleep_until(from + wait).await;
+    }
+
+    /// Records a 429 for every process of this home; if that fails, waits it out here.
+    async fn back_off_for(&self, retry_after: Duration) {
+        let budget = self.budget.clone();
+        let until = SystemTime::now() + retry_after;
+        let recorded = tokio::task::spawn_blocking(move || budget.push_back(until)).await;
+        if !matches!(recorded, Ok(Ok(()))) {
+            tracing::warn!("cannot record the rate limit in the send budget; waiting locally");
+            tokio::time::sleep(retry_after).await;
+        }
+    }
+
+    /// Sends one finished part (tagged, escaped, within the limit). A 429 waits
+    /// `retry_after` and retries this same part, however often it comes; other failures
+    /// are retried with backoff up to [`MAX_SEND_ATTEMPTS`] and then returned.
+    pub async fn send_part(&self, html: &str) -> Result<(), TelegramError> {
+        let mut attempts = 0;
+        let mut backoff = FIRST_RETRY_BACKOFF;
+        loop {
+            self.wait_for_slot().await;
+            match self.client.send_html(self.chat_id, html).await {
+                Ok(()) => return Ok(()),
+                Err(TelegramError::RetryAfter(retry_after)) => {
+                    tracing::info!(
+                        ?retry_after,
+                        "Telegram rate limit; retrying the same message after the wait"
+                    );
+                    self.back_off_for(retry_after).await;
+                }
+                // Sending the same text again cannot succeed.
+                Err(
+                    e @ (TelegramError::TooLong
+                    | TelegramError::Unauthorized
+                    | TelegramError::MigratedToChat(_)
+                    | TelegramError::Setup(_)),
+                ) => return Err(e),
+                Err(e) => {
+                    attempts += 1;
+                    if attempts >= MAX_SEND_ATTEMPTS {
+                        return Err(e);
+                    }
+                    tracing::warn!(error = %e, attempt = attempts, "Telegram send failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff *= 2;
+                }
+            }
+        }
+    }
+
+    /// Tags `body` with `[prefix] `, splits it under Telegram's limit and sends every
+    /// part in order. A part that cannot be sent is logged and skipped. Returns whether
+    /// every part went out.
+    pub async fn send_tagged(&self, prefix: &str, body: &str) -> bool {
+        let mut all_sent = true;
+        for part in split_tagged(prefix, body, TELEGRAM_LIMIT) {
+            if let Err(e) = self.send_part(&part).await {
+                tracing::warn!(error = %e, "Telegram message dropped after failed sends");
+                all_sent = false;
+            }
+        }
+        all_sent
+    }
+}
