@@ -456,9 +456,14 @@ fn log_event(event: &StreamEvent) {
             ?retry_delay_ms,
             "agent API retry"
         ),
-        StreamEvent::RateLimit { status, resets_at } => {
-            info!(status, ?resets_at, "agent rate limit event")
-        }
+        StreamEvent::RateLimit(i) => info!(
+            status = i.status,
+            resets_at = ?i.resets_at,
+            window = ?i.window,
+            utilization = ?i.utilization,
+            overage = i.is_overage(),
+            "agent rate limit event"
+        ),
         StreamEvent::AssistantError { error, .. } => warn!(error, "agent error message"),
         _ => {}
     }
