@@ -74,7 +74,11 @@ pub struct CostReport {
 /// The day `n` days before `day` (`YYYY-MM-DD`); None if `day` is not a date.
 pub fn days_before(day: &str, n: i64) -> Option<String> {
     let d = chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d").ok()?;
-    Some((d - chrono::Duration::days(n)).format("%Y-%m-%d").to_string())
+    Some(
+        (d - chrono::Duration::days(n))
+            .format("%Y-%m-%d")
+            .to_string(),
+    )
 }
 
 /// The months (`YYYY-MM`) whose files hold the days from `from` to `to`.
@@ -109,9 +113,8 @@ pub fn report(
 ) -> CostReport {
     let week_start = days_before(today, 6).unwrap_or_default();
     let month = today.get(..7).unwrap_or("");
-    let wanted = |p: &str| {
-        project.is_none_or(|want| p.to_lowercase().starts_with(&want.to_lowercase()))
-    };
+    let wanted =
+        |p: &str| project.is_none_or(|want| p.to_lowercase().starts_with(&want.to_lowercase()));
     let mut by: BTreeMap<String, ProjectCost> = BTreeMap::new();
     let mut total = ProjectCost {
         project: "total".into(),
@@ -237,7 +240,13 @@ mod tests {
         let r = report(&entries, "2026-03-10", None, None);
         let a = &r.projects[0];
         assert_eq!(
-            (a.project.as_str(), a.today, a.last7_days, a.month, a.sessions),
+            (
+                a.project.as_str(),
+                a.today,
+                a.last7_days,
+                a.month,
+                a.sessions
+            ),
             ("alpha", 1.0, 7.0, 15.0, 4)
         );
         let b = &r.projects[1];
@@ -247,7 +256,11 @@ mod tests {
         let r = report(&entries, "2026-03-01", None, Some("AL"));
         assert_eq!(r.projects.len(), 1);
         assert_eq!(
-            (r.projects[0].today, r.projects[0].last7_days, r.projects[0].month),
+            (
+                r.projects[0].today,
+                r.projects[0].last7_days,
+                r.projects[0].month
+            ),
             (0.0, 16.0, 0.0)
         );
         let r = report(&entries, "2026-03-10", Some("2026-02-01"), None);
@@ -255,7 +268,10 @@ mod tests {
         assert_eq!(r.total.since, Some(31.5));
         assert_eq!(spent_on(&entries, "2026-03-10"), 1.5);
         let table = render(&r);
-        assert!(table.contains("since 2026-02-01") && table.contains("$31.50"), "{table}");
+        assert!(
+            table.contains("since 2026-02-01") && table.contains("$31.50"),
+            "{table}"
+        );
     }
 
     #[test]

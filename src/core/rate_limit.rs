@@ -131,10 +131,30 @@ mod tests {
     fn the_newest_shapes_are_read() {
         let cases = [
             // (line, rejected, overage, near at 0.9)
-            (include_str!("../../tests/fixtures/rate-limit/rejected.json"), true, false, true),
-            (include_str!("../../tests/fixtures/rate-limit/allowed.json"), false, false, false),
-            (include_str!("../../tests/fixtures/rate-limit/warning.json"), false, false, true),
-            (include_str!("../../tests/fixtures/rate-limit/overage.json"), false, true, false),
+            (
+                include_str!("../../tests/fixtures/rate-limit/rejected.json"),
+                true,
+                false,
+                true,
+            ),
+            (
+                include_str!("../../tests/fixtures/rate-limit/allowed.json"),
+                false,
+                false,
+                false,
+            ),
+            (
+                include_str!("../../tests/fixtures/rate-limit/warning.json"),
+                false,
+                false,
+                true,
+            ),
+            (
+                include_str!("../../tests/fixtures/rate-limit/overage.json"),
+                false,
+                true,
+                false,
+            ),
             (
                 r#"{"type":"rate_limit_event","rate_limit_info":{"status":"rejected","overageStatus":"allowed"}}"#,
                 false,

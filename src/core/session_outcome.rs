@@ -505,8 +505,7 @@ impl SessionAccumulator {
             return Some(SessionError::ApiUnavailable { detail });
         }
         if let Some(r) = &self.result {
-            if r.subtype == "error_max_turns" || r.terminal_reason.as_deref() == Some("max_turns")
-            {
+            if r.subtype == "error_max_turns" || r.terminal_reason.as_deref() == Some("max_turns") {
                 return Some(SessionError::TurnBudgetExhausted {
                     turns: r.num_turns,
                     messages: r.errors.clone(),

@@ -11,12 +11,20 @@ pub enum BudgetInput {
     Preflight,
     /// `tasks` counted in the plan file (0: unreadable or none); `prior_stats`: phase > 1
     /// and the previous phase has an executions entry.
-    Execute { tasks: u32, prior_stats: bool },
+    Execute {
+        tasks: u32,
+        prior_stats: bool,
+    },
     /// `files`: tracked source files; `scenarios`: passed+failed+skipped of the phase's
     /// first validations entry, if any.
-    Validate { files: u32, scenarios: Option<u32> },
+    Validate {
+        files: u32,
+        scenarios: Option<u32>,
+    },
     /// `staged`: lines of `git status --porcelain`.
-    Commit { staged: u32 },
+    Commit {
+        staged: u32,
+    },
     Other,
 }
 
@@ -62,7 +70,9 @@ pub fn turn_budget(input: &BudgetInput) -> TurnBudget {
                 turns: turns.min(EXECUTE_CAP),
                 reasoning: match (tasks, prior_stats) {
                     (0, _) => "execute: no tasks counted in the plan".to_string(),
-                    (t, true) => format!("execute: {t} tasks × {TURNS_PER_TASK} × 1.2 (prior phase)"),
+                    (t, true) => {
+                        format!("execute: {t} tasks × {TURNS_PER_TASK} × 1.2 (prior phase)")
+                    }
                     (t, false) => format!("execute: 50 + {t} tasks × {TURNS_PER_TASK}"),
                 },
             }
@@ -80,7 +90,10 @@ pub fn turn_budget(input: &BudgetInput) -> TurnBudget {
 /// The budget of the one retry after a session ended at `turns`: twice as many (at least
 /// ten more), up to [`RETRY_CAP`].
 pub fn retry_budget(turns: u32) -> u32 {
-    turns.saturating_mul(2).max(turns + 10).min(RETRY_CAP.max(turns))
+    turns
+        .saturating_mul(2)
+        .max(turns + 10)
+        .min(RETRY_CAP.max(turns))
 }
 
 /// Tasks in a plan, as the reference counted them: lines starting with a checkbox
@@ -128,13 +141,55 @@ mod tests {
             (Commit { staged: 0 }, 10),
             (Commit { staged: 7 }, 13),
             (Commit { staged: 500 }, 60),
-            (Execute { tasks: 0, prior_stats: true }, 200),
-            (Execute { tasks: 5, prior_stats: false }, 80),
-            (Execute { tasks: 5, prior_stats: true }, 36),
-            (Execute { tasks: 100, prior_stats: false }, 400),
-            (Validate { files: 0, scenarios: None }, 55),
-            (Validate { files: 11, scenarios: Some(2) }, 46),
-            (Validate { files: 1000, scenarios: Some(50) }, 200),
+            (
+                Execute {
+                    tasks: 0,
+                    prior_stats: true,
+                },
+                200,
+            ),
+            (
+                Execute {
+                    tasks: 5,
+                    prior_stats: false,
+                },
+                80,
+            ),
+            (
+                Execute {
+                    tasks: 5,
+                    prior_stats: true,
+                },
+                36,
+            ),
+            (
+                Execute {
+                    tasks: 100,
+                    prior_stats: false,
+                },
+                400,
+            ),
+            (
+                Validate {
+                    files: 0,
+                    scenarios: None,
+                },
+                55,
+            ),
+            (
+                Validate {
+                    files: 11,
+                    scenarios: Some(2),
+                },
+                46,
+            ),
+            (
+                Validate {
+                    files: 1000,
+                    scenarios: Some(50),
+                },
+                200,
+            ),
         ];
         for (input, want) in table {
             assert_eq!(turn_budget(&input).turns, want, "{input:?}");
@@ -147,7 +202,10 @@ mod tests {
 
     #[test]
     fn plan_tasks_are_counted_like_the_reference() {
-        assert_eq!(count_plan_tasks("# P\n- [ ] a\n- [x] b\n* [ ] c\n### Task 4\n"), 4);
+        assert_eq!(
+            count_plan_tasks("# P\n- [ ] a\n- [x] b\n* [ ] c\n### Task 4\n"),
+            4
+        );
         assert_eq!(count_plan_tasks("## 1. one\n## 2. two\n## Notes\n"), 2);
         assert_eq!(count_plan_tasks("## A\n## B\n## C\n"), 3);
         assert_eq!(count_plan_tasks("nothing"), 1);

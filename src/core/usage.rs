@@ -128,11 +128,20 @@ pub enum Gate {
         of: usize,
     },
     /// The window is nearly full and this instance's priority is low: wait for the reset.
-    Parked { until: i64, utilization: Option<f64> },
+    Parked {
+        until: i64,
+        utilization: Option<f64>,
+    },
     /// The last session was paid from extra usage: pause until a resume (or the reset).
-    OverageStop { since: i64, resets_at: Option<i64> },
+    OverageStop {
+        since: i64,
+        resets_at: Option<i64>,
+    },
     /// The home spent its daily cap: pause until a resume or the next day.
-    DailyCap { spent: f64, cap: f64 },
+    DailyCap {
+        spent: f64,
+        cap: f64,
+    },
 }
 
 /// The prefixes in resume order: priority (higher first), then start order, then name.
@@ -384,7 +393,13 @@ mod tests {
     #[test]
     fn everyone_waits_for_the_reset_and_resumes_staggered() {
         let mut r = home();
-        assert!(record_limit(&mut r, "alpha", Some("five_hour".into()), 1000, 100));
+        assert!(record_limit(
+            &mut r,
+            "alpha",
+            Some("five_hour".into()),
+            1000,
+            100
+        ));
         // A second hit while the limit is in force is not news.
         assert!(!record_limit(&mut r, "gamma", None, 990, 150));
         let p = UsagePolicy {
@@ -460,7 +475,10 @@ mod tests {
         }
         // Nobody parks by default.
         record_rate_info(&mut r, &warn("allowed_warning", Some(0.99)), 0.9, 100);
-        assert_eq!(gate(&r, "alpha", &UsagePolicy::default(), &l, 500), Gate::Go);
+        assert_eq!(
+            gate(&r, "alpha", &UsagePolicy::default(), &l, 500),
+            Gate::Go
+        );
     }
 
     #[test]

@@ -38,6 +38,7 @@ mod failure;
 mod loop_run;
 mod sessions;
 mod steps;
+mod usage;
 
 use crash::InRunnerLoop;
 pub use crash::{panic_text, record_crash, IN_RUNNER_LOOP};
@@ -93,6 +94,12 @@ pub struct RunnerSettings {
     pub max_sessions_per_phase: u32,
     pub outage: OutagePolicy,
     pub limit: LimitPolicy,
+    /// `$PIV_HOME` when instances share it (the usage record, the cost ledger); None in
+    /// single-instance mode.
+    pub home: Option<PathBuf>,
+    pub usage: crate::core::usage::UsagePolicy,
+    /// Turn budgets per command (`PIV_MAX_TURNS` unset).
+    pub turn_budgets: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -133,6 +140,9 @@ pub struct PhaseRunnerActor {
     /// Waiters of `StopRun`, answered when the loop ends.
     stop_waiters: Vec<tokio::sync::oneshot::Sender<()>>,
     panics_injected: u32,
+    /// What this instance knows about the shared subscription (its last resume), kept
+    /// across restarts of the loop.
+    usage_local: crate::core::usage::Local,
 }
 
 impl PhaseRunnerActor {
@@ -170,6 +180,7 @@ impl PhaseRunnerActor {
             loop_running: false,
             stop_waiters: Vec::new(),
             panics_injected: 0,
+            usage_local: Default::default(),
         }
     }
 
@@ -207,6 +218,7 @@ impl PhaseRunnerActor {
             last_failure: Default::default(),
             outage: None,
             limit_hits: 0,
+            usage_local: self.usage_local,
         };
         let handle = actix_rt::spawn(InRunnerLoop(Box::pin(async move {
             if inject {
