@@ -225,9 +225,10 @@ async fn a_failed_first_command_stops_the_pairing() {
     let prompts = vec!["/prime".to_string(), "/commit".to_string()];
     let out = run_pairing(&cfg(&fx), &prompts, no_cancel()).await;
     assert_eq!(out.sessions.len(), 1);
-    assert!(
-        matches!(out.error(), Some(SessionError::ResultError { subtype, .. }) if subtype == "error_max_turns")
-    );
+    assert!(matches!(
+        out.error(),
+        Some(SessionError::TurnBudgetExhausted { .. })
+    ));
     assert_eq!(fx.calls().len(), 1);
 }
 

@@ -22,3 +22,4 @@ mod support;
 mod telegram;
 mod telegram_e2e;
 mod torn_writes;
+mod usage;

@@ -57,6 +57,18 @@ impl RealCli {
 
     /// `piv run` to its end with the real CLI, bounded by `deadline`.
     fn run(&self, env: &[(&str, &str)], deadline: Duration) -> Output {
+        wait_output(self.spawn(env), deadline)
+    }
+
+    /// Runs until the instance pauses for a human (it stays up), then shuts it down.
+    fn run_until_paused(&self, prefix: &str, deadline: Duration) -> (Output, bool) {
+        let child = self.spawn(&[]);
+        let paused = wait_until(deadline, || state_file(&self.sb)["state"] == "paused");
+        let _ = self.sb.piv(&["signal", prefix, "shutdown"]).output();
+        (wait_output(child, DEADLINE), paused)
+    }
+
+    fn spawn(&self, env: &[(&str, &str)]) -> std::process::Child {
         let mut cmd = self.sb.piv(&["run"]);
         for (k, v) in claude_cli::env(&self.bin, &self.api.base_url()) {
             cmd.env(k, v);
@@ -66,12 +78,10 @@ impl RealCli {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let child = cmd
-            .stdout(Stdio::piped())
+        cmd.stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("spawn piv run");
-        wait_output(child, deadline)
+            .expect("spawn piv run")
     }
 
     fn show(&self, out: &Output) -> String {
@@ -426,8 +436,8 @@ fn the_cli_tolerates_unknown_paths_and_sends_only_messages_when_quiet() {
 
 /// A 401 partway (from `/execute` on): the CLI would retry it 10 times (~3 minutes) before
 /// its result; piv stops the session at the first `system/api_retry` that says
-/// `authentication_failed` / 401, records `integration_auth` and stops for a human, without
-/// a retry of the step.
+/// `authentication_failed` / 401, records `integration_auth` and pauses for a human (staying
+/// up, so that a resume can retry the step once the login is fixed), without a retry.
 #[test]
 fn a_401_partway_stops_at_the_first_api_retry_as_integration_auth() {
     let Some(t) = RealCli::new("real_cli_401_partway", 1) else {
@@ -437,14 +447,15 @@ fn a_401_partway_stops_at_the_first_api_retry_as_integration_auth() {
     let started = Instant::now();
     // The CLI's own retries (CLAUDE_CODE_MAX_RETRIES) are left at their default on purpose.
     // Bounded well below the ~3 minutes the CLI would take by itself.
-    let out = t.run(&[], Duration::from_secs(90));
+    let (out, paused) = t.run_until_paused("real_cli_401_partway", Duration::from_secs(90));
     let took = started.elapsed();
     let shown = t.show(&out);
+    assert!(paused, "{shown}");
     assert!(
         took < Duration::from_secs(60),
         "a 401 took {took:?} (the CLI's own retries run ~3 min)\n{shown}"
     );
-    assert_eq!(out.status.code(), Some(1), "{shown}");
+    assert_eq!(out.status.code(), Some(0), "{shown}");
     let unauthorized = t
         .api
         .requests_for("execute")
