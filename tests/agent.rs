@@ -7,11 +7,10 @@ use std::time::{Duration, Instant};
 use piv::core::stream::SessionError;
 use piv::io::agent::{missing_commands, run_pairing, run_session, AgentConfig};
 use piv::io::git;
-use piv::testkit::fake_claude::{Action, Rule, Scenario, LOG_ENV, SCRIPT_ENV};
+use piv_testkit::binaries::fake_claude;
+use piv_testkit::fake_claude::{Action, Rule, Scenario, LOG_ENV, SCRIPT_ENV};
 use serde_json::Value;
 use tokio::sync::watch;
-
-const FAKE: &str = env!("CARGO_BIN_EXE_piv-fake-claude");
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -27,7 +26,7 @@ impl Fixture {
         // The PIV slash commands, as a real project has them (the CLI lists them in init).
         let commands = project.join(".claude/commands");
         std::fs::create_dir_all(&commands).unwrap();
-        for c in piv::testkit::project::COMMAND_FILES {
+        for c in piv_testkit::project::COMMAND_FILES {
             std::fs::write(commands.join(format!("{c}.md")), format!("# /{c}\n")).unwrap();
         }
         let script = dir.path().join("scenario.json");
@@ -51,7 +50,7 @@ impl Fixture {
                 (SCRIPT_ENV.into(), self.script.display().to_string()),
                 (LOG_ENV.into(), self.log.display().to_string()),
             ],
-            ..AgentConfig::new(FAKE, &self.project)
+            ..AgentConfig::new(fake_claude(), &self.project)
         }
     }
 

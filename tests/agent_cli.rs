@@ -12,11 +12,10 @@ use std::time::{Duration, Instant};
 
 use piv::core::stream::SessionError;
 use piv::io::agent::{run_pairing, run_session, AgentConfig};
-use piv::testkit::fake_claude::{Action, Rule, Scenario, LOG_ENV, SCRIPT_ENV, STATE_DIR_ENV};
+use piv_testkit::binaries::fake_claude;
+use piv_testkit::fake_claude::{Action, Rule, Scenario, LOG_ENV, SCRIPT_ENV, STATE_DIR_ENV};
 use serde_json::Value;
 use tokio::sync::watch;
-
-const FAKE: &str = env!("CARGO_BIN_EXE_piv-fake-claude");
 
 struct Fixture {
     dir: tempfile::TempDir,
@@ -31,7 +30,7 @@ impl Fixture {
         let project = dir.path().join("project");
         let commands = project.join(".claude/commands");
         std::fs::create_dir_all(&commands).unwrap();
-        for c in piv::testkit::project::COMMAND_FILES {
+        for c in piv_testkit::project::COMMAND_FILES {
             std::fs::write(commands.join(format!("{c}.md")), format!("# /{c}\n")).unwrap();
         }
         let script = dir.path().join("scenario.json");
@@ -54,7 +53,7 @@ impl Fixture {
                 (LOG_ENV.into(), self.log.display().to_string()),
                 (STATE_DIR_ENV.into(), self.dir.path().display().to_string()),
             ],
-            ..AgentConfig::new(FAKE, &self.project)
+            ..AgentConfig::new(fake_claude(), &self.project)
         }
     }
 

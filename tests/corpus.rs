@@ -25,7 +25,7 @@ use piv::io::agent::{run_session, AgentConfig};
 use piv::io::registry_store::{RegistryStore, REGISTRY_FILE};
 use piv::io::signal_queue::{drain_ready, enqueue, rejected_dir, signals_dir};
 use piv::io::telegram::TelegramClient;
-use piv::testkit::bot_api::{parse_telegram_html, BotApiStandIn, BOT_USERNAME};
+use piv_testkit::bot_api::{parse_telegram_html, BotApiStandIn, BOT_USERNAME};
 
 /// Generous: the machine is shared and loaded, and debug builds parse 20 MB slowly.
 const DEADLINE: Duration = Duration::from_secs(120);

@@ -43,7 +43,7 @@ impl RealCli {
     fn new(test: &str, phases: u32) -> Option<RealCli> {
         let bin = claude_cli::find_or_skip(test)?;
         let sb = Sandbox::new(test, &ready_manifest(phases));
-        write_commands(&sb.project, piv::testkit::project::COMMAND_FILES).unwrap();
+        write_commands(&sb.project, piv_testkit::project::COMMAND_FILES).unwrap();
         git(&sb.project, &["add", "-A"]);
         git(&sb.project, &["commit", "-qm", "PIV test commands"]);
         let api = MessagesApi::start(
