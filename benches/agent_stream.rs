@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 
 use piv::core::stream::{parse_line, ExitInfo, SessionAccumulator};
 use piv::io::agent::{run_session, session_args, AgentConfig};
-use piv::testkit::fake_claude::{Action, Rule, Scenario, SCRIPT_ENV};
+use piv_testkit::binaries::fake_claude;
+use piv_testkit::fake_claude::{Action, Rule, Scenario, SCRIPT_ENV};
 
-const FAKE: &str = env!("CARGO_BIN_EXE_piv-fake-claude");
 const ROLE_ENV: &str = "PIV_BENCH_ROLE";
 const PROMPT: &str = "/execute .agents/plans/phase-1.md";
 
@@ -45,7 +45,7 @@ fn config(project: &Path, script: &Path) -> AgentConfig {
         stall: Duration::from_secs(600),
         model: Some("claude-bench".into()),
         env: vec![(SCRIPT_ENV.into(), script.display().to_string())],
-        ..AgentConfig::new(FAKE, project)
+        ..AgentConfig::new(fake_claude(), project)
     }
 }
 

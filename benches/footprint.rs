@@ -16,8 +16,8 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::*;
-use piv::testkit::bot_api::BotApiStandIn;
-use piv::testkit::fake_claude::{Action, Rule, Scenario};
+use piv_testkit::bot_api::BotApiStandIn;
+use piv_testkit::fake_claude::{Action, Rule, Scenario};
 
 const TOKEN: &str = "192837:bench-footprint-token";
 const CHAT: i64 = 6161;

@@ -29,7 +29,7 @@ use std::process::{Command, Stdio};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use common::{Env, Project};
-use piv::testkit::fake_claude::Scenario;
+use piv_testkit::fake_claude::Scenario;
 
 const ROLE_ENV: &str = "PIV_BENCH_ROLE";
 const SHIM_TARGET_ENV: &str = "PIV_BENCH_SHIM_TARGET";
@@ -75,9 +75,9 @@ struct Round {
 fn one_phase(root: &Path, name: &str, agent: &Path, extra: &[(String, String)]) -> Round {
     let env = Env::new(root, Scenario::new(), None);
     let project = Project::new(root, name, 1);
-    messages_api::write_commands(&project.dir, piv::testkit::project::COMMAND_FILES).unwrap();
-    piv::testkit::project::git(&project.dir, &["add", "-A"]).unwrap();
-    piv::testkit::project::git(&project.dir, &["commit", "-qm", "commands"]).unwrap();
+    messages_api::write_commands(&project.dir, piv_testkit::project::COMMAND_FILES).unwrap();
+    piv_testkit::project::git(&project.dir, &["add", "-A"]).unwrap();
+    piv_testkit::project::git(&project.dir, &["commit", "-qm", "commands"]).unwrap();
     let shim_log = root.join(format!("{name}.shim.log"));
     let mut cmd = env.command(&project, &["run"]);
     cmd.env("PIV_CLAUDE_BIN", std::env::current_exe().unwrap())

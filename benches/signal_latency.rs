@@ -24,8 +24,8 @@ use std::time::{Duration, SystemTime};
 use common::*;
 use piv::core::control::ControlAction;
 use piv::io::signal_queue;
-use piv::testkit::fake_claude::{Action, Rule, Scenario};
-use piv::testkit::rng::Rng;
+use piv_testkit::fake_claude::{Action, Rule, Scenario};
+use piv_testkit::rng::Rng;
 
 const STEP: Duration = Duration::from_secs(60);
 const BURST: usize = 1000;

@@ -25,9 +25,9 @@ use piv::core::status::{RunState, RuntimeState};
 use piv::io::registry_store::RegistryStore;
 use piv::io::send_budget::PRIVATE_CHAT_INTERVAL;
 use piv::io::state_file;
-use piv::testkit::bot_api::BotApiStandIn;
-use piv::testkit::fake_claude::{Action, Rule, Scenario};
-use piv::testkit::project::ready_manifest;
+use piv_testkit::bot_api::BotApiStandIn;
+use piv_testkit::fake_claude::{Action, Rule, Scenario};
+use piv_testkit::project::ready_manifest;
 
 const ROLE_ENV: &str = "PIV_BENCH_ROLE";
 const TOKEN: &str = "564738:bench-status-all-token";

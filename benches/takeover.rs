@@ -24,9 +24,9 @@ use std::time::{Duration, Instant};
 
 use common::pollers::current_poller;
 use common::*;
-use piv::testkit::bot_api::BotApiStandIn;
-use piv::testkit::fake_claude::{Action, Rule, Scenario};
-use piv::testkit::rng::Rng;
+use piv_testkit::bot_api::BotApiStandIn;
+use piv_testkit::fake_claude::{Action, Rule, Scenario};
+use piv_testkit::rng::Rng;
 
 const TOKEN: &str = "918273:bench-takeover-token";
 const CHAT: i64 = 4242;

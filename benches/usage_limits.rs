@@ -18,7 +18,7 @@
 use std::collections::BTreeMap;
 
 use piv::core::usage::{self, Gate, Local, Member, UsagePolicy, UsageRecord};
-use piv::testkit::rng::Rng;
+use piv_testkit::rng::Rng;
 
 const PROJECTS: usize = 10;
 const WINDOW: i64 = 5 * 3600;

@@ -17,9 +17,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
-use piv::testkit::bot_api::{parse_telegram_html, BotApiStandIn};
-use piv::testkit::fake_claude::{Action, Rule, Scenario, SCRIPT_ENV, STATE_DIR_ENV};
-use piv::testkit::project::{ready_manifest, scaffold};
+use piv_testkit::bot_api::{parse_telegram_html, BotApiStandIn};
+use piv_testkit::fake_claude::{Action, Rule, Scenario, SCRIPT_ENV, STATE_DIR_ENV};
+use piv_testkit::project::{ready_manifest, scaffold};
 
 /// The whole demo must end within this.
 const DEMO_DEADLINE: Duration = Duration::from_secs(240);
@@ -100,7 +100,9 @@ struct Instance {
 }
 
 fn run_demo() -> Result<(), String> {
-    let (piv, fake_claude) = locate_binaries()?;
+    // `cargo run --example` builds only this example: the testkit builds `piv` and the
+    // scripted claude (a no-op when they are up to date) with the same cargo and profile.
+    let (piv, fake_claude) = piv_testkit::binaries::piv_and_fake_claude()?;
     let chat = match (
         std::env::var("TELEGRAM_BOT_TOKEN")
             .ok()
@@ -531,45 +533,4 @@ fn wait_child(child: &mut Child, timeout: Duration) -> Result<std::process::Exit
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-/// The `piv` and `piv-fake-claude` binaries of this build. `cargo run --example` builds
-/// only the example, so build the binaries (a no-op when they are up to date) with the
-/// same cargo and profile.
-fn locate_binaries() -> Result<(PathBuf, PathBuf), String> {
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    // target/<profile>/examples/two_instances
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .ok_or("cannot find the target directory")?
-        .to_path_buf();
-    let release = profile_dir.file_name().is_some_and(|n| n == "release");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut build = Command::new(cargo);
-    build.args(["build", "--quiet", "--bins"]);
-    if release {
-        build.arg("--release");
-    }
-    if let Some(manifest_dir) = option_env!("CARGO_MANIFEST_DIR") {
-        build.current_dir(manifest_dir);
-    }
-    match build.status() {
-        Ok(s) if s.success() => {}
-        Ok(s) => return Err(format!("building the piv binaries failed: {s}")),
-        Err(e) => say(&format!(
-            "(cannot run cargo to build the binaries: {e}; using what exists)"
-        )),
-    }
-    let piv = profile_dir.join("piv");
-    let fake = profile_dir.join("piv-fake-claude");
-    for b in [&piv, &fake] {
-        if !b.exists() {
-            return Err(format!(
-                "{} is missing: run `cargo build --bins`",
-                b.display()
-            ));
-        }
-    }
-    Ok((piv, fake))
 }

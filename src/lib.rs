@@ -10,7 +10,9 @@
 //! - [`io`]: small adapters: atomic files and quarantine, locks, the PID file, the
 //!   registry store, the signal queue, agent sessions, git, the Bot API client.
 //! - [`actors`]: the actix shell, one actor per responsibility.
-//! - [`testkit`]: stand-ins (Bot API server, scripted `claude`) for tests and the demo.
+//!
+//! The test doubles (a Bot API stand-in, a scripted `claude`) are the dev-only crate
+//! `piv-testkit` (`crates/piv-testkit`), not part of this one.
 
 pub mod actors;
 pub mod cli;
@@ -19,4 +21,3 @@ pub mod config;
 pub mod core;
 pub mod io;
 pub mod run;
-pub mod testkit;

@@ -9,7 +9,7 @@ use piv::io::agent::{missing_commands, run_pairing, run_session, AgentConfig};
 use piv::io::git;
 
 use crate::support;
-use piv::testkit::fake_claude::{Action, Rule, Scenario};
+use piv_testkit::fake_claude::{Action, Rule, Scenario};
 use tokio::sync::watch;
 
 use crate::support::session_fixture::{no_cancel, SessionFixture};

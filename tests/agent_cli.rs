@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use piv::core::stream::SessionError;
 use piv::io::agent::{run_pairing, run_session, AgentConfig};
-use piv::testkit::fake_claude::{Action, Rule, Scenario};
+use piv_testkit::fake_claude::{Action, Rule, Scenario};
 use serde_json::Value;
 
 use crate::support::session_fixture::{no_cancel, SessionFixture};

@@ -6,7 +6,7 @@
 
 use std::process::Output;
 
-use piv::testkit::fake_claude::{Action, Rule, Scenario};
+use piv_testkit::fake_claude::{Action, Rule, Scenario};
 use serde_json::Value;
 use serde_yaml::Value as Yaml;
 
@@ -224,7 +224,7 @@ fn commands_in_claude_config_dir_are_found() {
     let sb = Sandbox::new("config-dir", &ready_manifest(1));
     let config = sb.root.path().join("claude-config");
     std::fs::create_dir_all(config.join("commands")).unwrap();
-    for c in piv::testkit::project::COMMAND_FILES {
+    for c in piv_testkit::project::COMMAND_FILES {
         std::fs::rename(
             sb.project.join(format!(".claude/commands/{c}.md")),
             config.join(format!("commands/{c}.md")),

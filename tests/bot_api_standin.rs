@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use piv::core::commands::command_menu;
 use piv::core::telegram_text::{split_tagged, TELEGRAM_LIMIT};
 use piv::io::telegram::{TelegramClient, TelegramError};
-use piv::testkit::bot_api::{BotApiStandIn, BOT_USERNAME};
+use piv_testkit::bot_api::{BotApiStandIn, BOT_USERNAME};
 
 const TOKEN: &str = "4242:stand-in-secret-token";
 const CHAT: i64 = 555;

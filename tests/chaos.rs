@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 use piv::core::control::ControlAction;
 use piv::core::registry::Registry;
 use piv::io::signal_queue;
-use piv::testkit::bot_api::BotApiStandIn;
-use piv::testkit::fake_claude::{Action, Rule, Scenario};
+use piv_testkit::bot_api::BotApiStandIn;
+use piv_testkit::fake_claude::{Action, Rule, Scenario};
 
 use crate::support::pollers::current_poller;
 use crate::support::*;

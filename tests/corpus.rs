@@ -26,7 +26,7 @@ use piv::io::agent::{run_session, AgentConfig};
 use piv::io::registry_store::{RegistryStore, REGISTRY_FILE};
 use piv::io::signal_queue::{drain_ready, enqueue, rejected_dir, signals_dir};
 use piv::io::telegram::TelegramClient;
-use piv::testkit::bot_api::{parse_telegram_html, BotApiStandIn, BOT_USERNAME};
+use piv_testkit::bot_api::{parse_telegram_html, BotApiStandIn, BOT_USERNAME};
 
 /// Generous: the machine is shared and loaded, and debug builds parse 20 MB slowly.
 const DEADLINE: Duration = Duration::from_secs(120);
@@ -543,7 +543,11 @@ async fn a_session_survives_bad_lines_and_a_50_mb_line() {
     fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
     // The project has its slash command (piv refuses a prompt whose command file is gone).
     fs::create_dir_all(dir.path().join(".claude/commands")).unwrap();
-    fs::write(dir.path().join(".claude/commands/execute.md"), "# /execute\n").unwrap();
+    fs::write(
+        dir.path().join(".claude/commands/execute.md"),
+        "# /execute\n",
+    )
+    .unwrap();
     let cfg = AgentConfig {
         timeout: DEADLINE,
         stall: DEADLINE,

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use piv::core::control::ControlAction;
 use piv::core::status::{RunState, RuntimeState};
 use piv::io::{signal_queue, state_file};
-use piv::testkit::fake_claude::{Action, Rule, Scenario};
+use piv_testkit::fake_claude::{Action, Rule, Scenario};
 use serde_json::Value;
 
 use crate::support::*;
@@ -469,7 +469,10 @@ fn stubborn_claude(sb: &Sandbox) -> std::path::PathBuf {
     let wrapper = sb.root.path().join("stubborn-claude");
     std::fs::write(
         &wrapper,
-        format!("#!/bin/sh\ntrap '' TERM\nexec '{FAKE_CLAUDE}' \"$@\"\n"),
+        format!(
+            "#!/bin/sh\ntrap '' TERM\nexec '{FAKE_CLAUDE}' \"$@\"\n",
+            FAKE_CLAUDE = fake_claude()
+        ),
     )
     .unwrap();
     let mut perms = std::fs::metadata(&wrapper).unwrap().permissions();

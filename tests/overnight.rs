@@ -2,7 +2,7 @@
 //! loop, a failed manifest write stops the run, outages and usage limits waited out in
 //! every step, rollbacks that keep the user's work, secrets out of git, honest costs.
 
-use piv::testkit::fake_claude::{Action, Rule, Scenario};
+use piv_testkit::fake_claude::{Action, Rule, Scenario};
 
 use crate::support::*;
 
@@ -148,7 +148,7 @@ fn the_first_commit_piv_makes_leaves_secret_files_out() {
     let project = root.path().join("fresh");
     std::fs::create_dir_all(project.join(".agents")).unwrap();
     std::fs::create_dir_all(project.join(".claude/commands")).unwrap();
-    for c in piv::testkit::project::COMMAND_FILES {
+    for c in piv_testkit::project::COMMAND_FILES {
         std::fs::write(project.join(format!(".claude/commands/{c}.md")), "# c\n").unwrap();
     }
     std::fs::write(project.join(".agents/manifest.yaml"), ready_manifest(1)).unwrap();

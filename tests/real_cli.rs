@@ -15,7 +15,7 @@ use std::path::Path;
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-use piv::testkit::fake_claude::{Action, Rule, Scenario};
+use piv_testkit::fake_claude::{Action, Rule, Scenario};
 use serde_json::Value;
 use serde_yaml::Value as Yaml;
 
@@ -45,7 +45,7 @@ impl RealCli {
     fn new(test: &str, phases: u32) -> Option<RealCli> {
         let bin = claude_cli::find_or_skip(test)?;
         let sb = Sandbox::new(test, &ready_manifest(phases));
-        write_commands(&sb.project, piv::testkit::project::COMMAND_FILES).unwrap();
+        write_commands(&sb.project, piv_testkit::project::COMMAND_FILES).unwrap();
         git(&sb.project, &["add", "-A"]);
         git(&sb.project, &["commit", "-qm", "PIV test commands"]);
         let api = MessagesApi::start(
@@ -713,15 +713,15 @@ fn the_scripted_claude_prints_the_real_clis_shapes() {
     let fake_sb = Sandbox::new("fake_shapes", &ready_manifest(1));
     let fake_env = vec![
         (
-            piv::testkit::fake_claude::SCRIPT_ENV.to_string(),
+            piv_testkit::fake_claude::SCRIPT_ENV.to_string(),
             fake_sb.script.to_string_lossy().into_owned(),
         ),
         (
-            piv::testkit::fake_claude::STATE_DIR_ENV.to_string(),
+            piv_testkit::fake_claude::STATE_DIR_ENV.to_string(),
             fake_sb.root.path().to_string_lossy().into_owned(),
         ),
     ];
-    let fake_bin = Path::new(FAKE_CLAUDE);
+    let fake_bin = Path::new(fake_claude());
     let mut fake = one_session(fake_bin, &fake_sb.project, prompt, &fake_env);
     fake_sb.scenario(Scenario::new().rule(Rule::new(
         "/plan-feature",

@@ -3,7 +3,7 @@
 
 use std::process::Stdio;
 
-use piv::testkit::fake_claude::{Action, Rule, Scenario};
+use piv_testkit::fake_claude::{Action, Rule, Scenario};
 use serde_json::Value;
 
 use crate::support::*;
@@ -84,7 +84,8 @@ fn exhausted_retries_roll_back_to_the_checkpoint_and_stop() {
     std::fs::write(
         &wrapper,
         format!(
-            "#!/bin/sh\nfor a in \"$@\"; do case \"$a\" in /execute*) echo broken >> src/keep.txt; echo junk > src/junk.txt;; esac; done\nexec '{FAKE_CLAUDE}' \"$@\"\n"
+            "#!/bin/sh\nfor a in \"$@\"; do case \"$a\" in /execute*) echo broken >> src/keep.txt; echo junk > src/junk.txt;; esac; done\nexec '{FAKE_CLAUDE}' \"$@\"\n",
+            FAKE_CLAUDE = fake_claude()
         ),
     )
     .unwrap();

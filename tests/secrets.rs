@@ -9,8 +9,8 @@ use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
 
-use piv::testkit::bot_api::BotApiStandIn;
-use piv::testkit::fake_claude::{Action, Rule, Scenario};
+use piv_testkit::bot_api::BotApiStandIn;
+use piv_testkit::fake_claude::{Action, Rule, Scenario};
 
 use crate::support::*;
 

@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use piv::testkit::fake_claude::{Action, Rule, Scenario};
-use piv::testkit::rng::Rng;
+use piv_testkit::fake_claude::{Action, Rule, Scenario};
+use piv_testkit::rng::Rng;
 
 use crate::support::*;
 

@@ -22,7 +22,7 @@ use piv::io::registry_store::RegistryStore;
 use piv::io::send_budget::PRIVATE_CHAT_INTERVAL;
 use piv::io::signal_queue::drain_ready;
 use piv::io::telegram::TelegramClient;
-use piv::testkit::bot_api::{BotApiStandIn, SentMessage};
+use piv_testkit::bot_api::{BotApiStandIn, SentMessage};
 
 const TOKEN: &str = "4242:telegram-actor-test-secret";
 const SECRET: &str = "telegram-actor-test-secret";

@@ -7,8 +7,8 @@ use std::collections::BTreeSet;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use piv::testkit::bot_api::{parse_telegram_html, BotApiStandIn};
-use piv::testkit::fake_claude::{Action, Rule, Scenario};
+use piv_testkit::bot_api::{parse_telegram_html, BotApiStandIn};
+use piv_testkit::fake_claude::{Action, Rule, Scenario};
 
 use crate::support::*;
 

@@ -6,7 +6,7 @@
 
 use std::process::Child;
 
-use piv::testkit::fake_claude::{Action, Rule, Scenario};
+use piv_testkit::fake_claude::{Action, Rule, Scenario};
 use serde_json::Value;
 
 use crate::support::*;

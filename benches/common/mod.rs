@@ -14,35 +14,29 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use piv::testkit::bot_api::BotApiStandIn;
-use piv::testkit::fake_claude::{Scenario, LOG_ENV, SCRIPT_ENV, STATE_DIR_ENV};
-use piv::testkit::project::{ready_manifest, scaffold};
+use piv_testkit::bot_api::BotApiStandIn;
+use piv_testkit::fake_claude::{Scenario, LOG_ENV, SCRIPT_ENV, STATE_DIR_ENV};
+use piv_testkit::project::{ready_manifest, scaffold};
 
 /// `piv` and `piv-fake-claude` of this build: the bench runs from
-/// `target/<profile>/deps/`, the binaries sit in `target/<profile>/` (cargo builds them
-/// for `cargo bench`). `PIV_BIN`/`PIV_FAKE_CLAUDE_BIN` override.
+/// `target/<profile>/deps/`, `piv` sits in `target/<profile>/` (cargo builds it for
+/// `cargo bench`), the scripted claude is found and built by the testkit
+/// (`target/<profile>/examples/`). `PIV_BIN`/`PIV_FAKE_CLAUDE_BIN` override.
 pub fn binaries() -> (PathBuf, PathBuf) {
-    let exe = std::env::current_exe().expect("current exe");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>")
-        .to_path_buf();
-    let pick = |env: &str, name: &str| {
-        std::env::var_os(env)
-            .map(PathBuf::from)
-            .unwrap_or_else(|| profile_dir.join(name))
-    };
-    let piv = pick("PIV_BIN", "piv");
-    let fake = pick("PIV_FAKE_CLAUDE_BIN", "piv-fake-claude");
-    for b in [&piv, &fake] {
-        assert!(
-            b.exists(),
-            "{} is missing: run `cargo build --release --bins`",
-            b.display()
-        );
-    }
-    (piv, fake)
+    let piv = std::env::var_os("PIV_BIN").map_or_else(
+        || {
+            piv_testkit::binaries::profile_dir()
+                .expect("target/<profile>")
+                .join("piv")
+        },
+        PathBuf::from,
+    );
+    assert!(
+        piv.exists(),
+        "{} is missing: run `cargo build --release --bins`",
+        piv.display()
+    );
+    (piv, PathBuf::from(piv_testkit::binaries::fake_claude()))
 }
 
 /// One throwaway project for a `piv run`.

@@ -6,39 +6,11 @@
 //! U+2014 em dashes. The deviations (deviations.md) live in the view: a missing
 //! `retry_count` reads as 0 and a plan's `phase: '2'` matches phase 2.
 
-use serde::{Deserialize, Serialize};
-
+// The recommendation itself is a manifest entry (`next_action`), so its type lives with
+// the manifest; re-exported here where the rules that choose one live.
+pub use crate::core::manifest::{Confidence, NextAction};
 use crate::core::manifest::{ManifestView, StepStatus, ValidationStatus};
 use crate::core::taxonomy::max_retries_for;
-
-/// How sure the recommendation is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Confidence {
-    High,
-    Medium,
-    Low,
-}
-
-impl Confidence {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Confidence::High => "high",
-            Confidence::Medium => "medium",
-            Confidence::Low => "low",
-        }
-    }
-}
-
-/// A recommended next step. Serialises as `{"command","argument","reason","confidence"}`
-/// with `argument` null when absent.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NextAction {
-    pub command: String,
-    pub argument: Option<String>,
-    pub reason: String,
-    pub confidence: Confidence,
-}
 
 impl NextAction {
     fn high(command: &str, argument: Option<String>, reason: String) -> NextAction {

@@ -11,12 +11,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use piv::testkit::fake_claude::{Action, Scenario, LOG_ENV, SCRIPT_ENV, STATE_DIR_ENV};
+use piv_testkit::fake_claude::{Action, Scenario, LOG_ENV, SCRIPT_ENV, STATE_DIR_ENV};
 use serde_json::Value;
 use serde_yaml::Value as Yaml;
 
 pub const PIV: &str = env!("CARGO_BIN_EXE_piv");
-pub const FAKE_CLAUDE: &str = env!("CARGO_BIN_EXE_piv-fake-claude");
+/// The scripted claude (`examples/piv-fake-claude.rs`), found and built by the testkit.
+pub use piv_testkit::binaries::fake_claude;
 
 /// A generous deadline for conditions on a loaded 2-core machine.
 pub const DEADLINE: Duration = Duration::from_secs(60);
@@ -35,7 +36,7 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
 }
 
-pub use piv::testkit::project::ready_manifest;
+pub use piv_testkit::project::ready_manifest;
 
 /// A temporary project (git repo, PIV slash commands, manifest) with its own
 /// `PIV_HOME`, scenario file and fake-claude log.
@@ -63,7 +64,7 @@ impl Sandbox {
 
     fn with_home(root: tempfile::TempDir, name: &str, manifest: &str, home: PathBuf) -> Sandbox {
         let project = root.path().join(name);
-        piv::testkit::project::scaffold(&project, manifest).expect("scaffold project");
+        piv_testkit::project::scaffold(&project, manifest).expect("scaffold project");
         let script = root.path().join("scenario.json");
         Scenario::new().write(&script).unwrap();
         let claude_log = root.path().join("claude-calls.jsonl");
@@ -103,7 +104,7 @@ impl Sandbox {
             .env("IS_SANDBOX", "1")
             .env("PIV_PROJECT_DIR", &self.project)
             .env("PIV_HOME", &self.home)
-            .env("PIV_CLAUDE_BIN", FAKE_CLAUDE)
+            .env("PIV_CLAUDE_BIN", fake_claude())
             .env("PIV_SIGNAL_POLL_MS", "200")
             .env("PIV_KILL_GRACE_SECS", "2")
             .env(SCRIPT_ENV, &self.script)
@@ -190,7 +191,7 @@ impl Sandbox {
 }
 
 pub fn git(dir: &Path, args: &[&str]) {
-    piv::testkit::project::git(dir, args).expect("git");
+    piv_testkit::project::git(dir, args).expect("git");
 }
 
 /// Whether `git status --porcelain` shows anything in `dir`.
@@ -255,7 +256,7 @@ pub fn files_starting_with(dir: &Path, prefix: &str) -> Vec<PathBuf> {
         .unwrap_or_default()
 }
 
-pub use piv::testkit::rng::Rng;
+pub use piv_testkit::rng::Rng;
 
 // ---------------------------------------------------------------------------------------
 // Reading a finished run: the manifest's lists, the scripted claude's calls, the output.

@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use piv::testkit::bot_api::PollStart;
+use piv_testkit::bot_api::PollStart;
 
 /// The pid of the latest `getUpdates` caller that is among `live`, if any of them polled.
 pub fn current_poller(polls: &[PollStart], live: &HashSet<u32>) -> Option<u32> {

@@ -5,11 +5,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use piv::io::agent::AgentConfig;
-use piv::testkit::fake_claude::{Scenario, LOG_ENV, SCRIPT_ENV, STATE_DIR_ENV};
+use piv_testkit::fake_claude::{Scenario, LOG_ENV, SCRIPT_ENV, STATE_DIR_ENV};
 use serde_json::Value;
 use tokio::sync::watch;
 
-use super::FAKE_CLAUDE;
+use super::fake_claude;
 
 pub struct SessionFixture {
     pub dir: tempfile::TempDir,
@@ -25,7 +25,7 @@ impl SessionFixture {
         // The PIV slash commands, as a real project has them (the CLI lists them in init).
         let commands = project.join(".claude/commands");
         std::fs::create_dir_all(&commands).unwrap();
-        for c in piv::testkit::project::COMMAND_FILES {
+        for c in piv_testkit::project::COMMAND_FILES {
             std::fs::write(commands.join(format!("{c}.md")), format!("# /{c}\n")).unwrap();
         }
         let script = dir.path().join("scenario.json");
@@ -49,7 +49,7 @@ impl SessionFixture {
                 (LOG_ENV.into(), self.log.display().to_string()),
                 (STATE_DIR_ENV.into(), self.dir.path().display().to_string()),
             ],
-            ..AgentConfig::new(FAKE_CLAUDE, &self.project)
+            ..AgentConfig::new(fake_claude(), &self.project)
         }
     }
 

@@ -363,7 +363,7 @@ impl Ctx<'_> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
         }
-        crate::io::atomic_file::write(&path, text.as_bytes()).map_err(|e| e.to_string())
+        piv::io::atomic_file::write(&path, text.as_bytes()).map_err(|e| e.to_string())
     }
 
     fn write_file(&self, rel: &str, text: &str) -> Result<(), String> {

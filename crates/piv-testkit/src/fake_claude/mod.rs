@@ -237,7 +237,7 @@ impl Scenario {
     pub fn write(&self, path: &Path) -> std::io::Result<()> {
         let _ = std::fs::remove_file(state_path(path));
         let text = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
-        crate::io::atomic_file::write(path, &text).map_err(std::io::Error::other)
+        piv::io::atomic_file::write(path, &text).map_err(std::io::Error::other)
     }
 }
 
@@ -514,7 +514,7 @@ fn choose_rule(script: &Path, prompt: &str) -> Result<(Option<usize>, Rule, Scen
         break;
     }
     let bytes = serde_json::to_vec(&counts).map_err(|e| e.to_string())?;
-    crate::io::atomic_file::write(&state_file, &bytes).map_err(|e| e.to_string())?;
+    piv::io::atomic_file::write(&state_file, &bytes).map_err(|e| e.to_string())?;
     drop(lock);
     let settings = Scenario {
         rules: Vec::new(),

@@ -1,0 +1,420 @@
+//! A local Bot API stand-in, written from the Bot API documentation, for the tests and the demo: long-poll getUpdates with offset confirmation, 409 for a second poller, per-chat 429 with retry_after, 400 over 4096 characters.
+//!
+//! [`BotApiStandIn::start`] binds `127.0.0.1:0` and serves `/bot<token>/<method>` (method
+//! names case-insensitive, as Telegram matches them and as teloxide sends them:
+//! `GetUpdates`). Parameters come as a JSON body, a form body or the query string.
+//! Each request runs on its own thread, so a long poll never holds up a send.
+//!
+//! What it reproduces, and why a test cares:
+//! - `getUpdates`: `offset` confirms (forgets) every update below it; `timeout` long-polls
+//!   and returns as soon as an update arrives; `allowed_updates` is remembered across
+//!   calls like Telegram does; a second `getUpdates` on the token ends the running one
+//!   with 409 `Conflict: terminated by other getUpdates request; …`.
+//! - `sendMessage`: 400 over 4096 characters (counted as Telegram does, after HTML
+//!   parsing, in UTF-16 units), 400 for HTML Telegram would not parse (an unbalanced or
+//!   cut tag), 429 with `parameters.retry_after` when a chat's minimum interval is not
+//!   respected or a forced 429 storm is on.
+//! - `getMe` with every field teloxide requires; `setMyCommands` recorded.
+//! - A wrong token gets 401 `Unauthorized`.
+//!
+//! The test API (thread-safe methods on [`BotApiStandIn`]) injects chat messages and
+//! reads back what was sent; the same is reachable over HTTP under `/__test/…` for a
+//! driver in another process (see [`BotApiStandIn::test_url`]).
+//!
+//! Each request's process is identified from piv's `User-Agent` (`piv/<v> pid/<pid>`),
+//! so a test can tell which instance polled or sent.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::net::SocketAddr;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Map, Value};
+
+mod html;
+mod http;
+
+pub use html::parse_telegram_html;
+use http::{api_error, handle, reply};
+
+/// Telegram's limit on a message's text.
+const MESSAGE_LIMIT: usize = 4096;
+/// Telegram caps a long poll at 50 s.
+const MAX_POLL_SECS: u64 = 50;
+const CONFLICT_DESCRIPTION: &str =
+    "Conflict: terminated by other getUpdates request; make sure that only one bot instance is running";
+/// The stand-in bot's identity, as `getMe` reports it.
+pub const BOT_USERNAME: &str = "piv_test_bot";
+pub const BOT_ID: i64 = 7_000_001;
+
+/// A message the bot sent (accepted by the stand-in).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SentMessage {
+    pub message_id: i64,
+    pub chat_id: i64,
+    pub text: String,
+    pub parse_mode: Option<String>,
+    pub at: Instant,
+    /// The sending process, from its User-Agent.
+    pub pid: Option<u32>,
+}
+
+/// A `sendMessage` the stand-in refused (400 or 429).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RejectedSend {
+    pub chat_id: Option<i64>,
+    pub text: Option<String>,
+    pub error_code: u16,
+    pub description: String,
+    pub at: Instant,
+    pub pid: Option<u32>,
+}
+
+/// One `getUpdates` call as it arrived.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PollStart {
+    pub at: Instant,
+    pub offset: Option<i64>,
+    pub timeout_secs: u64,
+    pub allowed_updates: Option<Vec<String>>,
+    pub pid: Option<u32>,
+    pub remote: Option<SocketAddr>,
+}
+
+/// A running `getUpdates` ended with 409 by a newer one. The stand-in cannot see that a
+/// killed poller's socket is gone, so a dead poller's pending poll is counted too; the
+/// pids let a test tell.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Conflict {
+    pub at: Instant,
+    pub terminated_pid: Option<u32>,
+    pub terminated_remote: Option<SocketAddr>,
+    pub by_pid: Option<u32>,
+}
+
+#[derive(Debug, Clone)]
+struct StoredUpdate {
+    id: i64,
+    kind: String,
+    payload: Value,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    stopping: bool,
+    next_update_id: i64,
+    next_message_id: i64,
+    /// Unconfirmed updates, by id.
+    updates: Vec<StoredUpdate>,
+    /// The `allowed_updates` of the last call that named them (Telegram remembers it).
+    allowed_updates: Option<Vec<String>>,
+    /// Bumped by every `getUpdates`; a waiting poll that sees it move was superseded.
+    poll_generation: u64,
+    active_poll: Option<(u64, Option<u32>, Option<SocketAddr>)>,
+    poll_starts: Vec<PollStart>,
+    conflicts: Vec<Conflict>,
+    sent: Vec<SentMessage>,
+    rejected: Vec<RejectedSend>,
+    min_interval: Option<Duration>,
+    last_send: HashMap<i64, Instant>,
+    force_429: usize,
+    commands: Vec<Vec<(String, String)>>,
+}
+
+struct Inner {
+    token: String,
+    state: Mutex<State>,
+    /// Notified on every state change: new updates, new polls, sends, stop.
+    changed: Condvar,
+    started: Instant,
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A Bot API server on a local port. Stops when dropped.
+pub struct BotApiStandIn {
+    inner: Arc<Inner>,
+    server: Arc<tiny_http::Server>,
+    acceptor: Mutex<Option<JoinHandle<()>>>,
+    url: String,
+}
+
+impl std::fmt::Debug for BotApiStandIn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BotApiStandIn")
+            .field("url", &self.url)
+            .finish()
+    }
+}
+
+impl BotApiStandIn {
+    /// Serves the Bot API for `token` on `127.0.0.1` at a free port.
+    pub fn start(token: &str) -> BotApiStandIn {
+        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").expect("bind 127.0.0.1:0"));
+        let addr = server.server_addr().to_ip().expect("an IP listener");
+        let inner = Arc::new(Inner {
+            token: token.to_string(),
+            state: Mutex::new(State {
+                next_update_id: 100_000,
+                next_message_id: 1,
+                ..State::default()
+            }),
+            changed: Condvar::new(),
+            started: Instant::now(),
+        });
+        let acceptor = {
+            let server = server.clone();
+            let inner = inner.clone();
+            std::thread::Builder::new()
+                .name("bot-api-stand-in".into())
+                .spawn(move || {
+                    while let Ok(request) = server.recv() {
+                        if inner.lock().stopping {
+                            let _ = request.respond(reply(503, &api_error(503, "stopping", None)));
+                            break;
+                        }
+                        let inner = inner.clone();
+                        // One thread per request: a long poll must not hold up a send.
+                        std::thread::spawn(move || handle(&inner, request));
+                    }
+                })
+                .expect("spawn acceptor")
+        };
+        BotApiStandIn {
+            inner,
+            server,
+            acceptor: Mutex::new(Some(acceptor)),
+            url: format!("http://{addr}"),
+        }
+    }
+
+    /// The API base URL, for `TELEGRAM_API_URL`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Where the HTTP test API lives (`<url>/__test`): `GET sent`, `GET state`,
+    /// `POST inject {chat_id, text, edited?}`, `POST rate_limit {min_interval_ms}`,
+    /// `POST force_429 {count}`.
+    pub fn test_url(&self) -> String {
+        format!("{}/__test", self.url)
+    }
+
+    /// Queues a text message from `chat_id` (a private chat when positive, a group when
+    /// negative) and returns its update id.
+    pub fn inject_message(&self, chat_id: i64, text: &str) -> i64 {
+        inject_text(&self.inner, chat_id, text, false)
+    }
+
+    /// Queues an `edited_message` update.
+    pub fn inject_edited_message(&self, chat_id: i64, text: &str) -> i64 {
+        inject_text(&self.inner, chat_id, text, true)
+    }
+
+    /// Queues a message without text (a photo).
+    pub fn inject_message_without_text(&self, chat_id: i64) -> i64 {
+        let mut message = base_message(&self.inner, chat_id);
+        message["photo"] = json!([{
+            "file_id": "AgACAgIAAxkBAAIB", "file_unique_id": "AQADAgAT",
+            "file_size": 1234, "width": 90, "height": 90
+        }]);
+        inject_update(&self.inner, "message", message)
+    }
+
+    /// Queues any update: `kind` is its field name (`message`, `callback_query`, …).
+    pub fn inject_update(&self, kind: &str, payload: Value) -> i64 {
+        inject_update(&self.inner, kind, payload)
+    }
+
+    pub fn sent_messages(&self) -> Vec<SentMessage> {
+        self.inner.lock().sent.clone()
+    }
+
+    pub fn rejected_sends(&self) -> Vec<RejectedSend> {
+        self.inner.lock().rejected.clone()
+    }
+
+    /// How many sends got a 429.
+    pub fn rejected_429(&self) -> usize {
+        self.inner
+            .lock()
+            .rejected
+            .iter()
+            .filter(|r| r.error_code == 429)
+            .count()
+    }
+
+    /// The first sent message matching `pred` (earlier ones included), waiting up to `timeout`.
+    pub fn wait_for_sent(
+        &self,
+        pred: impl Fn(&SentMessage) -> bool,
+        timeout: Duration,
+    ) -> Option<SentMessage> {
+        self.wait_until(timeout, |s| s.sent.iter().find(|m| pred(m)).cloned())
+    }
+
+    /// Waits until at least `n` `getUpdates` calls have started.
+    pub fn wait_for_poll_starts(&self, n: usize, timeout: Duration) -> bool {
+        self.wait_until(timeout, |s| (s.poll_starts.len() >= n).then_some(()))
+            .is_some()
+    }
+
+    fn wait_until<T>(&self, timeout: Duration, check: impl Fn(&State) -> Option<T>) -> Option<T> {
+        let deadline = Instant::now() + timeout;
+        let mut state = self.inner.lock();
+        loop {
+            if let Some(found) = check(&state) {
+                return Some(found);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return None;
+            }
+            state = self
+                .inner
+                .changed
+                .wait_timeout(state, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    pub fn poll_starts(&self) -> Vec<PollStart> {
+        self.inner.lock().poll_starts.clone()
+    }
+
+    /// How many running polls were ended with 409 by a newer one.
+    pub fn conflicts_409(&self) -> usize {
+        self.inner.lock().conflicts.len()
+    }
+
+    pub fn conflicts(&self) -> Vec<Conflict> {
+        self.inner.lock().conflicts.clone()
+    }
+
+    /// Updates not yet confirmed by an offset.
+    pub fn pending_update_ids(&self) -> Vec<i64> {
+        self.inner.lock().updates.iter().map(|u| u.id).collect()
+    }
+
+    /// A minimum interval between two sends to one chat (`None`: no limit); a send that
+    /// comes sooner gets 429 with the seconds left (at least 1) as `retry_after`.
+    pub fn set_rate_limit(&self, min_interval: Option<Duration>) {
+        self.inner.lock().min_interval = min_interval;
+    }
+
+    /// The next `n` sends get 429 `retry_after: 1`, whatever their timing.
+    pub fn force_429(&self, n: usize) {
+        self.inner.lock().force_429 = n;
+    }
+
+    /// Every `setMyCommands` list received: (command, description).
+    pub fn commands_set(&self) -> Vec<Vec<(String, String)>> {
+        self.inner.lock().commands.clone()
+    }
+
+    /// Stops serving: running long polls return empty, the port is released when the
+    /// stand-in is dropped. Idempotent.
+    pub fn stop(&self) {
+        self.inner.lock().stopping = true;
+        self.inner.changed.notify_all();
+        self.server.unblock();
+        if let Some(handle) = self
+            .acceptor
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Drop for BotApiStandIn {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Updates
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn chat_json(chat_id: i64) -> Value {
+    if chat_id < 0 {
+        json!({"id": chat_id, "type": "group", "title": "piv test group"})
+    } else {
+        json!({"id": chat_id, "type": "private", "first_name": "Tester", "username": "tester"})
+    }
+}
+
+fn user_json(chat_id: i64) -> Value {
+    let id = if chat_id > 0 { chat_id } else { 4242 };
+    json!({"id": id, "is_bot": false, "first_name": "Tester", "username": "tester", "language_code": "en"})
+}
+
+fn base_message(inner: &Inner, chat_id: i64) -> Value {
+    let message_id = {
+        let mut s = inner.lock();
+        s.next_message_id += 1;
+        s.next_message_id
+    };
+    json!({
+        "message_id": message_id,
+        "date": unix_now(),
+        "chat": chat_json(chat_id),
+        "from": user_json(chat_id),
+    })
+}
+
+fn inject_text(inner: &Inner, chat_id: i64, text: &str, edited: bool) -> i64 {
+    let mut message = base_message(inner, chat_id);
+    message["text"] = json!(text);
+    if text.starts_with('/') {
+        // Telegram marks the command as an entity, its length in UTF-16 units.
+        let command = text.split_whitespace().next().unwrap_or("");
+        let length: usize = command.chars().map(char::len_utf16).sum();
+        message["entities"] = json!([{"type": "bot_command", "offset": 0, "length": length}]);
+    }
+    if edited {
+        message["edit_date"] = json!(unix_now());
+        inject_update(inner, "edited_message", message)
+    } else {
+        inject_update(inner, "message", message)
+    }
+}
+
+fn inject_update(inner: &Inner, kind: &str, payload: Value) -> i64 {
+    let id = {
+        let mut s = inner.lock();
+        s.next_update_id += 1;
+        let id = s.next_update_id;
+        s.updates.push(StoredUpdate {
+            id,
+            kind: kind.to_string(),
+            payload,
+        });
+        id
+    };
+    inner.changed.notify_all();
+    id
+}
+
+fn update_json(u: &StoredUpdate) -> Value {
+    let mut obj = Map::new();
+    obj.insert("update_id".into(), json!(u.id));
+    obj.insert(u.kind.clone(), u.payload.clone());
+    Value::Object(obj)
+}
