@@ -206,13 +206,15 @@ const WATCHDOG_MAX_GRACE: Duration = Duration::from_secs(5);
 /// The watchdog's script: `$1` the group, `$2` the grace in tenths of a second. It waits
 /// on its stdin, whose only writer is piv: `done` means the session ended normally; EOF
 /// without it means piv is gone (killed, crashed) or dropped the session, so the group
-/// is stopped. It ignores the terminal's signals: a hangup must not take it first.
+/// is stopped. It ignores the terminal's signals: a hangup must not take it first. It
+/// polls the group in half-second steps: on a loaded machine every `sleep` it forks is
+/// slow to start, so few steps keep the grace close to what it says.
 const WATCHDOG_SCRIPT: &str = r#"trap '' HUP INT TERM
 IFS= read -r line
 [ "$line" = done ] && exit 0
 kill -TERM -"$1" 2>/dev/null || exit 0
 i=0
-while [ "$i" -lt "$2" ] && kill -0 -"$1" 2>/dev/null; do sleep 0.1; i=$((i+1)); done
+while [ "$i" -lt "$2" ] && kill -0 -"$1" 2>/dev/null; do sleep 0.5; i=$((i+5)); done
 kill -KILL -"$1" 2>/dev/null
 exit 0
 "#;
