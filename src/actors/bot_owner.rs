@@ -12,7 +12,6 @@
 //! `core::status_report`; replies go out through `io::chat_sender`.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use actix::prelude::*;
 use tokio::sync::{oneshot, watch};
@@ -30,6 +29,7 @@ use crate::core::manifest::ManifestView;
 use crate::core::registry::Instance;
 use crate::core::status::{InstanceFacts, InstanceStatus};
 use crate::core::status_report::{multi_status_reply, status_reply};
+use crate::core::telegram_poll::{is_new, next_offset, PollOutcome, PollPacer};
 use crate::core::telegram_text::format_help;
 use crate::io::bot_offset::{read_last_handled, write_last_handled};
 use crate::io::chat_sender::ChatSender;
@@ -42,10 +42,6 @@ use crate::io::{manifest_file, signal_queue, status_probe};
 pub const DEFAULT_POLL_TIMEOUT_SECS: u32 = 25;
 /// The lock whose holder polls.
 pub const OWNER_LOCK_FILE: &str = "bot-owner.lock";
-/// Poll failures back off from this, doubling...
-const FIRST_POLL_BACKOFF: Duration = Duration::from_secs(1);
-/// ...up to this.
-const MAX_POLL_BACKOFF: Duration = Duration::from_secs(30);
 
 /// Who this instance is and how it reaches the bot.
 #[derive(Clone)]
@@ -338,29 +334,36 @@ impl Poller {
         self.last_handled = tokio::task::spawn_blocking(move || read_last_handled(&home))
             .await
             .unwrap_or(None);
-        let mut backoff = FIRST_POLL_BACKOFF;
+        let mut pacer = PollPacer::new();
         let mut warned_conflict = false;
         loop {
             if *stop.borrow() {
                 return PollEnd::Stopped;
             }
-            let offset = self.last_handled.map(|id| id + 1);
+            let offset = next_offset(self.last_handled, &[]);
+            let asked = tokio::time::Instant::now();
             let polled = tokio::select! {
                 _ = stop_requested(&mut stop) => return PollEnd::Stopped,
                 polled = self.client.get_updates(offset, self.poll_timeout_secs) => polled,
             };
-            let wait = match polled {
+            let outcome = match polled {
                 Ok(updates) => {
-                    backoff = FIRST_POLL_BACKOFF;
+                    let mut fresh = false;
                     for update in updates {
                         // Handling is never cut short: a reply sent but not recorded
                         // would be sent again by the next owner.
                         if *stop.borrow() {
                             return PollEnd::Stopped;
                         }
-                        self.take(update).await;
+                        fresh |= self.take(update).await;
                     }
-                    continue;
+                    if fresh {
+                        PollOutcome::NewUpdates
+                    } else {
+                        PollOutcome::NothingNew {
+                            held: asked.elapsed(),
+                        }
+                    }
                 }
                 // A 409: check that we really hold the lock. If the lock file was deleted
                 // or replaced, a newcomer may hold the real one: stop and wait for it.
@@ -384,14 +387,24 @@ impl Poller {
                              using the same bot token. Backing off and retrying; give each its own bot."
                         );
                     }
-                    next_backoff(&mut backoff)
+                    PollOutcome::Failed
                 }
-                Err(TelegramError::RetryAfter(d)) => d,
+                Err(TelegramError::RetryAfter(d)) => {
+                    tracing::warn!(?d, "Telegram asked getUpdates to wait; waiting it out in full");
+                    PollOutcome::RetryAfter(d)
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "Telegram getUpdates failed; retrying");
-                    next_backoff(&mut backoff)
+                    PollOutcome::Failed
                 }
             };
+            let wait = pacer.after(outcome);
+            if wait.is_zero() {
+                continue;
+            }
+            if matches!(outcome, PollOutcome::NothingNew { .. }) {
+                tracing::debug!(?wait, "getUpdates answered at once with nothing new; pausing");
+            }
             tokio::select! {
                 _ = stop_requested(&mut stop) => return PollEnd::Stopped,
                 _ = tokio::time::sleep(wait) => {}
@@ -399,17 +412,15 @@ impl Poller {
         }
     }
 
-    /// Handles one update (unless an earlier owner already did) and records it.
-    async fn take(&mut self, update: IncomingUpdate) {
-        if self
-            .last_handled
-            .is_some_and(|last| update.update_id <= last)
-        {
+    /// Handles one update (unless an earlier owner already did) and records it; returns
+    /// whether it was new.
+    async fn take(&mut self, update: IncomingUpdate) -> bool {
+        if !is_new(update.update_id, self.last_handled) {
             tracing::debug!(
                 update_id = update.update_id,
                 "skipping an update already handled"
             );
-            return;
+            return false;
         }
         self.handle(&update).await;
         self.last_handled = Some(update.update_id);
@@ -422,6 +433,7 @@ impl Poller {
             }
             Err(e) => tracing::warn!(error = %e, "cannot record the last handled Telegram update"),
         }
+        true
     }
 
     async fn handle(&self, update: &IncomingUpdate) {
@@ -575,12 +587,6 @@ impl Poller {
     }
 }
 
-fn next_backoff(backoff: &mut Duration) -> Duration {
-    let wait = *backoff;
-    *backoff = (*backoff * 2).min(MAX_POLL_BACKOFF);
-    wait
-}
-
 /// A status and its manifest view (for the phase table), read off the actor thread.
 type Probed = (InstanceStatus, Option<ManifestView>);
 
@@ -611,16 +617,4 @@ async fn probe_other(other: &Instance) -> Probed {
         ..InstanceFacts::of(other)
     };
     probe_blocking(facts, PathBuf::from(&other.project_dir)).await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_to_the_cap() {
-        let mut b = FIRST_POLL_BACKOFF;
-        let waits: Vec<u64> = (0..7).map(|_| next_backoff(&mut b).as_secs()).collect();
-        assert_eq!(waits, vec![1, 2, 4, 8, 16, 30, 30]);
-    }
 }

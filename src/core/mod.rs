@@ -18,5 +18,6 @@ pub mod step;
 pub mod stream;
 pub mod supervision;
 pub mod taxonomy;
+pub mod telegram_poll;
 pub mod telegram_text;
 pub mod waits;

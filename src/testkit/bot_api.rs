@@ -115,6 +115,32 @@ struct State {
     last_send: HashMap<i64, Instant>,
     force_429: usize,
     commands: Vec<Vec<(String, String)>>,
+    /// The fault modes of issue 13 (see [`Faults`]).
+    faults: Faults,
+    /// Every Bot API method call: (lowercase method, arrival).
+    faults_log: Vec<(String, Instant)>,
+}
+
+/// Misbehaviours a test can switch on (issue 13): a server that answers `getUpdates` at
+/// once, an outage, a long flood ban.
+#[derive(Debug, Default, Clone)]
+struct Faults {
+    /// `getUpdates` answers at once with every stored update, ignoring `timeout` and
+    /// `offset` (a misconfigured proxy, a broken self-hosted server).
+    instant_polls: bool,
+    /// Until then every Bot API call fails as the outage says.
+    outage: Option<(Instant, Outage)>,
+    /// The `retry_after` (seconds) of the forced 429s; 1 when unset.
+    forced_retry_after: Option<u64>,
+}
+
+/// How an outage shows itself to the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outage {
+    /// `502 Bad Gateway` from a proxy in front of the API.
+    BadGateway,
+    /// The connection is closed without a valid HTTP answer.
+    DroppedConnection,
 }
 
 struct Inner {
@@ -311,6 +337,49 @@ impl BotApiStandIn {
     /// Every `setMyCommands` list received: (command, description).
     pub fn commands_set(&self) -> Vec<Vec<(String, String)>> {
         self.inner.lock().commands.clone()
+    }
+
+    /// `getUpdates` answers at once with every update still stored, ignoring `timeout`
+    /// and `offset` (nothing is ever confirmed) while `on`.
+    pub fn set_instant_polls(&self, on: bool) {
+        self.inner.lock().faults.instant_polls = on;
+        self.inner.changed.notify_all();
+    }
+
+    /// For the next `duration`, every Bot API call fails as `kind` says (test calls work).
+    pub fn outage_for(&self, duration: Duration, kind: Outage) {
+        self.inner.lock().faults.outage = Some((Instant::now() + duration, kind));
+    }
+
+    /// Ends an outage at once.
+    pub fn end_outage(&self) {
+        self.inner.lock().faults.outage = None;
+    }
+
+    /// The next `n` sends get 429 with `retry_after` = `seconds` (an hour-long flood ban).
+    pub fn force_429_retry_after(&self, n: usize, seconds: u64) {
+        let mut state = self.inner.lock();
+        state.force_429 = n;
+        state.faults.forced_retry_after = Some(seconds);
+    }
+
+    /// Queues a text message from `chat_id` whose `date` is `age` in the past (what
+    /// Telegram hands over after a long time without polling).
+    pub fn inject_message_sent_ago(&self, chat_id: i64, text: &str, age: Duration) -> i64 {
+        let mut message = base_message(&self.inner, chat_id);
+        message["date"] = json!(unix_now() - age.as_secs() as i64);
+        message["text"] = json!(text);
+        if text.starts_with('/') {
+            let command = text.split_whitespace().next().unwrap_or("");
+            let length: usize = command.chars().map(char::len_utf16).sum();
+            message["entities"] = json!([{"type": "bot_command", "offset": 0, "length": length}]);
+        }
+        inject_update(&self.inner, "message", message)
+    }
+
+    /// Every request to a Bot API method, in arrival order: (method, when).
+    pub fn requests(&self) -> Vec<(String, Instant)> {
+        self.inner.lock().faults_log.clone()
     }
 
     /// Stops serving: running long polls return empty, the port is released when the
@@ -547,6 +616,20 @@ fn handle(inner: &Inner, mut request: tiny_http::Request) {
     let (status, body) = if first == "__test" {
         test_api(inner, &method, &params)
     } else if let Some(token) = first.strip_prefix("bot") {
+        let outage = {
+            let mut state = inner.lock();
+            state.faults_log.push((method.clone(), Instant::now()));
+            let outage = state.faults.outage.filter(|(until, _)| Instant::now() < *until);
+            if outage.is_none() {
+                state.faults.outage = None;
+            }
+            outage.map(|(_, kind)| kind)
+        };
+        inner.changed.notify_all();
+        if let Some(kind) = outage {
+            fail_as(request, kind);
+            return;
+        }
         if token != inner.token {
             err(401, "Unauthorized")
         } else {
@@ -575,6 +658,28 @@ fn handle(inner: &Inner, mut request: tiny_http::Request) {
         err(404, "Not Found")
     };
     let _ = request.respond(reply(status, &body));
+}
+
+/// Answers `request` as an outage would.
+fn fail_as(request: tiny_http::Request, kind: Outage) {
+    match kind {
+        Outage::BadGateway => {
+            let header = tiny_http::Header::from_bytes("Content-Type", "text/html")
+                .expect("static header");
+            let _ = request.respond(
+                tiny_http::Response::from_string("<html><body>502 Bad Gateway</body></html>")
+                    .with_status_code(502)
+                    .with_header(header),
+            );
+        }
+        Outage::DroppedConnection => {
+            // No valid status line: the client sees the connection fail mid-answer.
+            use std::io::Write;
+            let mut writer = request.into_writer();
+            let _ = writer.write_all(b"BROKEN\r\n\r\n");
+            let _ = writer.flush();
+        }
+    }
 }
 
 fn get_updates(
@@ -611,6 +716,14 @@ fn get_updates(
     state.active_poll = Some((generation, pid, remote));
     if let Some(list) = allowed {
         state.allowed_updates = Some(list);
+    }
+    let instant = state.faults.instant_polls;
+    if instant {
+        let batch: Vec<Value> = state.updates.iter().take(limit).map(update_json).collect();
+        state.active_poll = None;
+        drop(state);
+        inner.changed.notify_all();
+        return ok(Value::Array(batch));
     }
     if let Some(offset) = offset {
         if offset >= 0 {
@@ -726,11 +839,12 @@ fn send_message(inner: &Inner, params: &Params, pid: Option<u32>) -> (u16, Value
     }
     if state.force_429 > 0 {
         state.force_429 -= 1;
+        let retry = state.faults.forced_retry_after.unwrap_or(1);
         return reject(
             &mut state,
             429,
-            "Too Many Requests: retry after 1".into(),
-            Some(1),
+            format!("Too Many Requests: retry after {retry}"),
+            Some(retry),
         );
     }
     if let (Some(min), Some(last)) = (state.min_interval, state.last_send.get(&chat).copied()) {
