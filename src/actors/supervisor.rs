@@ -159,6 +159,10 @@ impl SupervisorActor {
             prefix: cfg.prefix.clone(),
             home: cfg.home.clone(),
             telegram: cfg.telegram.clone(),
+            outbox_dir: cfg
+                .project_dir
+                .join(".agents")
+                .join(crate::io::outbox::OUTBOX_DIR),
             panic_on_first_event: cfg.faults.notifier_panic,
         })
         .start();

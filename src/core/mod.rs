@@ -9,6 +9,7 @@ pub mod failure;
 pub mod hooks;
 pub mod manifest;
 pub mod next_action;
+pub mod outbox;
 pub mod registry;
 pub mod session_outcome;
 pub mod signal;

@@ -13,6 +13,7 @@ pub mod home;
 pub mod lock;
 pub mod log_file;
 pub mod manifest_file;
+pub mod outbox;
 pub mod pid_file;
 pub mod process_group;
 pub mod registry_store;
