@@ -253,3 +253,38 @@ fn an_outage_loses_no_phase_message_and_keeps_order() {
     assert!(checked >= 4, "{checked} steps checked:\n{terminal}");
     assert!(chat.contains("Phase 1 Complete") && chat.contains("Phase 2 Complete"));
 }
+
+/// Item 2: a one-hour `retry_after` is honoured in full by every instance of the home:
+/// after it, neither the instance that got it nor one started later sends anything, and
+/// their messages wait in their outboxes.
+#[test]
+fn an_hour_long_flood_ban_silences_every_instance_of_the_home() {
+    let api = BotApiStandIn::start(TOKEN);
+    let a = Sandbox::new("a", &ready_manifest(1));
+    let b = Sandbox::sharing_home(&a, "b", &ready_manifest(1));
+    api.force_429_retry_after(1, 3600);
+    let _a = Kill(vec![start(&a, &api, "a", &[])]);
+    assert!(
+        wait_until(DEADLINE, || api.rejected_429() == 1),
+        "the ban is handed out\n{}",
+        output_of(&a, "a")
+    );
+    let _b = Kill(vec![start(&b, &api, "b", &[])]);
+    assert!(
+        wait_until(DEADLINE, || outbox_text(&a).contains("Phase 1 Complete")
+            && outbox_text(&b).contains("Phase 1 Complete")),
+        "both have messages waiting\n{}\n{}",
+        output_of(&a, "a"),
+        output_of(&b, "b")
+    );
+    let budget = std::fs::read_to_string(a.home.join("send-budget.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&budget).unwrap();
+    let until = v["blockedUntilMs"].as_u64().unwrap();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    assert!(until > now_ms + 3_500_000, "recorded for the home: {budget}");
+    assert!(api.sent_messages().is_empty(), "{:?}", api.sent_messages());
+    assert_eq!(api.rejected_429(), 1, "nobody hammers the banned token");
+}
