@@ -232,6 +232,11 @@ pub struct RunArgs {
     /// see `config::FaultInjection`). Not for normal use.
     #[arg(long, env = "PIV_FAULT_INJECT", value_name = "HOOK", hide = true)]
     pub fault_inject: Option<String>,
+    /// A Telegram /go, /pause or /resume older than this many seconds when piv reads it
+    /// (typical after the first start: Telegram hands over up to 24 h of old messages) is
+    /// not acted on; piv answers that it ignored it. /status and /help are always answered.
+    #[arg(long, env = "PIV_STALE_COMMAND_SECS", default_value_t = 600)]
+    pub stale_command_secs: u64,
 }
 
 /// A switch that is on unless it is `0` (surrounding spaces ignored).

@@ -114,6 +114,7 @@ impl World {
             chat_id: CHAT,
             api_url: self.api.url().into(),
             poll_timeout_secs: 1,
+            stale_command_secs: 600,
         };
         let owner = BotOwnerActor::new(settings, control, self.notifier(prefix), registry).start();
         (owner, calls)
@@ -357,7 +358,10 @@ async fn a_dead_api_never_stops_the_notifier_and_loses_nothing() {
             .join("\n")
     };
     let text = queued();
-    assert!(text.contains("kept one") && text.contains("kept two"), "{text}");
+    assert!(
+        text.contains("kept one") && text.contains("kept two"),
+        "{text}"
+    );
     assert!(
         tokio::time::timeout(Duration::from_millis(300), notifier.send(Flush))
             .await

@@ -152,7 +152,10 @@ fn an_instant_server_is_not_hammered() {
     // It is confirmed: the next offset is past it.
     let last = api.poll_starts().last().cloned().unwrap();
     assert!(last.offset.is_some_and(|o| o > 100_000), "{last:?}");
-    eprintln!("instant server: {rate:.2} polls/s, {:.2} % CPU", share * 100.0);
+    eprintln!(
+        "instant server: {rate:.2} polls/s, {:.2} % CPU",
+        share * 100.0
+    );
 }
 
 /// The chat as a human reads it: every message rendered to text, in arrival order.
@@ -207,7 +210,10 @@ fn messages_queued_at_a_sigkill_go_out_on_the_next_start() {
     let terminal = std::fs::read_to_string(sb.root.path().join("killed.out")).unwrap();
     first.0[0].kill().unwrap();
     first.0[0].wait().unwrap();
-    assert!(api.sent_messages().is_empty(), "nothing got through the outage");
+    assert!(
+        api.sent_messages().is_empty(),
+        "nothing got through the outage"
+    );
     api.end_outage();
     let _second = Kill(vec![start(&sb, &api, "killed", &[])]);
     assert!(
@@ -284,7 +290,108 @@ fn an_hour_long_flood_ban_silences_every_instance_of_the_home() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64;
-    assert!(until > now_ms + 3_500_000, "recorded for the home: {budget}");
+    assert!(
+        until > now_ms + 3_500_000,
+        "recorded for the home: {budget}"
+    );
     assert!(api.sent_messages().is_empty(), "{:?}", api.sent_messages());
     assert_eq!(api.rejected_429(), 1, "nobody hammers the banned token");
+}
+
+fn terminal_of(sb: &Sandbox, prefix: &str) -> String {
+    std::fs::read_to_string(sb.root.path().join(format!("{prefix}.out"))).unwrap_or_default()
+}
+
+/// Item 4: commands waiting from long ago (as after the very first start) are not acted
+/// on and the chat is told why; `/status` from then is still answered; a fresh command
+/// is handled as usual.
+#[test]
+fn stale_commands_are_not_acted_on() {
+    let api = BotApiStandIn::start(TOKEN);
+    let sb = Sandbox::new("stale", &ready_manifest(3));
+    sb.scenario(slow(400));
+    let day = Duration::from_secs(86_000);
+    api.inject_message_sent_ago(CHAT, "/pause", day);
+    api.inject_message_sent_ago(CHAT, "/status", day);
+    let t = Instant::now();
+    let _run = Kill(vec![start(&sb, &api, "stale", &[])]);
+    assert!(
+        wait_until(DEADLINE, || !replies_after(&api, t, "Ignored /pause")
+            .is_empty()),
+        "the stale /pause is answered, not acted on\n{}",
+        output_of(&sb, "stale")
+    );
+    let ignored = replies_after(&api, t, "Ignored /pause").remove(0);
+    assert!(
+        ignored.contains("23h") && ignored.contains("PIV_STALE_COMMAND_SECS"),
+        "{ignored}"
+    );
+    assert!(
+        wait_until(DEADLINE, || !replies_after(&api, t, "Phase").is_empty()
+            || !replies_after(&api, t, "phase").is_empty()),
+        "the old /status is answered"
+    );
+    // A fresh /pause works; it is the only pause the run saw.
+    api.inject_message(CHAT, "/pause");
+    assert!(
+        wait_until(DEADLINE, || state_of(&sb).as_deref() == Some("paused")),
+        "the fresh /pause pauses\n{}",
+        output_of(&sb, "stale")
+    );
+    let pauses = sb.log().matches("command=Control(Pause").count();
+    assert_eq!(pauses, 2, "both commands reached the owner\n{}", sb.log());
+    assert!(
+        !terminal_of(&sb, "stale").is_empty(),
+        "the run printed its steps"
+    );
+    assert!(sb.log().contains("not acting on a stale Telegram command"));
+}
+
+/// Item 6: after a SIGKILL of the owner, the standby's first request is `getUpdates`;
+/// `getMe` and `setMyCommands` come after it.
+#[test]
+fn a_new_owner_polls_first() {
+    let api = BotApiStandIn::start(TOKEN);
+    let a = Sandbox::new("a", &ready_manifest(1));
+    let b = Sandbox::sharing_home(&a, "b", &ready_manifest(1));
+    let mut procs = Kill(vec![start(&a, &api, "a", &[])]);
+    let a_pid = procs.0[0].id();
+    assert!(wait_until(DEADLINE, || api
+        .poll_starts()
+        .iter()
+        .any(|p| p.pid == Some(a_pid))));
+    procs.0.push(start(&b, &api, "b", &[]));
+    let b_pid = procs.0[1].id();
+    // b is up (it sends its own messages) before a dies.
+    assert!(
+        wait_until(DEADLINE, || api
+            .sent_messages()
+            .iter()
+            .any(|m| m.pid == Some(b_pid))),
+        "{}",
+        output_of(&b, "b")
+    );
+    let mut owner = procs.0.remove(0);
+    owner.kill().unwrap();
+    owner.wait().unwrap();
+    assert!(
+        wait_until(DEADLINE, || {
+            let by_b: Vec<String> = api
+                .requests()
+                .into_iter()
+                .filter(|(m, _, pid)| *pid == Some(b_pid) && m != "sendmessage")
+                .map(|(m, _, _)| m)
+                .collect();
+            by_b.iter().any(|m| m == "getme") && by_b.iter().any(|m| m == "setmycommands")
+        }),
+        "b takes over\n{}",
+        output_of(&b, "b")
+    );
+    let by_b: Vec<String> = api
+        .requests()
+        .into_iter()
+        .filter(|(m, _, pid)| *pid == Some(b_pid) && m != "sendmessage")
+        .map(|(m, _, _)| m)
+        .collect();
+    assert_eq!(by_b[0], "getupdates", "{by_b:?}");
 }

@@ -22,8 +22,8 @@ use crate::actors::control::{Control, Notify};
 use crate::actors::notifier::{NotifierActor, QueueReply};
 use crate::actors::registry::{ListInstances, RegistryActor, SetBotOwner};
 use crate::core::commands::{
-    command_menu, is_allowed_chat, parse_command, reply_ask_which, reply_sent,
-    reply_unknown_command, reply_unknown_prefix, route, Command, Route, StatusTarget,
+    acts, command_menu, is_allowed_chat, is_stale, parse_command, reply_ask_which, reply_sent,
+    reply_stale, reply_unknown_command, reply_unknown_prefix, route, Command, Route, StatusTarget,
 };
 use crate::core::control::ControlAction;
 use crate::core::events::RunEvent;
@@ -55,6 +55,9 @@ pub struct BotOwnerSettings {
     pub api_url: String,
     /// Long-poll length ([`DEFAULT_POLL_TIMEOUT_SECS`] normally).
     pub poll_timeout_secs: u32,
+    /// A command that changes what an instance does is not acted on when older than
+    /// this (`PIV_STALE_COMMAND_SECS`).
+    pub stale_command_secs: u64,
 }
 
 impl std::fmt::Debug for BotOwnerSettings {
@@ -67,6 +70,7 @@ impl std::fmt::Debug for BotOwnerSettings {
             .field("chat_id", &self.chat_id)
             .field("api_url", &self.api_url)
             .field("poll_timeout_secs", &self.poll_timeout_secs)
+            .field("stale_command_secs", &self.stale_command_secs)
             .finish()
     }
 }
@@ -237,6 +241,7 @@ impl Handler<OwnershipAcquired> for BotOwnerActor {
             home: s.home.clone(),
             chat_id: s.chat_id,
             poll_timeout_secs: s.poll_timeout_secs,
+            stale_command_secs: s.stale_command_secs,
             notifier: self.notifier.clone(),
             client,
             control: self.control.clone(),
@@ -293,6 +298,7 @@ struct Poller {
     home: PathBuf,
     chat_id: i64,
     poll_timeout_secs: u32,
+    stale_command_secs: u64,
     client: TelegramClient,
     /// Replies go through the notifier's on-disk outbox, ahead of its notifications.
     notifier: Addr<NotifierActor>,
@@ -317,32 +323,29 @@ enum PollEnd {
 
 impl Poller {
     async fn run(mut self, mut stop: watch::Receiver<bool>, guard: &LockGuard) -> PollEnd {
-        if let Err(e) = self.client.set_my_commands(&command_menu()).await {
-            tracing::warn!(error = %e, "cannot register the command menu (setMyCommands)");
-        }
-        self.bot_username = match self.client.get_me().await {
-            Ok(name) => Some(name),
-            Err(e) => {
-                tracing::warn!(error = %e, "getMe failed; accepting /command@any-bot");
-                None
-            }
-        };
         let home = self.home.clone();
         self.last_handled = tokio::task::spawn_blocking(move || read_last_handled(&home))
             .await
             .unwrap_or(None);
         let mut pacer = PollPacer::new();
         let mut warned_conflict = false;
+        // A new owner's first request is a getUpdates (commands sent during a takeover
+        // are waiting); getMe and setMyCommands come after it.
+        let mut first = true;
         loop {
             if *stop.borrow() {
                 return PollEnd::Stopped;
             }
             let offset = next_offset(self.last_handled, &[]);
             let asked = tokio::time::Instant::now();
+            let timeout = if first { 0 } else { self.poll_timeout_secs };
             let polled = tokio::select! {
                 _ = stop_requested(&mut stop) => return PollEnd::Stopped,
-                polled = self.client.get_updates(offset, self.poll_timeout_secs) => polled,
+                polled = self.client.get_updates(offset, timeout) => polled,
             };
+            if std::mem::take(&mut first) {
+                self.introduce().await;
+            }
             let outcome = match polled {
                 Ok(updates) => {
                     let mut fresh = false;
@@ -387,7 +390,10 @@ impl Poller {
                     PollOutcome::Failed
                 }
                 Err(TelegramError::RetryAfter(d)) => {
-                    tracing::warn!(?d, "Telegram asked getUpdates to wait; waiting it out in full");
+                    tracing::warn!(
+                        ?d,
+                        "Telegram asked getUpdates to wait; waiting it out in full"
+                    );
                     PollOutcome::RetryAfter(d)
                 }
                 Err(e) => {
@@ -395,18 +401,44 @@ impl Poller {
                     PollOutcome::Failed
                 }
             };
-            let wait = pacer.after(outcome);
+            let wait = if timeout == 0 && matches!(outcome, PollOutcome::NothingNew { .. }) {
+                // The quick first poll asked for no wait.
+                std::time::Duration::ZERO
+            } else {
+                pacer.after(outcome)
+            };
             if wait.is_zero() {
                 continue;
             }
             if matches!(outcome, PollOutcome::NothingNew { .. }) {
-                tracing::debug!(?wait, "getUpdates answered at once with nothing new; pausing");
+                tracing::debug!(
+                    ?wait,
+                    "getUpdates answered at once with nothing new; pausing"
+                );
             }
             tokio::select! {
                 _ = stop_requested(&mut stop) => return PollEnd::Stopped,
                 _ = tokio::time::sleep(wait) => {}
             }
         }
+    }
+
+    /// After the first poll: learn the bot's username (to tell `/cmd@this_bot` from
+    /// commands for other bots) and register the command menu in the background.
+    async fn introduce(&mut self) {
+        let client = self.client.clone();
+        actix::spawn(async move {
+            if let Err(e) = client.set_my_commands(&command_menu()).await {
+                tracing::warn!(error = %e, "cannot register the command menu (setMyCommands)");
+            }
+        });
+        self.bot_username = match self.client.get_me().await {
+            Ok(name) => Some(name),
+            Err(e) => {
+                tracing::warn!(error = %e, "getMe failed; accepting /command@any-bot");
+                None
+            }
+        };
     }
 
     /// Handles one update (unless an earlier owner already did) and records it; returns
@@ -461,7 +493,25 @@ impl Poller {
             return;
         };
         tracing::info!(update_id = update.update_id, ?command, "Telegram command");
-        let (tag, html) = self.answer(command).await;
+        let now = chrono::Utc::now().timestamp();
+        let (tag, html) = match &command {
+            Command::Control(action, target)
+                if acts(&command) && is_stale(update.date, now, self.stale_command_secs) =>
+            {
+                tracing::info!(update_id = update.update_id, sent = ?update.date,
+                    "not acting on a stale Telegram command");
+                let sent = update.date.unwrap_or(now);
+                let text = reply_stale(
+                    *action,
+                    target.as_deref(),
+                    sent,
+                    now,
+                    self.stale_command_secs,
+                );
+                (self.prefix.clone(), text)
+            }
+            _ => self.answer(command).await,
+        };
         // Once the reply is in the outbox (on disk) the update counts as handled.
         if let Err(e) = self.notifier.send(QueueReply { tag, html }).await {
             tracing::warn!(error = %e, "cannot queue a reply to a Telegram command");

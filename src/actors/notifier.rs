@@ -164,15 +164,16 @@ impl NotifierActor {
                 }
             }
         });
-        let queue = sender.as_ref().and_then(|_| {
-            match Outbox::open_dir(settings.outbox_dir.clone()) {
-                Ok(disk) => Some(Rc::new(Queue::new(disk))),
-                Err(e) => {
-                    tracing::error!(error = %e, "Telegram notifications disabled: no outbox");
-                    None
-                }
-            }
-        });
+        let queue =
+            sender
+                .as_ref()
+                .and_then(|_| match Outbox::open_dir(settings.outbox_dir.clone()) {
+                    Ok(disk) => Some(Rc::new(Queue::new(disk))),
+                    Err(e) => {
+                        tracing::error!(error = %e, "Telegram notifications disabled: no outbox");
+                        None
+                    }
+                });
         Self {
             prefix: settings.prefix,
             sender: queue.as_ref().and(sender),
@@ -250,7 +251,10 @@ mod tests {
         queue.push(MessageKind::Notification, "a", "two");
         queue.push(MessageKind::Reply, "a", "answer");
         let (tag, body, seqs) = queue.take_next().unwrap();
-        assert_eq!((tag.as_str(), body.as_str(), seqs.clone()), ("a", "answer", vec![3]));
+        assert_eq!(
+            (tag.as_str(), body.as_str(), seqs.clone()),
+            ("a", "answer", vec![3])
+        );
         queue.remove(&seqs);
         let (_, body, seqs) = queue.take_next().unwrap();
         assert_eq!((body.as_str(), seqs.clone()), ("one\n\ntwo", vec![1, 2]));

@@ -184,6 +184,7 @@ impl SupervisorActor {
                 chat_id: tg.chat_id,
                 api_url: tg.api_url.clone(),
                 poll_timeout_secs: crate::actors::bot_owner::DEFAULT_POLL_TIMEOUT_SECS,
+                stale_command_secs: cfg.stale_command_secs,
             };
             self.bot_owner = Some(
                 BotOwnerActor::new(

@@ -100,12 +100,12 @@ mod tests {
         // (outcomes in sequence, expected pauses)
         let cases: Vec<(Vec<PollOutcome>, Vec<u64>)> = vec![
             // An instant server: 200 ms growing to 3.2 s, and staying there.
-            (
-                vec![quick; 7],
-                vec![200, 400, 800, 1600, 3200, 3200, 3200],
-            ),
+            (vec![quick; 7], vec![200, 400, 800, 1600, 3200, 3200, 3200]),
             // A real update resets the growth.
-            (vec![quick, quick, NewUpdates, quick], vec![200, 400, 0, 200]),
+            (
+                vec![quick, quick, NewUpdates, quick],
+                vec![200, 400, 0, 200],
+            ),
             // A held long poll resets it too.
             (vec![quick, quick, held, quick], vec![200, 400, 0, 200]),
             // Failures have their own backoff, 1 s doubling to 30 s.
@@ -114,7 +114,10 @@ mod tests {
                 vec![1000, 2000, 4000, 8000, 16000, 30000, 30000],
             ),
             // A quick empty answer after failures resets the error backoff.
-            (vec![Failed, Failed, quick, Failed], vec![1000, 2000, 200, 1000]),
+            (
+                vec![Failed, Failed, quick, Failed],
+                vec![1000, 2000, 200, 1000],
+            ),
             // A retry_after is honoured in full, however long.
             (vec![RetryAfter(Duration::from_secs(3600))], vec![3_600_000]),
             // A long poll that keeps being held never pauses.

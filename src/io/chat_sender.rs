@@ -25,11 +25,9 @@ pub fn is_permanent(error: &TelegramError) -> bool {
         | TelegramError::Unauthorized
         | TelegramError::MigratedToChat(_)
         | TelegramError::Setup(_) => true,
-        TelegramError::Api(text) => {
-            ["Bad Request", "Forbidden", "Not Found"]
-                .iter()
-                .any(|refusal| text.contains(refusal))
-        }
+        TelegramError::Api(text) => ["Bad Request", "Forbidden", "Not Found"]
+            .iter()
+            .any(|refusal| text.contains(refusal)),
         TelegramError::RetryAfter(_)
         | TelegramError::Conflict
         | TelegramError::Network(_)

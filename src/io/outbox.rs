@@ -182,7 +182,10 @@ mod tests {
     fn entries_survive_a_reopen_in_order_and_are_private() {
         let dir = tempfile::tempdir().unwrap();
         let mut outbox = Outbox::open(dir.path()).unwrap();
-        assert_eq!(outbox.push(MessageKind::Notification, "a", "one").unwrap(), 1);
+        assert_eq!(
+            outbox.push(MessageKind::Notification, "a", "one").unwrap(),
+            1
+        );
         assert_eq!(outbox.push(MessageKind::Reply, "a", "two").unwrap(), 2);
         let file = outbox.dir().join(file_name(1));
         let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
@@ -191,13 +194,19 @@ mod tests {
         let mut again = Outbox::open(dir.path()).unwrap();
         let listed = again.list().unwrap();
         assert_eq!(
-            listed.iter().map(|e| (e.seq, e.html.as_str())).collect::<Vec<_>>(),
+            listed
+                .iter()
+                .map(|e| (e.seq, e.html.as_str()))
+                .collect::<Vec<_>>(),
             vec![(1, "one"), (2, "two")]
         );
         assert_eq!(listed[1].kind, MessageKind::Reply);
         // New entries come after the old ones, also after a removal.
         again.remove(&[1, 2]).unwrap();
-        assert_eq!(again.push(MessageKind::Notification, "a", "three").unwrap(), 3);
+        assert_eq!(
+            again.push(MessageKind::Notification, "a", "three").unwrap(),
+            3
+        );
         assert_eq!(again.list().unwrap().len(), 1);
     }
 

@@ -117,8 +117,8 @@ struct State {
     commands: Vec<Vec<(String, String)>>,
     /// The fault modes of issue 13 (see [`Faults`]).
     faults: Faults,
-    /// Every Bot API method call: (lowercase method, arrival).
-    faults_log: Vec<(String, Instant)>,
+    /// Every Bot API method call: (lowercase method, arrival, caller's pid).
+    faults_log: Vec<(String, Instant, Option<u32>)>,
 }
 
 /// Misbehaviours a test can switch on (issue 13): a server that answers `getUpdates` at
@@ -377,8 +377,9 @@ impl BotApiStandIn {
         inject_update(&self.inner, "message", message)
     }
 
-    /// Every request to a Bot API method, in arrival order: (method, when).
-    pub fn requests(&self) -> Vec<(String, Instant)> {
+    /// Every request to a Bot API method, in arrival order: (lowercase method, when, the
+    /// caller's pid).
+    pub fn requests(&self) -> Vec<(String, Instant, Option<u32>)> {
         self.inner.lock().faults_log.clone()
     }
 
@@ -618,8 +619,11 @@ fn handle(inner: &Inner, mut request: tiny_http::Request) {
     } else if let Some(token) = first.strip_prefix("bot") {
         let outage = {
             let mut state = inner.lock();
-            state.faults_log.push((method.clone(), Instant::now()));
-            let outage = state.faults.outage.filter(|(until, _)| Instant::now() < *until);
+            state.faults_log.push((method.clone(), Instant::now(), pid));
+            let outage = state
+                .faults
+                .outage
+                .filter(|(until, _)| Instant::now() < *until);
             if outage.is_none() {
                 state.faults.outage = None;
             }
@@ -664,8 +668,8 @@ fn handle(inner: &Inner, mut request: tiny_http::Request) {
 fn fail_as(request: tiny_http::Request, kind: Outage) {
     match kind {
         Outage::BadGateway => {
-            let header = tiny_http::Header::from_bytes("Content-Type", "text/html")
-                .expect("static header");
+            let header =
+                tiny_http::Header::from_bytes("Content-Type", "text/html").expect("static header");
             let _ = request.respond(
                 tiny_http::Response::from_string("<html><body>502 Bad Gateway</body></html>")
                     .with_status_code(502)
