@@ -4,8 +4,8 @@
 //! own, and the instant the owner exits or dies a waiter gets it and starts polling.
 //!
 //! Updates are never dropped on takeover, and answered once: the last handled
-//! `update_id` goes to `$PIV_HOME/bot-offset.json` (`io::bot_offset`) once its reply is
-//! in the on-disk outbox and before the next poll, and a new owner skips anything at or
+//! `update_id` goes to `$PIV_HOME/bot-offset.json` (`io::bot_offset`) once its reply was
+//! sent (through the notifier's on-disk outbox) and before the next poll, and a new owner skips anything at or
 //! below it (Telegram forgets an update only when the next `getUpdates` confirms it).
 //! The loop's pace is `core::telegram_poll`'s: a server that answers at once is never
 //! hammered. Commands are parsed and routed by `core::commands`; a command for this
@@ -512,7 +512,7 @@ impl Poller {
             }
             _ => self.answer(command).await,
         };
-        // Once the reply is in the outbox (on disk) the update counts as handled.
+        // The update counts as handled once its reply was sent (see `QueueReply`).
         if let Err(e) = self.notifier.send(QueueReply { tag, html }).await {
             tracing::warn!(error = %e, "cannot queue a reply to a Telegram command");
         }

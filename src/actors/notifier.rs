@@ -10,11 +10,12 @@
 //! is logged and never stops a run.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::rc::Rc;
 
 use actix::prelude::*;
-use tokio::sync::{watch, Notify as WakeUp};
+use tokio::sync::{oneshot, watch, Notify as WakeUp};
 
 use crate::actors::control::Notify;
 use crate::config::TelegramSettings;
@@ -48,8 +49,10 @@ pub struct NotifierSettings {
 #[rtype(result = "()")]
 pub struct Flush;
 
-/// The answer to a chat command, queued ahead of notifications. Resolves once it is in
-/// the on-disk outbox.
+/// The answer to a chat command, queued ahead of notifications. Resolves once Telegram
+/// accepted it (the bot owner records the update as handled only then: a reply left in
+/// a killed owner's outbox would wait for that project's next start, so the next owner
+/// answers again — at least once, as before the outbox).
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "()")]
 pub struct QueueReply {
@@ -60,6 +63,8 @@ pub struct QueueReply {
 /// The outbox shared by the actor (which fills it) and its sender task (which drains it).
 struct Queue {
     disk: RefCell<Outbox>,
+    /// Who waits for an entry to be sent, by sequence number.
+    waiters: RefCell<HashMap<u64, Vec<oneshot::Sender<()>>>>,
     wake: WakeUp,
     /// True while nothing is queued or being sent (what [`Flush`] waits for).
     idle: watch::Sender<bool>,
@@ -70,18 +75,30 @@ impl Queue {
         let idle = disk.list().map(|l| l.is_empty()).unwrap_or(true);
         Self {
             disk: RefCell::new(disk),
+            waiters: RefCell::new(HashMap::new()),
             wake: WakeUp::new(),
             idle: watch::Sender::new(idle),
         }
     }
 
-    fn push(&self, kind: MessageKind, tag: &str, html: &str) {
-        if let Err(e) = self.disk.borrow_mut().push(kind, tag, html) {
-            tracing::error!(error = %e, "cannot queue a Telegram message on disk; it is lost");
-            return;
-        }
+    fn push(&self, kind: MessageKind, tag: &str, html: &str) -> Option<u64> {
+        let seq = match self.disk.borrow_mut().push(kind, tag, html) {
+            Ok(seq) => seq,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot queue a Telegram message on disk; it is lost");
+                return None;
+            }
+        };
         self.idle.send_replace(false);
         self.wake.notify_one();
+        Some(seq)
+    }
+
+    /// Resolves once entry `seq` has been sent (or given up on).
+    fn sent(&self, seq: u64) -> oneshot::Receiver<()> {
+        let (tx, rx) = oneshot::channel();
+        self.waiters.borrow_mut().entry(seq).or_default().push(tx);
+        rx
     }
 
     /// The next send: its tag, its body (several notifications joined in order) and the
@@ -122,6 +139,12 @@ impl Queue {
     fn remove(&self, seqs: &[u64]) {
         if let Err(e) = self.disk.borrow().remove(seqs) {
             tracing::error!(error = %e, "cannot remove sent messages from the Telegram outbox");
+        }
+        let mut waiters = self.waiters.borrow_mut();
+        for seq in seqs {
+            for tx in waiters.remove(seq).unwrap_or_default() {
+                let _ = tx.send(());
+            }
         }
     }
 }
@@ -213,12 +236,19 @@ impl Handler<Notify> for NotifierActor {
 }
 
 impl Handler<QueueReply> for NotifierActor {
-    type Result = ();
+    type Result = ResponseFuture<()>;
 
-    fn handle(&mut self, reply: QueueReply, _: &mut Self::Context) {
-        if let Some(queue) = &self.queue {
-            queue.push(MessageKind::Reply, &reply.tag, &reply.html);
-        }
+    fn handle(&mut self, reply: QueueReply, _: &mut Self::Context) -> Self::Result {
+        let sent = self.queue.as_ref().and_then(|queue| {
+            queue
+                .push(MessageKind::Reply, &reply.tag, &reply.html)
+                .map(|seq| queue.sent(seq))
+        });
+        Box::pin(async move {
+            if let Some(sent) = sent {
+                let _ = sent.await;
+            }
+        })
     }
 }
 
