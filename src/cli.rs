@@ -284,6 +284,11 @@ pub struct RunArgs {
     /// message. A resume lets that instance go on for the rest of the day.
     #[arg(long, env = "PIV_MAX_COST_PER_DAY_USD", value_name = "USD")]
     pub max_cost_per_day_usd: Option<f64>,
+    /// A Telegram /go, /pause or /resume older than this many seconds when piv reads it
+    /// (typical after the first start: Telegram hands over up to 24 h of old messages) is
+    /// not acted on; piv answers that it ignored it. /status and /help are always answered.
+    #[arg(long, env = "PIV_STALE_COMMAND_SECS", default_value_t = 600)]
+    pub stale_command_secs: u64,
 }
 
 /// A switch that is on unless it is `0` (surrounding spaces ignored).

@@ -25,6 +25,8 @@ pub struct RunConfig {
     pub signal_poll: Duration,
     pub signal_notify: bool,
     pub telegram: Option<TelegramSettings>,
+    /// `PIV_STALE_COMMAND_SECS`: chat commands older than this are not acted on.
+    pub stale_command_secs: u64,
     pub agent: AgentConfig,
     pub only_phase: Option<u32>,
     pub max_cost_usd: Option<f64>,
@@ -192,6 +194,7 @@ impl RunConfig {
             signal_poll: Duration::from_millis(args.signal_poll_ms.max(10)),
             signal_notify: args.signal_notify,
             telegram: telegram_settings(args),
+            stale_command_secs: args.stale_command_secs,
             agent,
             only_phase: args.phase,
             max_cost_usd: args.max_cost_usd,

@@ -135,6 +135,7 @@ fn ensure_runtime_files_ignored(project_dir: &std::path::Path) {
         "orchestrator.state.json",
         "orchestrator.agent-pgid",
         "signals/",
+        "telegram-outbox/",
         ".*.tmp-*",
     ];
     let path = project_dir.join(".agents").join(".gitignore");

@@ -21,5 +21,6 @@ mod status_signal;
 mod support;
 mod telegram;
 mod telegram_e2e;
+mod telegram_transport;
 mod torn_writes;
 mod usage;

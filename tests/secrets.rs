@@ -141,8 +141,9 @@ fn assert_home_permissions(home: &Path) {
 
 const POLL_FAILED: &str = "Telegram getUpdates failed";
 const SEND_FAILED: &str = "Telegram send failed";
-const SEND_DROPPED: &str = "Telegram message dropped";
-/// The first request of a new owner (`setMyCommands`), which a silent server times out.
+/// A message Telegram can never accept (here: the token is refused) is given up.
+const SEND_DROPPED: &str = "Telegram refused a message part for good";
+/// The command menu (`setMyCommands`, right after the first poll), which a silent server times out.
 const MENU_FAILED: &str = "cannot register the command menu";
 
 #[test]

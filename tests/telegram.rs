@@ -32,6 +32,8 @@ const STRANGER_CHAT: i64 = 31337;
 const PATIENCE: Duration = Duration::from_secs(60);
 const MANIFEST: &str = "prd: {path: p}\npreflight: {status: passed}\nprofiles: {x: {freshness: fresh}}\nphases:\n  1: {plan: complete, execution: complete, validation: pass}\n  2: {plan: not_started, execution: not_started, validation: not_run}\n";
 
+static OUTBOXES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// One test's world: a home, a stand-in and the directory holding the projects.
 struct World {
     dir: tempfile::TempDir,
@@ -67,6 +69,11 @@ impl World {
                 chat_id: CHAT,
                 api_url: self.api.url().into(),
             }),
+            // Each notifier its own outbox, as each instance has its own project.
+            outbox_dir: self.dir.path().join(format!(
+                "{prefix}.outbox-{}",
+                OUTBOXES.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            )),
             panic_on_first_event: false,
         })
         .start()
@@ -107,6 +114,7 @@ impl World {
             chat_id: CHAT,
             api_url: self.api.url().into(),
             poll_timeout_secs: 1,
+            stale_command_secs: 600,
         };
         let owner = BotOwnerActor::new(settings, control, self.notifier(prefix), registry).start();
         (owner, calls)
@@ -325,21 +333,42 @@ async fn long_messages_are_split_with_the_tag_on_every_part() {
     assert!(world.api.rejected_sends().is_empty());
 }
 
+/// A dead API neither stops the notifier nor loses a message: what cannot be sent stays
+/// queued on disk (and `Flush` does not pretend otherwise).
 #[actix_rt::test]
-async fn a_dead_api_never_stops_the_notifier() {
+async fn a_dead_api_never_stops_the_notifier_and_loses_nothing() {
     let world = World::new();
     let notifier = world.notifier("a");
-    let url_was = world.api.url().to_string();
     let World { api, dir, .. } = world;
     drop(api); // nothing listens there any more
-    notifier.do_send(Notify(RunEvent::Info("lost one".into())));
-    notifier.do_send(Notify(RunEvent::Info("lost two".into())));
-    flush(&notifier).await;
+    notifier.do_send(Notify(RunEvent::Info("kept one".into())));
+    notifier.do_send(Notify(RunEvent::Info("kept two".into())));
     // Still alive and still answering.
-    notifier.do_send(Notify(RunEvent::Heartbeat { phase: Some(1) }));
-    flush(&notifier).await;
-    assert!(url_was.starts_with("http://127.0.0.1:"));
-    drop(dir);
+    notifier
+        .send(Notify(RunEvent::Heartbeat { phase: Some(1) }))
+        .await
+        .unwrap();
+    let queued = || {
+        std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("a.outbox-"))
+            .flat_map(|e| std::fs::read_dir(e.path()).unwrap().flatten())
+            .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let text = queued();
+    assert!(
+        text.contains("kept one") && text.contains("kept two"),
+        "{text}"
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), notifier.send(Flush))
+            .await
+            .is_err(),
+        "Flush waits while messages are queued"
+    );
 }
 
 // ---------------------------------------------------------------------------------------

@@ -4,25 +4,26 @@
 //! own, and the instant the owner exits or dies a waiter gets it and starts polling.
 //!
 //! Updates are never dropped on takeover, and answered once: the last handled
-//! `update_id` goes to `$PIV_HOME/bot-offset.json` (`io::bot_offset`) after its reply is
-//! sent and before the next poll, and a new owner skips anything at or below it (Telegram
-//! forgets an update only when the next `getUpdates` confirms it). Commands are parsed and
-//! routed by `core::commands`; a command for this instance is a `Control` to the
-//! supervisor, one for another instance a signal file in its queue; statuses are shown by
-//! `core::status_report`; replies go out through `io::chat_sender`.
+//! `update_id` goes to `$PIV_HOME/bot-offset.json` (`io::bot_offset`) once its reply was
+//! sent (through the notifier's on-disk outbox) and before the next poll, and a new owner skips anything at or
+//! below it (Telegram forgets an update only when the next `getUpdates` confirms it).
+//! The loop's pace is `core::telegram_poll`'s: a server that answers at once is never
+//! hammered. Commands are parsed and routed by `core::commands`; a command for this
+//! instance is a `Control` to the supervisor, one for another instance a signal file in
+//! its queue; statuses are shown by `core::status_report`; replies are queued in the
+//! notifier's outbox, ahead of its notifications.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use actix::prelude::*;
 use tokio::sync::{oneshot, watch};
 
 use crate::actors::control::{Control, Notify};
-use crate::actors::notifier::NotifierActor;
+use crate::actors::notifier::{NotifierActor, QueueReply};
 use crate::actors::registry::{ListInstances, RegistryActor, SetBotOwner};
 use crate::core::commands::{
-    command_menu, is_allowed_chat, parse_command, reply_ask_which, reply_sent,
-    reply_unknown_command, reply_unknown_prefix, route, Command, Route, StatusTarget,
+    acts, command_menu, is_allowed_chat, is_stale, parse_command, reply_ask_which, reply_sent,
+    reply_stale, reply_unknown_command, reply_unknown_prefix, route, Command, Route, StatusTarget,
 };
 use crate::core::control::ControlAction;
 use crate::core::events::RunEvent;
@@ -30,11 +31,10 @@ use crate::core::manifest::ManifestView;
 use crate::core::registry::Instance;
 use crate::core::status::{InstanceFacts, InstanceStatus};
 use crate::core::status_report::{multi_status_reply, status_reply};
+use crate::core::telegram_poll::{is_new, next_offset, PollOutcome, PollPacer};
 use crate::core::telegram_text::format_help;
 use crate::io::bot_offset::{read_last_handled, write_last_handled};
-use crate::io::chat_sender::ChatSender;
 use crate::io::lock::{lock_exclusive, try_lock_exclusive, LockGuard};
-use crate::io::send_budget::SendBudget;
 use crate::io::telegram::{IncomingUpdate, TelegramClient, TelegramError};
 use crate::io::{manifest_file, signal_queue, status_probe};
 
@@ -42,10 +42,6 @@ use crate::io::{manifest_file, signal_queue, status_probe};
 pub const DEFAULT_POLL_TIMEOUT_SECS: u32 = 25;
 /// The lock whose holder polls.
 pub const OWNER_LOCK_FILE: &str = "bot-owner.lock";
-/// Poll failures back off from this, doubling...
-const FIRST_POLL_BACKOFF: Duration = Duration::from_secs(1);
-/// ...up to this.
-const MAX_POLL_BACKOFF: Duration = Duration::from_secs(30);
 
 /// Who this instance is and how it reaches the bot.
 #[derive(Clone)]
@@ -59,6 +55,9 @@ pub struct BotOwnerSettings {
     pub api_url: String,
     /// Long-poll length ([`DEFAULT_POLL_TIMEOUT_SECS`] normally).
     pub poll_timeout_secs: u32,
+    /// A command that changes what an instance does is not acted on when older than
+    /// this (`PIV_STALE_COMMAND_SECS`).
+    pub stale_command_secs: u64,
 }
 
 impl std::fmt::Debug for BotOwnerSettings {
@@ -71,6 +70,7 @@ impl std::fmt::Debug for BotOwnerSettings {
             .field("chat_id", &self.chat_id)
             .field("api_url", &self.api_url)
             .field("poll_timeout_secs", &self.poll_timeout_secs)
+            .field("stale_command_secs", &self.stale_command_secs)
             .finish()
     }
 }
@@ -241,11 +241,8 @@ impl Handler<OwnershipAcquired> for BotOwnerActor {
             home: s.home.clone(),
             chat_id: s.chat_id,
             poll_timeout_secs: s.poll_timeout_secs,
-            sender: ChatSender::new(
-                client.clone(),
-                SendBudget::new(&s.home, s.chat_id),
-                s.chat_id,
-            ),
+            stale_command_secs: s.stale_command_secs,
+            notifier: self.notifier.clone(),
             client,
             control: self.control.clone(),
             registry: self.registry.clone(),
@@ -301,8 +298,10 @@ struct Poller {
     home: PathBuf,
     chat_id: i64,
     poll_timeout_secs: u32,
+    stale_command_secs: u64,
     client: TelegramClient,
-    sender: ChatSender,
+    /// Replies go through the notifier's on-disk outbox, ahead of its notifications.
+    notifier: Addr<NotifierActor>,
     control: Recipient<Control>,
     registry: Option<Addr<RegistryActor>>,
     bot_username: Option<String>,
@@ -324,43 +323,47 @@ enum PollEnd {
 
 impl Poller {
     async fn run(mut self, mut stop: watch::Receiver<bool>, guard: &LockGuard) -> PollEnd {
-        if let Err(e) = self.client.set_my_commands(&command_menu()).await {
-            tracing::warn!(error = %e, "cannot register the command menu (setMyCommands)");
-        }
-        self.bot_username = match self.client.get_me().await {
-            Ok(name) => Some(name),
-            Err(e) => {
-                tracing::warn!(error = %e, "getMe failed; accepting /command@any-bot");
-                None
-            }
-        };
         let home = self.home.clone();
         self.last_handled = tokio::task::spawn_blocking(move || read_last_handled(&home))
             .await
             .unwrap_or(None);
-        let mut backoff = FIRST_POLL_BACKOFF;
+        let mut pacer = PollPacer::new();
         let mut warned_conflict = false;
+        // A new owner's first request is a getUpdates (commands sent during a takeover
+        // are waiting); getMe and setMyCommands come after it.
+        let mut first = true;
         loop {
             if *stop.borrow() {
                 return PollEnd::Stopped;
             }
-            let offset = self.last_handled.map(|id| id + 1);
+            let offset = next_offset(self.last_handled, &[]);
+            let asked = tokio::time::Instant::now();
+            let timeout = if first { 0 } else { self.poll_timeout_secs };
             let polled = tokio::select! {
                 _ = stop_requested(&mut stop) => return PollEnd::Stopped,
-                polled = self.client.get_updates(offset, self.poll_timeout_secs) => polled,
+                polled = self.client.get_updates(offset, timeout) => polled,
             };
-            let wait = match polled {
+            if std::mem::take(&mut first) {
+                self.introduce().await;
+            }
+            let outcome = match polled {
                 Ok(updates) => {
-                    backoff = FIRST_POLL_BACKOFF;
+                    let mut fresh = false;
                     for update in updates {
                         // Handling is never cut short: a reply sent but not recorded
                         // would be sent again by the next owner.
                         if *stop.borrow() {
                             return PollEnd::Stopped;
                         }
-                        self.take(update).await;
+                        fresh |= self.take(update).await;
                     }
-                    continue;
+                    if fresh {
+                        PollOutcome::NewUpdates
+                    } else {
+                        PollOutcome::NothingNew {
+                            held: asked.elapsed(),
+                        }
+                    }
                 }
                 // A 409: check that we really hold the lock. If the lock file was deleted
                 // or replaced, a newcomer may hold the real one: stop and wait for it.
@@ -384,14 +387,35 @@ impl Poller {
                              using the same bot token. Backing off and retrying; give each its own bot."
                         );
                     }
-                    next_backoff(&mut backoff)
+                    PollOutcome::Failed
                 }
-                Err(TelegramError::RetryAfter(d)) => d,
+                Err(TelegramError::RetryAfter(d)) => {
+                    tracing::warn!(
+                        ?d,
+                        "Telegram asked getUpdates to wait; waiting it out in full"
+                    );
+                    PollOutcome::RetryAfter(d)
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "Telegram getUpdates failed; retrying");
-                    next_backoff(&mut backoff)
+                    PollOutcome::Failed
                 }
             };
+            let wait = if timeout == 0 && matches!(outcome, PollOutcome::NothingNew { .. }) {
+                // The quick first poll asked for no wait.
+                std::time::Duration::ZERO
+            } else {
+                pacer.after(outcome)
+            };
+            if wait.is_zero() {
+                continue;
+            }
+            if matches!(outcome, PollOutcome::NothingNew { .. }) {
+                tracing::debug!(
+                    ?wait,
+                    "getUpdates answered at once with nothing new; pausing"
+                );
+            }
             tokio::select! {
                 _ = stop_requested(&mut stop) => return PollEnd::Stopped,
                 _ = tokio::time::sleep(wait) => {}
@@ -399,17 +423,33 @@ impl Poller {
         }
     }
 
-    /// Handles one update (unless an earlier owner already did) and records it.
-    async fn take(&mut self, update: IncomingUpdate) {
-        if self
-            .last_handled
-            .is_some_and(|last| update.update_id <= last)
-        {
+    /// After the first poll: learn the bot's username (to tell `/cmd@this_bot` from
+    /// commands for other bots) and register the command menu in the background.
+    async fn introduce(&mut self) {
+        let client = self.client.clone();
+        actix::spawn(async move {
+            if let Err(e) = client.set_my_commands(&command_menu()).await {
+                tracing::warn!(error = %e, "cannot register the command menu (setMyCommands)");
+            }
+        });
+        self.bot_username = match self.client.get_me().await {
+            Ok(name) => Some(name),
+            Err(e) => {
+                tracing::warn!(error = %e, "getMe failed; accepting /command@any-bot");
+                None
+            }
+        };
+    }
+
+    /// Handles one update (unless an earlier owner already did) and records it; returns
+    /// whether it was new.
+    async fn take(&mut self, update: IncomingUpdate) -> bool {
+        if !is_new(update.update_id, self.last_handled) {
             tracing::debug!(
                 update_id = update.update_id,
                 "skipping an update already handled"
             );
-            return;
+            return false;
         }
         self.handle(&update).await;
         self.last_handled = Some(update.update_id);
@@ -422,6 +462,7 @@ impl Poller {
             }
             Err(e) => tracing::warn!(error = %e, "cannot record the last handled Telegram update"),
         }
+        true
     }
 
     async fn handle(&self, update: &IncomingUpdate) {
@@ -452,8 +493,29 @@ impl Poller {
             return;
         };
         tracing::info!(update_id = update.update_id, ?command, "Telegram command");
-        let (tag, reply) = self.answer(command).await;
-        self.sender.send_tagged(&tag, &reply).await;
+        let now = chrono::Utc::now().timestamp();
+        let (tag, html) = match &command {
+            Command::Control(action, target)
+                if acts(&command) && is_stale(update.date, now, self.stale_command_secs) =>
+            {
+                tracing::info!(update_id = update.update_id, sent = ?update.date,
+                    "not acting on a stale Telegram command");
+                let sent = update.date.unwrap_or(now);
+                let text = reply_stale(
+                    *action,
+                    target.as_deref(),
+                    sent,
+                    now,
+                    self.stale_command_secs,
+                );
+                (self.prefix.clone(), text)
+            }
+            _ => self.answer(command).await,
+        };
+        // The update counts as handled once its reply was sent (see `QueueReply`).
+        if let Err(e) = self.notifier.send(QueueReply { tag, html }).await {
+            tracing::warn!(error = %e, "cannot queue a reply to a Telegram command");
+        }
     }
 
     /// The reply to a command and the prefix to tag it with.
@@ -575,12 +637,6 @@ impl Poller {
     }
 }
 
-fn next_backoff(backoff: &mut Duration) -> Duration {
-    let wait = *backoff;
-    *backoff = (*backoff * 2).min(MAX_POLL_BACKOFF);
-    wait
-}
-
 /// A status and its manifest view (for the phase table), read off the actor thread.
 type Probed = (InstanceStatus, Option<ManifestView>);
 
@@ -611,16 +667,4 @@ async fn probe_other(other: &Instance) -> Probed {
         ..InstanceFacts::of(other)
     };
     probe_blocking(facts, PathBuf::from(&other.project_dir)).await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_to_the_cap() {
-        let mut b = FIRST_POLL_BACKOFF;
-        let waits: Vec<u64> = (0..7).map(|_| next_backoff(&mut b).as_secs()).collect();
-        assert_eq!(waits, vec![1, 2, 4, 8, 16, 30, 30]);
-    }
 }

@@ -1,93 +1,164 @@
 //! The notifier: every instance's one voice. It prints each run event to the terminal and,
-//! when Telegram is configured, queues its HTML for the chat; one sender task drains that
-//! queue in order through `io::chat_sender` (tagged `[prefix] `, split under 4096, spaced
-//! by the send budget shared by every instance of this `$PIV_HOME`, waiting out 429s),
-//! coalescing a backlog into fewer messages instead of dropping any. A failed send is
-//! logged and never stops a run.
+//! when Telegram is configured, writes its HTML to the instance's on-disk outbox
+//! (`io::outbox`) before anything else; one sender task drains that outbox through
+//! `io::chat_sender` (tagged `[prefix] `, split under 4096, spaced by the send budget
+//! shared by every instance of this `$PIV_HOME`, waiting out 429s in full, retrying
+//! outages for as long as they last) and removes each entry once Telegram accepted it.
+//! The bot owner's replies go through the same outbox and go first (`core::outbox`);
+//! a backlog of notifications is coalesced into fewer messages, in order, never dropped.
+//! What a killed instance left in the outbox goes out on its next start. A failed send
+//! is logged and never stops a run.
 
 use std::cell::RefCell;
-use std::collections::VecDeque;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::rc::Rc;
 
 use actix::prelude::*;
-use tokio::sync::{watch, Notify as WakeUp};
+use tokio::sync::{oneshot, watch, Notify as WakeUp};
 
 use crate::actors::control::Notify;
 use crate::config::TelegramSettings;
 use crate::core::events::{telegram_html, terminal_line};
+use crate::core::outbox::{next_batch, MessageKind, Queued};
 use crate::io::chat_sender::ChatSender;
+use crate::io::outbox::Outbox;
 use crate::io::send_budget::SendBudget;
 use crate::io::telegram::TelegramClient;
 
-/// What the notifier needs: the tag, the home holding the shared send budget, and the
-/// chat (none = terminal only).
+/// At most this many notifications are coalesced into one send.
+const MAX_BATCH: usize = 50;
+
+/// What the notifier needs: the tag, the home holding the shared send budget, the chat
+/// (none = terminal only) and where the outbox lives.
 #[derive(Debug, Clone)]
 pub struct NotifierSettings {
     pub prefix: String,
     pub home: PathBuf,
     pub telegram: Option<TelegramSettings>,
+    /// The outbox directory (`<project>/.agents/telegram-outbox`).
+    pub outbox_dir: PathBuf,
     /// Test hook (`PIV_FAULT_INJECT=notifier_panic`): panic on the first event, to
     /// exercise the panic hook and the ordered shutdown for a crash outside the loop.
     pub panic_on_first_event: bool,
 }
 
 /// Resolves once every queued message has been sent or given up on. Callers bound it
-/// with a timeout (a 429 storm can make it long).
+/// with a timeout (an outage or a 429 can make it long; what is left stays on disk).
 #[derive(Message, Debug, Clone, Copy)]
 #[rtype(result = "()")]
 pub struct Flush;
 
-/// The chat queue shared by the actor (which fills it) and its sender task (which drains it).
-struct Outbox {
-    waiting: RefCell<VecDeque<String>>,
+/// The answer to a chat command, queued ahead of notifications. Resolves once Telegram
+/// accepted it (the bot owner records the update as handled only then: a reply left in
+/// a killed owner's outbox would wait for that project's next start, so the next owner
+/// answers again — at least once, as before the outbox).
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct QueueReply {
+    pub tag: String,
+    pub html: String,
+}
+
+/// The outbox shared by the actor (which fills it) and its sender task (which drains it).
+struct Queue {
+    disk: RefCell<Outbox>,
+    /// Who waits for an entry to be sent, by sequence number.
+    waiters: RefCell<HashMap<u64, Vec<oneshot::Sender<()>>>>,
     wake: WakeUp,
     /// True while nothing is queued or being sent (what [`Flush`] waits for).
     idle: watch::Sender<bool>,
 }
 
-impl Outbox {
-    fn new() -> Self {
+impl Queue {
+    fn new(disk: Outbox) -> Self {
+        let idle = disk.list().map(|l| l.is_empty()).unwrap_or(true);
         Self {
-            waiting: RefCell::new(VecDeque::new()),
+            disk: RefCell::new(disk),
+            waiters: RefCell::new(HashMap::new()),
             wake: WakeUp::new(),
-            idle: watch::Sender::new(true),
+            idle: watch::Sender::new(idle),
         }
     }
 
-    fn push(&self, html: String) {
-        self.waiting.borrow_mut().push_back(html);
+    fn push(&self, kind: MessageKind, tag: &str, html: &str) -> Option<u64> {
+        let seq = match self.disk.borrow_mut().push(kind, tag, html) {
+            Ok(seq) => seq,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot queue a Telegram message on disk; it is lost");
+                return None;
+            }
+        };
         self.idle.send_replace(false);
         self.wake.notify_one();
+        Some(seq)
     }
 
-    /// The next body to send: the oldest message, or — when several are waiting — all of
-    /// them joined in order, so a backlog shrinks into fewer messages instead of growing.
-    fn take_next(&self) -> Option<String> {
-        let mut waiting = self.waiting.borrow_mut();
-        match waiting.len() {
-            0 => None,
-            1 => waiting.pop_front(),
-            n => {
-                tracing::debug!(
-                    messages = n,
-                    "Telegram backlog: coalescing waiting messages"
-                );
-                Some(waiting.drain(..).collect::<Vec<_>>().join("\n\n"))
+    /// Resolves once entry `seq` has been sent (or given up on).
+    fn sent(&self, seq: u64) -> oneshot::Receiver<()> {
+        let (tx, rx) = oneshot::channel();
+        self.waiters.borrow_mut().entry(seq).or_default().push(tx);
+        rx
+    }
+
+    /// The next send: its tag, its body (several notifications joined in order) and the
+    /// entries it removes once sent.
+    fn take_next(&self) -> Option<(String, String, Vec<u64>)> {
+        let entries = match self.disk.borrow().list() {
+            Ok(entries) => entries,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the Telegram outbox");
+                return None;
+            }
+        };
+        let queued: Vec<Queued<'_>> = entries
+            .iter()
+            .map(|e| Queued {
+                seq: e.seq,
+                kind: e.kind,
+                tag: &e.tag,
+            })
+            .collect();
+        let batch = next_batch(&queued, MAX_BATCH);
+        let first = entries.iter().find(|e| Some(&e.seq) == batch.first())?;
+        if batch.len() > 1 {
+            tracing::debug!(
+                messages = batch.len(),
+                "Telegram backlog: coalescing waiting messages"
+            );
+        }
+        let body = entries
+            .iter()
+            .filter(|e| batch.contains(&e.seq))
+            .map(|e| e.html.as_str())
+            .collect::<Vec<_>>()
+            .join("\n\n");
+        Some((first.tag.clone(), body, batch))
+    }
+
+    fn remove(&self, seqs: &[u64]) {
+        if let Err(e) = self.disk.borrow().remove(seqs) {
+            tracing::error!(error = %e, "cannot remove sent messages from the Telegram outbox");
+        }
+        let mut waiters = self.waiters.borrow_mut();
+        for seq in seqs {
+            for tx in waiters.remove(seq).unwrap_or_default() {
+                let _ = tx.send(());
             }
         }
     }
 }
 
-async fn drain_outbox(outbox: Rc<Outbox>, sender: ChatSender, prefix: String) {
+async fn drain(queue: Rc<Queue>, sender: ChatSender) {
     loop {
-        match outbox.take_next() {
-            Some(body) => {
-                sender.send_tagged(&prefix, &body).await;
+        match queue.take_next() {
+            Some((tag, body, seqs)) => {
+                sender.send_tagged(&tag, &body).await;
+                queue.remove(&seqs);
             }
             None => {
-                outbox.idle.send_replace(true);
-                outbox.wake.notified().await;
+                queue.idle.send_replace(true);
+                queue.wake.notified().await;
             }
         }
     }
@@ -97,7 +168,7 @@ async fn drain_outbox(outbox: Rc<Outbox>, sender: ChatSender, prefix: String) {
 pub struct NotifierActor {
     prefix: String,
     sender: Option<ChatSender>,
-    outbox: Rc<Outbox>,
+    queue: Option<Rc<Queue>>,
     panic_on_first_event: bool,
 }
 
@@ -116,10 +187,20 @@ impl NotifierActor {
                 }
             }
         });
+        let queue =
+            sender
+                .as_ref()
+                .and_then(|_| match Outbox::open_dir(settings.outbox_dir.clone()) {
+                    Ok(disk) => Some(Rc::new(Queue::new(disk))),
+                    Err(e) => {
+                        tracing::error!(error = %e, "Telegram notifications disabled: no outbox");
+                        None
+                    }
+                });
         Self {
             prefix: settings.prefix,
-            sender,
-            outbox: Rc::new(Outbox::new()),
+            sender: queue.as_ref().and(sender),
+            queue,
             panic_on_first_event: settings.panic_on_first_event,
         }
     }
@@ -129,9 +210,8 @@ impl Actor for NotifierActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        if let Some(sender) = self.sender.clone() {
-            let task = drain_outbox(self.outbox.clone(), sender, self.prefix.clone());
-            ctx.spawn(task.into_actor(self));
+        if let (Some(sender), Some(queue)) = (self.sender.clone(), self.queue.clone()) {
+            ctx.spawn(drain(queue, sender).into_actor(self));
         }
     }
 }
@@ -147,11 +227,28 @@ impl Handler<Notify> for NotifierActor {
         // The terminal is this tool's user interface, not a log.
         crate::io::terminal::line(&line);
         tracing::info!(target: "piv::events", "{line}");
-        if self.sender.is_some() {
+        if let Some(queue) = &self.queue {
             if let Some(html) = telegram_html(&event) {
-                self.outbox.push(html);
+                queue.push(MessageKind::Notification, &self.prefix, &html);
             }
         }
+    }
+}
+
+impl Handler<QueueReply> for NotifierActor {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, reply: QueueReply, _: &mut Self::Context) -> Self::Result {
+        let sent = self.queue.as_ref().and_then(|queue| {
+            queue
+                .push(MessageKind::Reply, &reply.tag, &reply.html)
+                .map(|seq| queue.sent(seq))
+        });
+        Box::pin(async move {
+            if let Some(sent) = sent {
+                let _ = sent.await;
+            }
+        })
     }
 }
 
@@ -159,7 +256,10 @@ impl Handler<Flush> for NotifierActor {
     type Result = ResponseFuture<()>;
 
     fn handle(&mut self, _: Flush, _: &mut Self::Context) -> Self::Result {
-        let mut idle = self.outbox.idle.subscribe();
+        let Some(queue) = &self.queue else {
+            return Box::pin(async {});
+        };
+        let mut idle = queue.idle.subscribe();
         Box::pin(async move {
             let _ = idle.wait_for(|idle| *idle).await;
         })
@@ -171,16 +271,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn outbox_coalesces_a_backlog_in_order() {
-        let outbox = Outbox::new();
-        assert_eq!(outbox.take_next(), None);
-        outbox.push("one".into());
-        assert!(!*outbox.idle.borrow());
-        assert_eq!(outbox.take_next().as_deref(), Some("one"));
-        for m in ["a", "b", "c"] {
-            outbox.push(m.into());
-        }
-        assert_eq!(outbox.take_next().as_deref(), Some("a\n\nb\n\nc"));
-        assert_eq!(outbox.take_next(), None);
+    fn the_queue_sends_replies_first_and_coalesces_a_backlog_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = Queue::new(Outbox::open_dir(dir.path().join("o")).unwrap());
+        assert_eq!(queue.take_next(), None);
+        assert!(*queue.idle.borrow());
+        queue.push(MessageKind::Notification, "a", "one");
+        assert!(!*queue.idle.borrow());
+        queue.push(MessageKind::Notification, "a", "two");
+        queue.push(MessageKind::Reply, "a", "answer");
+        let (tag, body, seqs) = queue.take_next().unwrap();
+        assert_eq!(
+            (tag.as_str(), body.as_str(), seqs.clone()),
+            ("a", "answer", vec![3])
+        );
+        queue.remove(&seqs);
+        let (_, body, seqs) = queue.take_next().unwrap();
+        assert_eq!((body.as_str(), seqs.clone()), ("one\n\ntwo", vec![1, 2]));
+        queue.remove(&seqs);
+        assert_eq!(queue.take_next(), None);
     }
 }

@@ -159,6 +159,10 @@ impl SupervisorActor {
             prefix: cfg.prefix.clone(),
             home: cfg.home.clone(),
             telegram: cfg.telegram.clone(),
+            outbox_dir: cfg
+                .project_dir
+                .join(".agents")
+                .join(crate::io::outbox::OUTBOX_DIR),
             panic_on_first_event: cfg.faults.notifier_panic,
         })
         .start();
@@ -180,6 +184,7 @@ impl SupervisorActor {
                 chat_id: tg.chat_id,
                 api_url: tg.api_url.clone(),
                 poll_timeout_secs: crate::actors::bot_owner::DEFAULT_POLL_TIMEOUT_SECS,
+                stale_command_secs: cfg.stale_command_secs,
             };
             self.bot_owner = Some(
                 BotOwnerActor::new(

@@ -177,6 +177,52 @@ pub fn reply_unknown_prefix(prefix: &str, known: &[String]) -> String {
     text
 }
 
+/// Whether a command sent at `sent_unix` (the message's `date`) is too old to act on at
+/// `now_unix`: typical after the first start, when Telegram hands over up to 24 h of old
+/// updates. A message without a date is taken as fresh; a date in the future (clock
+/// skew) as sent now.
+pub fn is_stale(sent_unix: Option<i64>, now_unix: i64, max_age_secs: u64) -> bool {
+    sent_unix.is_some_and(|sent| now_unix.saturating_sub(sent) > max_age_secs as i64)
+}
+
+/// Whether a command changes what an instance does (and so must not be acted on when
+/// stale); `/status` and `/help` are always answered.
+pub fn acts(command: &Command) -> bool {
+    matches!(command, Command::Control(..))
+}
+
+/// Says that a stale command was not acted on, and why: when it was sent.
+pub fn reply_stale(
+    action: ControlAction,
+    target: Option<&str>,
+    sent_unix: i64,
+    now_unix: i64,
+    max_age_secs: u64,
+) -> String {
+    let command = match target {
+        Some(t) => format!("/{} {}", action.as_str(), escape_html(t)),
+        None => format!("/{}", action.as_str()),
+    };
+    let at = chrono::DateTime::from_timestamp(sent_unix, 0)
+        .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
+        .unwrap_or_else(|| sent_unix.to_string());
+    format!(
+        "⏭ Ignored {command}: it was sent {} ago ({at}), more than {max_age_secs}s \
+         (PIV_STALE_COMMAND_SECS) before piv read it. Send it again to act on it.",
+        age_text(now_unix.saturating_sub(sent_unix).max(0) as u64)
+    )
+}
+
+/// `45s`, `12m`, `3h 5m`, `2d 4h`.
+fn age_text(secs: u64) -> String {
+    match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m", s / 60),
+        s if s < 86_400 => format!("{}h {}m", s / 3600, s % 3600 / 60),
+        s => format!("{}d {}h", s / 86_400, s % 86_400 / 3600),
+    }
+}
+
 /// Answers a slash command piv does not know.
 pub fn reply_unknown_command(name: &str) -> String {
     format!(
@@ -197,6 +243,43 @@ mod tests {
 
     fn s(v: &str) -> Option<String> {
         Some(v.to_string())
+    }
+
+    #[test]
+    fn staleness_table() {
+        // (sent, now, max) -> stale
+        let cases = [
+            (Some(1000), 1000, 600, false),
+            (Some(1000), 1600, 600, false),
+            (Some(1000), 1601, 600, true),
+            // A day of old updates after the first start.
+            (Some(1000), 1000 + 86_400, 600, true),
+            // Sent during a takeover: seconds old.
+            (Some(1000), 1003, 600, false),
+            // Clock skew: a date in the future is fresh.
+            (Some(2000), 1000, 600, false),
+            (None, 1000, 600, false),
+            (Some(1000), 1001, 0, true),
+        ];
+        for (sent, now, max, want) in cases {
+            assert_eq!(is_stale(sent, now, max), want, "{sent:?} {now} {max}");
+        }
+        assert!(acts(&Command::Control(ControlAction::Go, None)));
+        assert!(!acts(&Command::Help));
+        assert!(!acts(&Command::Status(StatusTarget::All)));
+    }
+
+    #[test]
+    fn stale_reply_says_when_and_why() {
+        let text = reply_stale(ControlAction::Pause, Some("b"), 0, 3 * 3600 + 300, 600);
+        assert_eq!(
+            text,
+            "⏭ Ignored /pause b: it was sent 3h 5m ago (1970-01-01 00:00 UTC), more than 600s \
+             (PIV_STALE_COMMAND_SECS) before piv read it. Send it again to act on it."
+        );
+        for (secs, want) in [(5, "5s"), (125, "2m"), (90_000, "1d 1h")] {
+            assert_eq!(age_text(secs), want);
+        }
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! [`ChatSender`]: the single routine that puts a message into the chat (a slot in the
 //! send budget shared by every instance of this `$PIV_HOME`, the send, 429 and error
-//! handling). The notifier sends run events through it, the bot owner its replies.
+//! handling). The notifier drains its on-disk outbox (run events and the bot owner's
+//! replies) through it. Network errors, timeouts and 5xx are retried for as long as it
+//! takes, with a capped backoff; only a message Telegram can never accept is given up.
 
 use std::time::{Duration, SystemTime};
 
@@ -8,10 +10,30 @@ use crate::core::telegram_text::{split_tagged, TELEGRAM_LIMIT};
 use crate::io::send_budget::{interval_for_chat, SendBudget};
 use crate::io::telegram::{TelegramClient, TelegramError};
 
-/// A failing send (other than a 429) is tried this many times before that message is dropped.
-pub const MAX_SEND_ATTEMPTS: u32 = 4;
-/// First pause after a failed send; doubles per attempt.
+/// First pause after a failed send; doubles per attempt...
 const FIRST_RETRY_BACKOFF: Duration = Duration::from_millis(500);
+/// ...up to this, for as long as the failure lasts.
+const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Whether sending the same message again can never succeed: it is too long, refused
+/// (400, 403: bad HTML, chat not found, bot blocked), the token is revoked, the chat
+/// moved, or the client cannot be built. Everything else (network, timeouts, 5xx,
+/// unreadable answers from a proxy) passes.
+pub fn is_permanent(error: &TelegramError) -> bool {
+    match error {
+        TelegramError::TooLong
+        | TelegramError::Unauthorized
+        | TelegramError::MigratedToChat(_)
+        | TelegramError::Setup(_) => true,
+        TelegramError::Api(text) => ["Bad Request", "Forbidden", "Not Found"]
+            .iter()
+            .any(|refusal| text.contains(refusal)),
+        TelegramError::RetryAfter(_)
+        | TelegramError::Conflict
+        | TelegramError::Network(_)
+        | TelegramError::InvalidResponse(_) => false,
+    }
+}
 
 /// Sends messages to one chat through the token's shared send budget.
 #[derive(Clone, Debug)]
@@ -67,10 +89,12 @@ impl ChatSender {
     }
 
     /// Sends one finished part (tagged, escaped, within the limit). A 429 waits
-    /// `retry_after` and retries this same part, however often it comes; other failures
-    /// are retried with backoff up to [`MAX_SEND_ATTEMPTS`] and then returned.
+    /// `retry_after` in full (recorded for every instance of the home) and retries this
+    /// same part, however often it comes; network errors, timeouts and 5xx are retried
+    /// with a capped backoff until they pass. Only an error that sending the same text
+    /// again cannot cure is returned.
     pub async fn send_part(&self, html: &str) -> Result<(), TelegramError> {
-        let mut attempts = 0;
+        let mut attempts = 0u32;
         let mut backoff = FIRST_RETRY_BACKOFF;
         loop {
             self.wait_for_slot().await;
@@ -84,33 +108,28 @@ impl ChatSender {
                     self.back_off_for(retry_after).await;
                 }
                 // Sending the same text again cannot succeed.
-                Err(
-                    e @ (TelegramError::TooLong
-                    | TelegramError::Unauthorized
-                    | TelegramError::MigratedToChat(_)
-                    | TelegramError::Setup(_)),
-                ) => return Err(e),
+                Err(e) if is_permanent(&e) => return Err(e),
                 Err(e) => {
                     attempts += 1;
-                    if attempts >= MAX_SEND_ATTEMPTS {
-                        return Err(e);
+                    if attempts == 1 || attempts.is_power_of_two() {
+                        tracing::warn!(error = %e, attempt = attempts, ?backoff,
+                            "Telegram send failed; the message stays queued and is retried");
                     }
-                    tracing::warn!(error = %e, attempt = attempts, "Telegram send failed; retrying");
                     tokio::time::sleep(backoff).await;
-                    backoff *= 2;
+                    backoff = (backoff * 2).min(MAX_RETRY_BACKOFF);
                 }
             }
         }
     }
 
     /// Tags `body` with `[prefix] `, splits it under Telegram's limit and sends every
-    /// part in order. A part that cannot be sent is logged and skipped. Returns whether
-    /// every part went out.
+    /// part in order. A part Telegram can never accept is logged and skipped. Returns
+    /// whether every part went out.
     pub async fn send_tagged(&self, prefix: &str, body: &str) -> bool {
         let mut all_sent = true;
         for part in split_tagged(prefix, body, TELEGRAM_LIMIT) {
             if let Err(e) = self.send_part(&part).await {
-                tracing::warn!(error = %e, "Telegram message dropped after failed sends");
+                tracing::warn!(error = %e, "Telegram refused a message part for good; skipped");
                 all_sent = false;
             }
         }

@@ -14,6 +14,7 @@ pub mod ledger_file;
 pub mod lock;
 pub mod log_file;
 pub mod manifest_file;
+pub mod outbox;
 pub mod pid_file;
 pub mod process_group;
 pub mod registry_store;

@@ -37,9 +37,13 @@ pub fn interval_for_chat(chat_id: i64) -> Duration {
     }
 }
 
-/// A booked slot or back-off further ahead than this is taken for a clock that went
-/// backwards, and ignored, rather than silencing every instance for that long.
+/// A booked slot further ahead than this is taken for a clock that went backwards, and
+/// ignored, rather than silencing every instance for that long.
 pub const MAX_AHEAD: Duration = Duration::from_secs(3600);
+/// A 429's back-off is honoured in full however long Telegram asks (an hour-long flood
+/// ban is an hour without sends on the token); only one further ahead than this is
+/// taken for a clock that went backwards.
+pub const MAX_BACKOFF_AHEAD: Duration = Duration::from_secs(48 * 3600);
 
 /// The slot (ms since the epoch) a new send gets: no earlier than now, one interval after
 /// the last reserved slot, and not before a 429 back-off ends.
@@ -49,12 +53,16 @@ pub fn next_slot_ms(
     blocked_until_ms: Option<u64>,
     interval_ms: u64,
 ) -> u64 {
-    let horizon = now_ms.saturating_add(MAX_AHEAD.as_millis() as u64);
-    let sane = |t: Option<u64>| t.filter(|t| *t <= horizon);
-    let after_last = sane(last_slot_ms).map_or(0, |last| last.saturating_add(interval_ms));
-    now_ms
-        .max(after_last)
-        .max(sane(blocked_until_ms).unwrap_or(0))
+    let ahead = |from: u64, by: Duration| from.saturating_add(by.as_millis() as u64);
+    let blocked = blocked_until_ms
+        .filter(|t| *t <= ahead(now_ms, MAX_BACKOFF_AHEAD))
+        .unwrap_or(0);
+    // Slots queue up behind a long back-off too.
+    let last_horizon = ahead(now_ms.max(blocked), MAX_AHEAD);
+    let after_last = last_slot_ms
+        .filter(|t| *t <= last_horizon)
+        .map_or(0, |last| last.saturating_add(interval_ms));
+    now_ms.max(after_last).max(blocked)
 }
 
 /// Failures of the send budget; each names the file and the step.
@@ -218,8 +226,12 @@ mod tests {
             (1000, None, Some(200), 1100, 1000),
             // Far-future values mean the clock went back: ignored.
             (1000, Some(u64::MAX), None, 1100, 1000),
-            (1000, None, Some(1000 + 3_600_001), 1100, 1000),
+            (1000, None, Some(1000 + 172_800_001), 1100, 1000),
+            // A 429's back-off is honoured in full, an hour and more.
             (1000, None, Some(1000 + 3_600_000), 1100, 3_601_000),
+            (1000, None, Some(1000 + 7_200_000), 1100, 7_201_000),
+            // Sends booked behind a two-hour back-off keep their spacing.
+            (1000, Some(7_201_000), Some(7_201_000), 1100, 7_202_100),
         ];
         for (now, last, blocked, interval, want) in cases {
             assert_eq!(next_slot_ms(now, last, blocked, interval), want);

@@ -142,6 +142,8 @@ pub struct IncomingUpdate {
     /// The text of a message update that has text.
     pub text: Option<String>,
     pub from_username: Option<String>,
+    /// When the message was sent (unix seconds), for telling stale commands.
+    pub date: Option<i64>,
 }
 
 impl IncomingUpdate {
@@ -254,12 +256,14 @@ impl TelegramClient {
                         chat_id: Some(message.chat.id.0),
                         text: message.text().map(str::to_string),
                         from_username: message.from.as_ref().and_then(|u| u.username.clone()),
+                        date: Some(message.date.timestamp()),
                     },
                     _ => IncomingUpdate {
                         update_id,
                         chat_id: None,
                         text: None,
                         from_username: None,
+                        date: None,
                     },
                 }
             })

@@ -133,6 +133,23 @@ pub(super) fn handle(inner: &Inner, mut request: tiny_http::Request) {
     let (status, body) = if first == "__test" {
         test_api(inner, &method, &params)
     } else if let Some(token) = first.strip_prefix("bot") {
+        let outage = {
+            let mut state = inner.lock();
+            state.faults_log.push((method.clone(), Instant::now(), pid));
+            let outage = state
+                .faults
+                .outage
+                .filter(|(until, _)| Instant::now() < *until);
+            if outage.is_none() {
+                state.faults.outage = None;
+            }
+            outage.map(|(_, kind)| kind)
+        };
+        inner.changed.notify_all();
+        if let Some(kind) = outage {
+            fail_as(request, kind);
+            return;
+        }
         if token != inner.token {
             err(401, "Unauthorized")
         } else {
@@ -161,6 +178,28 @@ pub(super) fn handle(inner: &Inner, mut request: tiny_http::Request) {
         err(404, "Not Found")
     };
     let _ = request.respond(reply(status, &body));
+}
+
+/// Answers `request` as an outage would.
+fn fail_as(request: tiny_http::Request, kind: Outage) {
+    match kind {
+        Outage::BadGateway => {
+            let header =
+                tiny_http::Header::from_bytes("Content-Type", "text/html").expect("static header");
+            let _ = request.respond(
+                tiny_http::Response::from_string("<html><body>502 Bad Gateway</body></html>")
+                    .with_status_code(502)
+                    .with_header(header),
+            );
+        }
+        Outage::DroppedConnection => {
+            // No valid status line: the client sees the connection fail mid-answer.
+            use std::io::Write;
+            let mut writer = request.into_writer();
+            let _ = writer.write_all(b"BROKEN\r\n\r\n");
+            let _ = writer.flush();
+        }
+    }
 }
 
 fn get_updates(
@@ -197,6 +236,14 @@ fn get_updates(
     state.active_poll = Some((generation, pid, remote));
     if let Some(list) = allowed {
         state.allowed_updates = Some(list);
+    }
+    let instant = state.faults.instant_polls;
+    if instant {
+        let batch: Vec<Value> = state.updates.iter().take(limit).map(update_json).collect();
+        state.active_poll = None;
+        drop(state);
+        inner.changed.notify_all();
+        return ok(Value::Array(batch));
     }
     if let Some(offset) = offset {
         if offset >= 0 {
@@ -312,11 +359,12 @@ fn send_message(inner: &Inner, params: &Params, pid: Option<u32>) -> (u16, Value
     }
     if state.force_429 > 0 {
         state.force_429 -= 1;
+        let retry = state.faults.forced_retry_after.unwrap_or(1);
         return reject(
             &mut state,
             429,
-            "Too Many Requests: retry after 1".into(),
-            Some(1),
+            format!("Too Many Requests: retry after {retry}"),
+            Some(retry),
         );
     }
     if let (Some(min), Some(last)) = (state.min_interval, state.last_send.get(&chat).copied()) {

@@ -121,6 +121,32 @@ struct State {
     last_send: HashMap<i64, Instant>,
     force_429: usize,
     commands: Vec<Vec<(String, String)>>,
+    /// The fault modes of issue 13 (see [`Faults`]).
+    faults: Faults,
+    /// Every Bot API method call: (lowercase method, arrival, caller's pid).
+    faults_log: Vec<(String, Instant, Option<u32>)>,
+}
+
+/// Misbehaviours a test can switch on (issue 13): a server that answers `getUpdates` at
+/// once, an outage, a long flood ban.
+#[derive(Debug, Default, Clone)]
+struct Faults {
+    /// `getUpdates` answers at once with every stored update, ignoring `timeout` and
+    /// `offset` (a misconfigured proxy, a broken self-hosted server).
+    instant_polls: bool,
+    /// Until then every Bot API call fails as the outage says.
+    outage: Option<(Instant, Outage)>,
+    /// The `retry_after` (seconds) of the forced 429s; 1 when unset.
+    forced_retry_after: Option<u64>,
+}
+
+/// How an outage shows itself to the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outage {
+    /// `502 Bad Gateway` from a proxy in front of the API.
+    BadGateway,
+    /// The connection is closed without a valid HTTP answer.
+    DroppedConnection,
 }
 
 struct Inner {
@@ -317,6 +343,50 @@ impl BotApiStandIn {
     /// Every `setMyCommands` list received: (command, description).
     pub fn commands_set(&self) -> Vec<Vec<(String, String)>> {
         self.inner.lock().commands.clone()
+    }
+
+    /// `getUpdates` answers at once with every update still stored, ignoring `timeout`
+    /// and `offset` (nothing is ever confirmed) while `on`.
+    pub fn set_instant_polls(&self, on: bool) {
+        self.inner.lock().faults.instant_polls = on;
+        self.inner.changed.notify_all();
+    }
+
+    /// For the next `duration`, every Bot API call fails as `kind` says (test calls work).
+    pub fn outage_for(&self, duration: Duration, kind: Outage) {
+        self.inner.lock().faults.outage = Some((Instant::now() + duration, kind));
+    }
+
+    /// Ends an outage at once.
+    pub fn end_outage(&self) {
+        self.inner.lock().faults.outage = None;
+    }
+
+    /// The next `n` sends get 429 with `retry_after` = `seconds` (an hour-long flood ban).
+    pub fn force_429_retry_after(&self, n: usize, seconds: u64) {
+        let mut state = self.inner.lock();
+        state.force_429 = n;
+        state.faults.forced_retry_after = Some(seconds);
+    }
+
+    /// Queues a text message from `chat_id` whose `date` is `age` in the past (what
+    /// Telegram hands over after a long time without polling).
+    pub fn inject_message_sent_ago(&self, chat_id: i64, text: &str, age: Duration) -> i64 {
+        let mut message = base_message(&self.inner, chat_id);
+        message["date"] = json!(unix_now() - age.as_secs() as i64);
+        message["text"] = json!(text);
+        if text.starts_with('/') {
+            let command = text.split_whitespace().next().unwrap_or("");
+            let length: usize = command.chars().map(char::len_utf16).sum();
+            message["entities"] = json!([{"type": "bot_command", "offset": 0, "length": length}]);
+        }
+        inject_update(&self.inner, "message", message)
+    }
+
+    /// Every request to a Bot API method, in arrival order: (lowercase method, when, the
+    /// caller's pid).
+    pub fn requests(&self) -> Vec<(String, Instant, Option<u32>)> {
+        self.inner.lock().faults_log.clone()
     }
 
     /// Stops serving: running long polls return empty, the port is released when the
