@@ -103,6 +103,19 @@ pub enum Command {
     /// the running prefixes), a missing project directory, or the registry disabled
     /// without --project; 1 when the queue file cannot be written.
     Signal(SignalArgs),
+    /// What the agent sessions of every project on this machine cost: today, the last 7
+    /// days and this month, per project (and --since a day).
+    ///
+    /// Every `piv run` sharing $PIV_HOME appends each agent session's cost (per project,
+    /// day and model) to the ledger, `$PIV_HOME/ledger/YYYY-MM.jsonl` (append-only JSON
+    /// lines, one file per month, mode 0600). The figures are the CLI's own
+    /// `total_cost_usd`, per call — the same as the `sessions` records in each project's
+    /// manifest. Days are UTC. PIV_MAX_COST_PER_DAY_USD caps the sum of one day across
+    /// every instance. Nothing is written.
+    ///
+    /// Exit code 0 when printed (an empty ledger prints zeros); 2 for a bad --since; 1 when
+    /// the ledger cannot be read.
+    Cost(CostArgs),
 }
 
 /// `piv run`'s options. Every one can also come from the environment or the project's
@@ -144,9 +157,12 @@ pub struct RunArgs {
         value_name = "PATH"
     )]
     pub claude_bin: PathBuf,
-    /// `--max-turns` for each session.
-    #[arg(long, env = "PIV_MAX_TURNS", default_value_t = 200)]
-    pub max_turns: u32,
+    /// `--max-turns` for every session. Default: a turn budget per command from the plan's
+    /// size and the prior phases (prime 30, plan 100, execute 50 + 6 per task up to 400,
+    /// validate up to 200, commit up to 60), shown in the step line; a session that uses
+    /// its budget up is retried once with twice the budget.
+    #[arg(long, env = "PIV_MAX_TURNS")]
+    pub max_turns: Option<u32>,
     /// One session's wall-clock limit, in seconds.
     #[arg(long, env = "PIV_SESSION_TIMEOUT_SECS", default_value_t = 3600)]
     pub session_timeout_secs: u64,
@@ -237,11 +253,65 @@ pub struct RunArgs {
     /// not acted on; piv answers that it ignored it. /status and /help are always answered.
     #[arg(long, env = "PIV_STALE_COMMAND_SECS", default_value_t = 600)]
     pub stale_command_secs: u64,
+    /// This project's priority among the instances of $PIV_HOME (higher first): after a
+    /// usage-limit reset the projects resume in this order (ties: start order).
+    #[arg(
+        long,
+        env = "PIV_PRIORITY",
+        default_value_t = 0,
+        allow_negative_numbers = true
+    )]
+    pub priority: i64,
+    /// Seconds between two projects resuming after a usage-limit reset, so that they do not
+    /// all start at once and burn the new window together.
+    #[arg(long, env = "PIV_RESUME_STAGGER_SECS", default_value_t = 60)]
+    pub resume_stagger_secs: u64,
+    /// When a session reports the usage window this full (0..1; or the CLI's
+    /// allowed_warning when it reports no utilization), projects whose priority is below
+    /// PIV_PARK_BELOW_PRIORITY park until the reset.
+    #[arg(long, env = "PIV_PARK_AT_UTILIZATION", default_value_t = 0.9)]
+    pub park_at_utilization: f64,
+    /// Projects with a priority below this park when the window is nearly full (default
+    /// 0: with the default priority 0, nobody parks).
+    #[arg(
+        long,
+        env = "PIV_PARK_BELOW_PRIORITY",
+        default_value_t = 0,
+        allow_negative_numbers = true
+    )]
+    pub park_below_priority: i64,
+    /// Go on when a session is paid from extra usage (overage). By default piv pauses
+    /// before the next session and waits for a resume (or the subscription's reset).
+    #[arg(long, env = "PIV_ALLOW_OVERAGE", value_parser = clap::builder::FalseyValueParser::new())]
+    pub allow_overage: bool,
+    /// A daily cost cap in USD across every instance of $PIV_HOME (from the cost ledger,
+    /// UTC days): reaching it pauses every instance before its next session, with one
+    /// message. A resume lets that instance go on for the rest of the day.
+    #[arg(long, env = "PIV_MAX_COST_PER_DAY_USD", value_name = "USD")]
+    pub max_cost_per_day_usd: Option<f64>,
 }
 
 /// A switch that is on unless it is `0` (surrounding spaces ignored).
 fn switch_on_unless_zero(value: &str) -> Result<bool, std::convert::Infallible> {
     Ok(value.trim() != "0")
+}
+
+/// Options of `piv cost`.
+#[derive(Debug, Clone, Args)]
+pub struct CostArgs {
+    /// Print exactly one JSON object: `{"today","since","projects":[{"project","today",
+    /// "last7Days","month","since","sessions","unknownCostSessions","byModel"}],"total"}`.
+    #[arg(long)]
+    pub json: bool,
+    /// Also sum from this day on (YYYY-MM-DD, UTC), in a "since" column.
+    #[arg(long, value_name = "DATE")]
+    pub since: Option<String>,
+    /// Only projects whose prefix starts with P (case-insensitive).
+    #[arg(long, value_name = "P")]
+    pub project: Option<String>,
+    /// piv's home directory holding the ledger; defaults to ~/.piv-orchestrator.
+    #[arg(long, env = "PIV_HOME", value_name = "DIR")]
+    pub home: Option<PathBuf>,
 }
 
 /// Options of `piv dry-run`.

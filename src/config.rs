@@ -39,6 +39,10 @@ pub struct RunConfig {
     pub limit: LimitPolicy,
     /// Test hooks (`PIV_FAULT_INJECT`).
     pub faults: FaultInjection,
+    /// The shared subscription: priority, resume stagger, parking, overage, daily cap.
+    pub usage: crate::core::usage::UsagePolicy,
+    /// `PIV_MAX_TURNS` given: every session gets it; otherwise turn budgets per command.
+    pub turn_budgets: bool,
 }
 
 /// How the instance reaches its Telegram chat.
@@ -79,6 +83,12 @@ pub struct RunnerSettings {
     pub max_sessions_per_phase: u32,
     pub outage: OutagePolicy,
     pub limit: LimitPolicy,
+    /// `$PIV_HOME` when instances share it (the usage record, the cost ledger); None in
+    /// single-instance mode.
+    pub home: Option<PathBuf>,
+    pub usage: crate::core::usage::UsagePolicy,
+    /// Turn budgets per command (`PIV_MAX_TURNS` unset).
+    pub turn_budgets: bool,
 }
 
 /// The test hooks of `PIV_FAULT_INJECT`, one of three forms (anything else injects
@@ -165,7 +175,7 @@ impl RunConfig {
             .map(str::trim)
             .filter(|m| !m.is_empty())
             .map(str::to_string);
-        agent.max_turns = args.max_turns;
+        agent.max_turns = args.max_turns.unwrap_or(agent.max_turns);
         agent.timeout = Duration::from_secs(args.session_timeout_secs.max(1));
         agent.stall = Duration::from_secs(args.stall_secs.max(1));
         agent.kill_grace = Duration::from_secs(args.kill_grace_secs);
@@ -203,6 +213,8 @@ impl RunConfig {
                 ..Default::default()
             },
             faults: FaultInjection::parse(args.fault_inject.as_deref()),
+            usage: usage_policy(args),
+            turn_budgets: args.max_turns.is_none(),
         })
     }
 
@@ -220,6 +232,9 @@ impl RunConfig {
             max_sessions_per_phase: self.max_sessions_per_phase,
             outage: self.outage,
             limit: self.limit,
+            home: self.registry_enabled.then(|| self.home.clone()),
+            usage: self.usage.clone(),
+            turn_budgets: self.turn_budgets,
         }
     }
 
@@ -227,6 +242,18 @@ impl RunConfig {
     /// unless `--exit-when-done`.
     pub fn stay_up_when_idle(&self) -> bool {
         self.telegram.is_some() && !self.exit_when_done
+    }
+}
+
+/// The shared-subscription settings (`PIV_PRIORITY` ... `PIV_MAX_COST_PER_DAY_USD`).
+fn usage_policy(args: &RunArgs) -> crate::core::usage::UsagePolicy {
+    crate::core::usage::UsagePolicy {
+        priority: args.priority,
+        stagger_secs: args.resume_stagger_secs,
+        park_at_utilization: args.park_at_utilization,
+        park_below_priority: args.park_below_priority,
+        allow_overage: args.allow_overage,
+        max_cost_per_day_usd: args.max_cost_per_day_usd.filter(|c| *c > 0.0),
     }
 }
 

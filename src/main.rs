@@ -27,6 +27,7 @@ fn main() {
         Command::Run(args) => piv::run::run(args),
         Command::Status(args) => commands::status::run(args),
         Command::Signal(args) => commands::signal::run(args),
+        Command::Cost(args) => commands::cost::run(args),
     };
     std::process::exit(code);
 }
@@ -61,7 +62,7 @@ fn load_project_env(args: Vec<OsString>) {
 /// their stdout and stderr stay clean.
 fn init_logging(command: &Command) {
     let default = match command {
-        Command::DryRun(_) | Command::Status(_) | Command::Signal(_) => "warn",
+        Command::DryRun(_) | Command::Status(_) | Command::Signal(_) | Command::Cost(_) => "warn",
         // `piv run` logs to its project's log file too; it sets up its own subscriber.
         Command::Run(_) => return,
     };

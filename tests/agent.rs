@@ -9,76 +9,20 @@ use piv::io::agent::{missing_commands, run_pairing, run_session, AgentConfig};
 use piv::io::git;
 
 use crate::support;
-use piv::testkit::fake_claude::{Action, Rule, Scenario, LOG_ENV, SCRIPT_ENV};
-use serde_json::Value;
+use piv::testkit::fake_claude::{Action, Rule, Scenario};
 use tokio::sync::watch;
 
-const FAKE: &str = env!("CARGO_BIN_EXE_piv-fake-claude");
+use crate::support::session_fixture::{no_cancel, SessionFixture};
 
-struct Fixture {
-    _dir: tempfile::TempDir,
-    project: PathBuf,
-    script: PathBuf,
-    log: PathBuf,
-}
+type Fixture = SessionFixture;
 
-impl Fixture {
-    fn new(scenario: Scenario) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let project = dir.path().join("project");
-        // The PIV slash commands, as a real project has them (the CLI lists them in init).
-        let commands = project.join(".claude/commands");
-        std::fs::create_dir_all(&commands).unwrap();
-        for c in piv::testkit::project::COMMAND_FILES {
-            std::fs::write(commands.join(format!("{c}.md")), format!("# /{c}\n")).unwrap();
-        }
-        let script = dir.path().join("scenario.json");
-        scenario.write(&script).unwrap();
-        Self {
-            log: dir.path().join("fake.log"),
-            script,
-            project,
-            _dir: dir,
-        }
+/// The fixture's configuration plus a model and a turn cap (the argument tests read them).
+fn cfg(fx: &Fixture) -> AgentConfig {
+    AgentConfig {
+        model: Some("claude-test-model".into()),
+        max_turns: 9,
+        ..fx.cfg()
     }
-
-    fn cfg(&self) -> AgentConfig {
-        AgentConfig {
-            timeout: Duration::from_secs(120),
-            stall: Duration::from_secs(120),
-            kill_grace: Duration::from_secs(2),
-            model: Some("claude-test-model".into()),
-            max_turns: 9,
-            env: vec![
-                (SCRIPT_ENV.into(), self.script.display().to_string()),
-                (LOG_ENV.into(), self.log.display().to_string()),
-            ],
-            ..AgentConfig::new(FAKE, &self.project)
-        }
-    }
-
-    /// Adds `.claude/commands/<name>.md` for each name (the CLI lists them in init).
-    fn add_commands(&self, names: &[&str]) {
-        for name in names {
-            let path = self.project.join(format!(".claude/commands/{name}.md"));
-            std::fs::write(path, format!("# /{name}\n")).unwrap();
-        }
-    }
-
-    fn log_entries(&self) -> Vec<Value> {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    }
-}
-
-fn no_cancel() -> watch::Receiver<bool> {
-    let (tx, rx) = watch::channel(false);
-    // Keep the sender alive for the whole test process: a dropped sender is "never cancelled".
-    std::mem::forget(tx);
-    rx
 }
 
 fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
@@ -177,7 +121,7 @@ async fn scripted_success_reports_session_cost_turns_and_hooks() {
         Scenario::new().rule(Rule::new("/validate-implementation", Action::Succeed).cost(0.25)),
     );
     let out = run_session(
-        &fx.cfg(),
+        &cfg(&fx),
         "/validate-implementation --full",
         None,
         no_cancel(),
@@ -190,7 +134,7 @@ async fn scripted_success_reports_session_cost_turns_and_hooks() {
         out.hooks.get("validation_status").map(String::as_str),
         Some("pass")
     );
-    let log = fx.log_entries();
+    let log = fx.calls();
     assert_eq!(log.len(), 1);
     assert_eq!(out.session_id.as_deref(), log[0]["session_id"].as_str());
     let argv: Vec<&str> = log[0]["argv"]
@@ -226,14 +170,14 @@ async fn pairing_resumes_the_first_session() {
         "/prime".to_string(),
         "/plan-feature \"Phase 1: Core\"".to_string(),
     ];
-    let out = run_pairing(&fx.cfg(), &prompts, no_cancel()).await;
+    let out = run_pairing(&cfg(&fx), &prompts, no_cancel()).await;
     assert!(out.error().is_none(), "{:?}", out.last);
     assert_eq!(out.sessions.len(), 2);
     assert!(!out.resume_fell_back);
     assert_eq!(out.sessions[0].session_id, out.sessions[1].session_id);
     assert!((out.cost_usd - 0.2).abs() < 1e-9);
     assert_eq!(out.num_turns, 6);
-    let log = fx.log_entries();
+    let log = fx.calls();
     let first_id = log[0]["session_id"].as_str().unwrap();
     let argv1 = log[1]["argv"].as_array().unwrap();
     assert!(argv1
@@ -250,7 +194,7 @@ async fn unknown_resume_falls_back_to_a_fresh_session_once() {
         "/prime".to_string(),
         "/execute .agents/plans/phase-2.md".to_string(),
     ];
-    let out = run_pairing(&fx.cfg(), &prompts, no_cancel()).await;
+    let out = run_pairing(&cfg(&fx), &prompts, no_cancel()).await;
     assert!(out.error().is_none(), "{:?}", out.last);
     assert!(out.resume_fell_back);
     assert_eq!(out.sessions.len(), 3);
@@ -260,7 +204,7 @@ async fn unknown_resume_falls_back_to_a_fresh_session_once() {
         .unwrap()
         .contains("no conversation"));
     assert_ne!(out.sessions[2].session_id, out.sessions[0].session_id);
-    let log = fx.log_entries();
+    let log = fx.calls();
     assert!(!log[2]["argv"]
         .as_array()
         .unwrap()
@@ -279,12 +223,13 @@ async fn a_failed_first_command_stops_the_pairing() {
     };
     let fx = Fixture::new(Scenario::new().rule(Rule::new("/prime", fail)));
     let prompts = vec!["/prime".to_string(), "/commit".to_string()];
-    let out = run_pairing(&fx.cfg(), &prompts, no_cancel()).await;
+    let out = run_pairing(&cfg(&fx), &prompts, no_cancel()).await;
     assert_eq!(out.sessions.len(), 1);
-    assert!(
-        matches!(out.error(), Some(SessionError::ResultError { subtype, .. }) if subtype == "error_max_turns")
-    );
-    assert_eq!(fx.log_entries().len(), 1);
+    assert!(matches!(
+        out.error(),
+        Some(SessionError::TurnBudgetExhausted { .. })
+    ));
+    assert_eq!(fx.calls().len(), 1);
 }
 
 async fn hang_and_check_group(
@@ -293,7 +238,7 @@ async fn hang_and_check_group(
     cancel: watch::Receiver<bool>,
 ) -> SessionError {
     let out = run_session(&cfg, "/execute .agents/plans/phase-1.md", None, cancel).await;
-    let log = fx.log_entries();
+    let log = fx.calls();
     let pgid = log[0]["pgid"].as_i64().unwrap() as i32;
     let pid = log[0]["pid"].as_i64().unwrap();
     let child = log[0]["child_pid"]
@@ -314,7 +259,7 @@ async fn a_hanging_agent_is_killed_at_the_timeout_with_its_whole_group() {
     let cfg = AgentConfig {
         timeout: Duration::from_secs(2),
         kill_grace: Duration::from_secs(1),
-        ..fx.cfg()
+        ..cfg(&fx)
     };
     let started = Instant::now();
     let err = hang_and_check_group(cfg, &fx, no_cancel()).await;
@@ -329,7 +274,7 @@ async fn a_silent_agent_is_stopped_as_stalled() {
     let fx = Fixture::new(Scenario::new().rule(Rule::new("/execute", Action::Hang)));
     let cfg = AgentConfig {
         stall: Duration::from_secs(3),
-        ..fx.cfg()
+        ..cfg(&fx)
     };
     let err = hang_and_check_group(cfg, &fx, no_cancel()).await;
     assert_eq!(err, SessionError::Stalled { after_secs: 3 });
@@ -347,7 +292,7 @@ async fn cancel_stops_the_session() {
         tx.send(true).unwrap();
         tx
     });
-    let err = hang_and_check_group(fx.cfg(), &fx, rx).await;
+    let err = hang_and_check_group(cfg(&fx), &fx, rx).await;
     assert_eq!(err, SessionError::Cancelled);
     drop(canceller.join().unwrap());
 }
@@ -362,12 +307,12 @@ async fn a_cli_that_lingers_after_its_result_is_stopped_and_the_result_counts() 
     let cfg = AgentConfig {
         result_grace: Duration::from_secs(6),
         stall: Duration::from_secs(3),
-        ..fx.cfg()
+        ..cfg(&fx)
     };
     let out = run_session(&cfg, "/prime", None, no_cancel()).await;
     assert_eq!(out.error, None, "{out:?}");
     assert!(out.text.contains("primed"));
-    let pgid = fx.log_entries()[0]["pgid"].as_i64().unwrap() as i32;
+    let pgid = fx.calls()[0]["pgid"].as_i64().unwrap() as i32;
     wait_until("the lingering CLI to be gone", || group_gone(pgid));
 }
 
@@ -392,7 +337,7 @@ async fn fifty_megabytes_of_output_keep_memory_flat() {
     )));
     let before = vm_kib("VmHWM:");
     let out = run_session(
-        &fx.cfg(),
+        &cfg(&fx),
         "/execute .agents/plans/phase-1.md",
         None,
         no_cancel(),
@@ -423,7 +368,7 @@ async fn oversized_and_garbage_lines_are_skipped_not_fatal() {
             .rule(Rule::new("/prime", Action::Garbage)),
     );
     let out = run_session(
-        &fx.cfg(),
+        &cfg(&fx),
         "/execute .agents/plans/phase-1.md",
         None,
         no_cancel(),
@@ -431,7 +376,7 @@ async fn oversized_and_garbage_lines_are_skipped_not_fatal() {
     .await;
     assert_eq!(out.error, None);
     assert!(out.malformed_lines >= 3, "{}", out.malformed_lines);
-    let out = run_session(&fx.cfg(), "/prime", None, no_cancel()).await;
+    let out = run_session(&cfg(&fx), "/prime", None, no_cancel()).await;
     assert_eq!(out.error, None, "{out:?}");
     assert!(out.malformed_lines >= 5, "{}", out.malformed_lines);
     assert!(out.session_id.is_some());
@@ -440,7 +385,7 @@ async fn oversized_and_garbage_lines_are_skipped_not_fatal() {
 #[tokio::test]
 async fn anthropic_api_key_is_removed_unless_allowed() {
     let fx = Fixture::new(Scenario::new());
-    let mut cfg = fx.cfg();
+    let mut cfg = cfg(&fx);
     cfg.env.push(("ANTHROPIC_API_KEY".into(), "sk-test".into()));
     cfg.env.push(("CLAUDECODE".into(), "1".into()));
     assert_eq!(
@@ -452,7 +397,7 @@ async fn anthropic_api_key_is_removed_unless_allowed() {
         run_session(&cfg, "/prime", None, no_cancel()).await.error,
         None
     );
-    let log = fx.log_entries();
+    let log = fx.calls();
     assert_eq!(log[0]["api_key_present"], false);
     assert_eq!(log[1]["api_key_present"], true);
     assert_eq!(log[0]["claudecode_present"], false);
@@ -488,7 +433,7 @@ async fn scripted_failures_are_classified() {
             .rule(Rule::new("/f", fail("error_during_execution", None)).times(1)),
     );
     fx.add_commands(&["a", "b", "c", "d", "e", "f"]);
-    let cfg = fx.cfg();
+    let cfg = cfg(&fx);
     let run = |p: &'static str| run_session(&cfg, p, None, no_cancel());
 
     let out = run("/a").await;
@@ -636,7 +581,7 @@ fn checkpoint_in_a_repo_without_commits_makes_one_first() {
 async fn fake_commit_commits_the_project() {
     let fx = Fixture::new(Scenario::new());
     git::ensure_repo(&fx.project).unwrap();
-    let cfg = fx.cfg();
+    let cfg = cfg(&fx);
     for p in [
         "/plan-feature \"Phase 1: Core\"",
         "/execute .agents/plans/phase-1.md",

@@ -7,71 +7,16 @@
 //! hang) that is long next to the limit, and the limit is long next to how fast a loaded
 //! machine starts a process.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use piv::core::stream::SessionError;
 use piv::io::agent::{run_pairing, run_session, AgentConfig};
-use piv::testkit::fake_claude::{Action, Rule, Scenario, LOG_ENV, SCRIPT_ENV, STATE_DIR_ENV};
+use piv::testkit::fake_claude::{Action, Rule, Scenario};
 use serde_json::Value;
-use tokio::sync::watch;
 
-const FAKE: &str = env!("CARGO_BIN_EXE_piv-fake-claude");
+use crate::support::session_fixture::{no_cancel, SessionFixture};
 
-struct Fixture {
-    dir: tempfile::TempDir,
-    project: PathBuf,
-    script: PathBuf,
-    log: PathBuf,
-}
-
-impl Fixture {
-    fn new(scenario: Scenario) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let project = dir.path().join("project");
-        let commands = project.join(".claude/commands");
-        std::fs::create_dir_all(&commands).unwrap();
-        for c in piv::testkit::project::COMMAND_FILES {
-            std::fs::write(commands.join(format!("{c}.md")), format!("# /{c}\n")).unwrap();
-        }
-        let script = dir.path().join("scenario.json");
-        scenario.write(&script).unwrap();
-        Self {
-            log: dir.path().join("fake.log"),
-            script,
-            project,
-            dir,
-        }
-    }
-
-    fn cfg(&self) -> AgentConfig {
-        AgentConfig {
-            timeout: Duration::from_secs(120),
-            stall: Duration::from_secs(120),
-            kill_grace: Duration::from_secs(2),
-            env: vec![
-                (SCRIPT_ENV.into(), self.script.display().to_string()),
-                (LOG_ENV.into(), self.log.display().to_string()),
-                (STATE_DIR_ENV.into(), self.dir.path().display().to_string()),
-            ],
-            ..AgentConfig::new(FAKE, &self.project)
-        }
-    }
-
-    fn calls(&self) -> Vec<Value> {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    }
-}
-
-fn no_cancel() -> watch::Receiver<bool> {
-    let (tx, rx) = watch::channel(false);
-    std::mem::forget(tx);
-    rx
-}
+type Fixture = SessionFixture;
 
 #[tokio::test]
 async fn an_unreachable_api_is_an_outage_in_both_versions() {

@@ -159,24 +159,26 @@ fn the_model_is_the_clis_choice_and_is_recorded() {
 }
 
 /// Rejected credentials: the CLI would retry for minutes (the scripted one, forever
-/// every 30 s); piv stops the session at the first retry and the run for a human as an
-/// authentication problem, without retrying the step.
+/// every 30 s); piv stops the session at the first retry, records an authentication
+/// problem without retrying the step, and pauses for a human (staying up).
 #[test]
-fn rejected_credentials_stop_the_run_as_integration_auth() {
+fn rejected_credentials_pause_the_run_as_integration_auth() {
     let sb = Sandbox::new("auth", &ready_manifest(1));
     sb.scenario(Scenario::new().rule(
         Rule::new("/prime", Action::AuthRetry).retry_delay(std::time::Duration::from_secs(30)),
     ));
-    let started = std::time::Instant::now();
-    let out = sb.run_to_end(&[]);
-    let shown = show(&sb, &out);
-    assert_eq!(out.status.code(), Some(1), "{shown}");
-    assert!(started.elapsed() < DEADLINE, "{shown}");
+    let mut child = sb.spawn_run(&[]);
+    assert!(
+        wait_until(DEADLINE, || state_file(&sb)["state"] == "paused"),
+        "{}",
+        sb.dump()
+    );
     let calls = sb.claude_calls();
     assert_eq!(
         calls.iter().filter(|c| c["action"] == "auth_retry").count(),
         1,
-        "{shown}"
+        "{}",
+        sb.dump()
     );
     let m = sb.manifest();
     let failures = m["failures"].as_sequence().cloned().unwrap_or_default();
@@ -184,8 +186,12 @@ fn rejected_credentials_stop_the_run_as_integration_auth() {
         failures
             .iter()
             .any(|f| f["error_category"] == "integration_auth"),
-        "{shown}"
+        "{}",
+        sb.dump()
     );
+    let out = sb.piv(&["signal", "auth", "shutdown"]).output().unwrap();
+    assert!(out.status.success());
+    wait_exit(&sb, &mut child);
 }
 
 /// As root, `PIV_PERMISSION_MODE=auto` is accepted without `IS_SANDBOX` and passed on.

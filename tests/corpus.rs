@@ -541,6 +541,13 @@ async fn a_session_survives_bad_lines_and_a_50_mb_line() {
     )
     .unwrap();
     fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+    // The project has its slash command (piv refuses a prompt whose command file is gone).
+    fs::create_dir_all(dir.path().join(".claude/commands")).unwrap();
+    fs::write(
+        dir.path().join(".claude/commands/execute.md"),
+        "# /execute\n",
+    )
+    .unwrap();
     let cfg = AgentConfig {
         timeout: DEADLINE,
         stall: DEADLINE,

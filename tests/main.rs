@@ -23,3 +23,4 @@ mod telegram;
 mod telegram_e2e;
 mod telegram_transport;
 mod torn_writes;
+mod usage;

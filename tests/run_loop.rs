@@ -178,23 +178,38 @@ fn an_auth_failure_escalates_at_once_without_retry() {
     assert!(stdout.contains("401 Unauthorized"), "{stdout}");
 }
 
-/// The CLI not logged in: `integration_auth`, no retry, and the human is told what to do.
+/// The CLI not logged in: `integration_auth` recorded, no retry, the human told what to
+/// do, and the run pauses (it stays up) instead of stopping; a shutdown ends it.
 #[test]
-fn not_logged_in_stops_and_says_how_to_log_in() {
+fn not_logged_in_pauses_and_says_how_to_log_in() {
     let sb = Sandbox::new("nologin", &ready_manifest(1));
     sb.scenario(Scenario::new().rule(Rule::new("/plan-feature", Action::NotLoggedIn)));
-    let out = sb.run_to_end(&[]);
-    let shown = show(&sb, &out);
-    assert_eq!(out.status.code(), Some(1), "{shown}");
-    assert_eq!(calls_starting(&sb, "/plan-feature").len(), 1, "{shown}");
+    let mut child = sb.spawn_run(&[]);
+    assert!(
+        wait_until(DEADLINE, || state_file(&sb)["state"] == "paused"
+            && sb.run_stdout().contains("CLAUDE_CODE_OAUTH_TOKEN")),
+        "{}",
+        sb.dump()
+    );
+    assert_eq!(
+        calls_starting(&sb, "/plan-feature").len(),
+        1,
+        "{}",
+        sb.dump()
+    );
     let m = sb.manifest();
     let f = failures_of(&m, "plan-feature");
-    assert_eq!(f.len(), 1, "{shown}");
+    assert_eq!(f.len(), 1, "{}", sb.dump());
     assert_eq!(f[0]["error_category"], "integration_auth");
-    assert_eq!(escalations(&m).len(), 1, "{shown}");
-    let (stdout, _) = text(&out);
-    assert!(stdout.contains("CLAUDE_CODE_OAUTH_TOKEN"), "{stdout}");
-    assert!(stdout.contains("/login"), "{stdout}");
+    assert_eq!(escalations(&m).len(), 1, "{}", sb.dump());
+    let stdout = sb.run_stdout();
+    assert!(
+        stdout.contains("integration_auth") && stdout.contains("/login"),
+        "{stdout}"
+    );
+    let out = sb.piv(&["signal", "nologin", "shutdown"]).output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(wait_exit(&sb, &mut child).code(), Some(0), "{}", sb.dump());
 }
 
 /// `validation_status: fail` from a session that itself succeeded is a failed validation:

@@ -260,6 +260,7 @@ async fn notifier_sends_tagged_messages_in_order() {
     notifier.do_send(Notify(RunEvent::StepStarted {
         phase: Some(2),
         step: "plan".into(),
+        max_turns: None,
     }));
     flush(&notifier).await;
     let sent = world.sent();

@@ -12,10 +12,12 @@ use crate::core::telegram_text::{
 /// One thing the run has to say.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RunEvent {
-    /// A step (one pairing of agent sessions) starts.
+    /// A step (one pairing of agent sessions) starts; `max_turns` is its command's turn
+    /// budget (None: not shown).
     StepStarted {
         phase: Option<u32>,
         step: String,
+        max_turns: Option<u32>,
     },
     /// A step ended; `error` is `None` on success.
     StepEnded {
@@ -52,6 +54,11 @@ pub enum RunEvent {
     /// The agent's usage limit was reached: the run waits until `resets_at` and then goes on.
     UsageLimitWait {
         resets_at: String,
+    },
+    /// A usage limit recorded for every instance of the home: the one message naming the
+    /// window, the reset and the projects in their resume order (`core::usage`).
+    UsageLimitShared {
+        text: String,
     },
     /// A session ended because the API could not be reached or was overloaded: the first
     /// of a continuous outage (later ones are silent). The step runs again after the wait.
@@ -119,9 +126,14 @@ pub fn format_elapsed(d: Duration) -> String {
 /// The one terminal line for an event.
 pub fn terminal_line(event: &RunEvent) -> String {
     match event {
-        RunEvent::StepStarted { phase, step } => {
-            format!("▶ {} · {step} · started", phase_label(*phase))
-        }
+        RunEvent::StepStarted {
+            phase,
+            step,
+            max_turns,
+        } => match max_turns {
+            Some(t) => format!("▶ {} · {step} · started · max {t} turns", phase_label(*phase)),
+            None => format!("▶ {} · {step} · started", phase_label(*phase)),
+        },
         RunEvent::StepEnded {
             phase,
             step,
@@ -163,6 +175,7 @@ pub fn terminal_line(event: &RunEvent) -> String {
         RunEvent::UsageLimitWait { resets_at } => {
             format!("⏳ Usage limit reached — waiting until {resets_at}, then continuing")
         }
+        RunEvent::UsageLimitShared { text } => format!("⏳ {text}"),
         RunEvent::OutageStarted {
             phase,
             step,
@@ -258,6 +271,9 @@ pub fn telegram_html(event: &RunEvent) -> Option<String> {
             "⏳ <b>Usage limit reached</b> — waiting until {}, then continuing",
             escape_html(resets_at)
         ),
+        RunEvent::UsageLimitShared { text } => {
+            format!("⏳ <b>Usage limit</b>: {}", escape_html(text))
+        }
         RunEvent::OutageStarted {
             phase,
             step,
@@ -341,6 +357,10 @@ mod tests {
             RunEvent::StepStarted {
                 phase: Some(1),
                 step: "plan".into(),
+                max_turns: Some(100),
+            },
+            RunEvent::UsageLimitShared {
+                text: "Usage limit reached (5-hour window) <all>".into(),
             },
             RunEvent::PhaseStarted {
                 phase: 1,
@@ -408,7 +428,8 @@ mod tests {
         assert_eq!(
             telegram_html(&RunEvent::StepStarted {
                 phase: Some(1),
-                step: "plan".into()
+                step: "plan".into(),
+                max_turns: None,
             }),
             None
         );

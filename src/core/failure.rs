@@ -117,6 +117,7 @@ pub fn plan_failure(input: &FailureInput<'_>) -> FailurePlan {
     }
     let category = match e {
         SessionError::NotLoggedIn { .. } => Category::IntegrationAuth,
+        SessionError::TurnBudgetExhausted { .. } => Category::PartialExecution,
         SessionError::ResultError { subtype, .. } if subtype == NO_PROGRESS => {
             Category::PartialExecution
         }

@@ -70,6 +70,13 @@ pub enum SessionError {
     ApiUnavailable {
         detail: String,
     },
+    /// The session ended at its `--max-turns` (the `error_max_turns` subtype or
+    /// `terminal_reason: max_turns`): the turn budget was too small, not a crash. The runner
+    /// retries once with a larger budget.
+    TurnBudgetExhausted {
+        turns: u32,
+        messages: Vec<String>,
+    },
 }
 
 impl SessionError {
@@ -135,6 +142,14 @@ impl SessionError {
             Self::ApiUnavailable { detail } => {
                 format!("The Claude API could not be reached or was overloaded: {detail}")
             }
+            Self::TurnBudgetExhausted { turns, messages } => {
+                let why = if messages.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", messages.join("; "))
+                };
+                format!("Turn budget exhausted after {turns} turns (--max-turns){why}.")
+            }
         }
     }
 
@@ -171,6 +186,7 @@ impl SessionError {
             Self::UnknownCommand { .. } => "unknown_command",
             Self::UsageLimit { .. } => "usage_limit",
             Self::ResultError { .. } => "result_error",
+            Self::TurnBudgetExhausted { .. } => "turn_budget_exhausted",
             Self::NoResult => "no_result",
             Self::NonZeroExit { .. } => "non_zero_exit",
             Self::Timeout { .. } => "timeout",
@@ -208,6 +224,10 @@ pub struct SessionOutcome {
     pub malformed_lines: u64,
     /// `system/api_retry` lines seen.
     pub api_retries: u32,
+    /// The last `rate_limit_event` of the session.
+    pub rate_limit: Option<crate::core::rate_limit::RateLimitInfo>,
+    /// Some `rate_limit_event` said the session was paid from extra usage.
+    pub used_overage: bool,
 }
 
 /// The command `prompt` starts with (without `/`) when `slash_commands`, the session's
@@ -266,6 +286,8 @@ pub struct SessionAccumulator {
     assistant_error: Option<(String, String)>,
     result: Option<ResultInfo>,
     rate_limit_rejected: Option<Option<i64>>,
+    rate_limit: Option<crate::core::rate_limit::RateLimitInfo>,
+    used_overage: bool,
     api_retries: u32,
     malformed: u64,
     /// The command the prompt sends (without `/`), checked against the init line.
@@ -327,10 +349,12 @@ impl SessionAccumulator {
                 // total_cost_usd is cumulative for the process: the latest one wins.
                 self.result = Some(info);
             }
-            StreamEvent::RateLimit { status, resets_at } => {
-                if status == "rejected" {
-                    self.rate_limit_rejected = Some(resets_at);
+            StreamEvent::RateLimit(info) => {
+                if info.is_rejected() {
+                    self.rate_limit_rejected = Some(info.resets_at);
                 }
+                self.used_overage |= info.is_overage();
+                self.rate_limit = Some(info);
             }
             StreamEvent::ApiRetry {
                 error_status,
@@ -395,6 +419,8 @@ impl SessionAccumulator {
             stderr_tail: exit.stderr_tail,
             malformed_lines: self.malformed,
             api_retries: self.api_retries,
+            rate_limit: self.rate_limit,
+            used_overage: self.used_overage,
         }
     }
 
@@ -479,6 +505,12 @@ impl SessionAccumulator {
             return Some(SessionError::ApiUnavailable { detail });
         }
         if let Some(r) = &self.result {
+            if r.subtype == "error_max_turns" || r.terminal_reason.as_deref() == Some("max_turns") {
+                return Some(SessionError::TurnBudgetExhausted {
+                    turns: r.num_turns,
+                    messages: r.errors.clone(),
+                });
+            }
             if r.subtype != "success" || r.is_error {
                 let mut messages = r.errors.clone();
                 if let Some(text) = &r.result {

@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
+pub use crate::core::rate_limit::RateLimitInfo;
+
 pub use crate::core::session_outcome::{
     unknown_slash_command, ExitInfo, SessionAccumulator, SessionError, SessionOutcome,
     ASSISTANT_TEXT_LIMIT,
@@ -33,11 +35,9 @@ pub enum StreamEvent {
     AssistantError { error: String, text: String },
     /// The turn-complete `result` line.
     Result(ResultInfo),
-    /// `rate_limit_event`: `status` is allowed, allowed_warning or rejected.
-    RateLimit {
-        status: String,
-        resets_at: Option<i64>,
-    },
+    /// `rate_limit_event`: the window's status (allowed, allowed_warning or rejected), its
+    /// reset, how full it is, and whether extra usage pays for the session.
+    RateLimit(RateLimitInfo),
     /// `system`/`api_retry`: the CLI is retrying a failed API call.
     ApiRetry {
         attempt: u32,
@@ -283,24 +283,9 @@ fn parse_rate_limit(obj: &Map<String, Value>) -> Result<StreamEvent, StreamLineE
         None | Some(Value::Null) => return Ok(StreamEvent::Other),
         Some(_) => return Err(bad(K, "rate_limit_info", "an object")),
     };
-    let status = opt_str(info, K, "status")?.unwrap_or_default();
-    let resets_at = match info.get("resetsAt") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => s.trim().parse::<f64>().ok().map(epoch_secs),
-        Some(v) => Some(epoch_secs(
-            v.as_f64().ok_or_else(|| bad(K, "resetsAt", "a number"))?,
-        )),
-    };
-    Ok(StreamEvent::RateLimit { status, resets_at })
-}
-
-/// `resetsAt` is documented as unix seconds; accept milliseconds too rather than waiting 1000x too long.
-fn epoch_secs(n: f64) -> i64 {
-    if n > 100_000_000_000.0 {
-        (n / 1000.0) as i64
-    } else {
-        n as i64
-    }
+    RateLimitInfo::from_json(info)
+        .map(StreamEvent::RateLimit)
+        .map_err(|field| bad(K, field, "of the documented type"))
 }
 
 #[cfg(test)]

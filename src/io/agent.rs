@@ -480,9 +480,14 @@ fn log_event(event: &StreamEvent) {
             ?retry_delay_ms,
             "agent API retry"
         ),
-        StreamEvent::RateLimit { status, resets_at } => {
-            info!(status, ?resets_at, "agent rate limit event")
-        }
+        StreamEvent::RateLimit(i) => info!(
+            status = i.status,
+            resets_at = ?i.resets_at,
+            window = ?i.window,
+            utilization = ?i.utilization,
+            overage = i.is_overage(),
+            "agent rate limit event"
+        ),
         StreamEvent::AssistantError { error, .. } => warn!(error, "agent error message"),
         _ => {}
     }
@@ -604,6 +609,10 @@ pub struct PairingOutcome {
     pub resume_fell_back: bool,
     /// The last session's outcome; its `error` is the pairing's.
     pub last: SessionOutcome,
+    /// The last `rate_limit_event` of any of its sessions.
+    pub rate_limit: Option<crate::core::rate_limit::RateLimitInfo>,
+    /// Some session was paid from extra usage.
+    pub used_overage: bool,
 }
 
 impl PairingOutcome {
@@ -620,12 +629,37 @@ pub async fn run_pairing(
     prompts: &[String],
     cancel: watch::Receiver<bool>,
 ) -> PairingOutcome {
+    let turns = vec![cfg.max_turns; prompts.len()];
+    run_pairing_budgeted(cfg, prompts, &turns, cancel).await
+}
+
+/// [`run_pairing`] with a `--max-turns` per prompt (`turns[i]` for `prompts[i]`; the
+/// configuration's for any prompt beyond).
+pub async fn run_pairing_budgeted(
+    cfg: &AgentConfig,
+    prompts: &[String],
+    turns: &[u32],
+    cancel: watch::Receiver<bool>,
+) -> PairingOutcome {
+    let mut rate_limit = None;
+    let mut used_overage = false;
     let mut sessions = Vec::new();
     let mut last = SessionOutcome::default();
     let mut session_id: Option<String> = None;
     let mut resume_fell_back = false;
     let mut reported = crate::core::session_outcome::ReportedCosts::default();
-    for prompt in prompts {
+    for (i, prompt) in prompts.iter().enumerate() {
+        let budgeted;
+        let cfg = match turns.get(i) {
+            Some(&t) if t != cfg.max_turns => {
+                budgeted = AgentConfig {
+                    max_turns: t,
+                    ..cfg.clone()
+                };
+                &budgeted
+            }
+            _ => cfg,
+        };
         let mut outcome = run_session(cfg, prompt, session_id.as_deref(), cancel.clone()).await;
         if let (Some(SessionError::ResumeUnknown { session_id: lost }), false) =
             (&outcome.error, resume_fell_back)
@@ -636,6 +670,10 @@ pub async fn run_pairing(
             outcome = run_session(cfg, prompt, None, cancel.clone()).await;
         }
         sessions.push(record(prompt, &outcome, &mut reported));
+        used_overage |= outcome.used_overage;
+        if outcome.rate_limit.is_some() {
+            rate_limit.clone_from(&outcome.rate_limit);
+        }
         if outcome.session_id.is_some() {
             session_id.clone_from(&outcome.session_id);
         }
@@ -653,6 +691,8 @@ pub async fn run_pairing(
         sessions,
         resume_fell_back,
         last,
+        rate_limit,
+        used_overage,
     }
 }
 

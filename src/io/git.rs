@@ -318,6 +318,21 @@ pub fn rollback_keeping(dir: &Path, tag: &str, keep: &[&str]) -> Result<Option<S
     Ok(Some(snapshot))
 }
 
+/// Lines of `git status --porcelain` (the commit step's turn budget).
+pub fn changed_file_count(dir: &Path) -> Result<u32, GitError> {
+    Ok(run_git(dir, &["status", "--porcelain"])?.lines().count() as u32)
+}
+
+/// Tracked source files (`*.py *.ts *.js *.tsx *.jsx`, as the reference counted them for
+/// the validate step's turn budget).
+pub fn source_file_count(dir: &Path) -> Result<u32, GitError> {
+    let out = run_git(
+        dir,
+        &["ls-files", "--", "*.py", "*.ts", "*.js", "*.tsx", "*.jsx"],
+    )?;
+    Ok(out.lines().filter(|l| !l.is_empty()).count() as u32)
+}
+
 /// The short hash of HEAD, or None when there is no repository or no commit yet.
 pub fn head(dir: &Path) -> Option<String> {
     run_git(dir, &["rev-parse", "-q", "--verify", "--short", "HEAD"])

@@ -18,6 +18,7 @@
 //! | `$PIV_HOME/instances/<prefix>-<pid>-<nonce>.lock` | one live `piv run` | its whole life: the entry is alive iff the lock is held | only liveness probes (`try_lock`, released at once) |
 //! | `$PIV_HOME/bot-owner.lock` | the bot owner | as long as it polls `getUpdates` | standby instances waiting to take over |
 //! | `$PIV_HOME/send-budget.lock` | any instance about to send a Telegram message | the read-modify-write of the shared send budget | other senders |
+//! | `$PIV_HOME/usage.lock` | any instance before an agent session or after one that reported on the subscription | the read-modify-write of `usage.json` (usage limit, resume order, overage, daily-cap message) | other instances checking or recording |
 //!
 //! A holder writes its pid into the lock file (only ever that), so a waiter can say whom
 //! it waits for. All lock files are created with mode 0600 and never removed while in use (removing a
@@ -27,9 +28,9 @@
 //!
 //! # Acquisition order
 //! A process that needs several locks takes them in this order and releases in reverse:
-//! the instance lock (first, for life), then `bot-owner.lock`, then `registry.lock` or
-//! `send-budget.lock` briefly (never both; never wait for another lock while holding
-//! either). `registry.lock` is never held while waiting for `bot-owner.lock`, so a
+//! the instance lock (first, for life), then `bot-owner.lock`, then `registry.lock`,
+//! `send-budget.lock` or `usage.lock` briefly (never two of them; never wait for another
+//! lock while holding one). `registry.lock` is never held while waiting for `bot-owner.lock`, so a
 //! standby blocked on ownership cannot stall the registry.
 
 use std::fs::{File, OpenOptions, TryLockError};

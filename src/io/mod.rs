@@ -10,6 +10,7 @@ pub mod clock;
 pub mod git;
 pub mod gitignore;
 pub mod home;
+pub mod ledger_file;
 pub mod lock;
 pub mod log_file;
 pub mod manifest_file;
@@ -23,6 +24,7 @@ pub mod state_file;
 pub mod status_probe;
 pub mod telegram;
 pub mod terminal;
+pub mod usage_store;
 
 use std::path::{Path, PathBuf};
 

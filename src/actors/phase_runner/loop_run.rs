@@ -39,6 +39,8 @@ pub(super) struct LoopRun {
     pub(super) outage: Option<Outage>,
     /// Consecutive usage-limit hits (the doubling wait when the reset time is unusable).
     pub(super) limit_hits: u32,
+    /// This instance's side of the shared subscription (its last resume).
+    pub(super) usage_local: crate::core::usage::Local,
 }
 
 /// What a run has spent. `baseline` is the spend at the last resume after a cost-cap

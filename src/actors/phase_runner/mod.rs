@@ -39,6 +39,7 @@ mod failure;
 mod loop_run;
 mod sessions;
 mod steps;
+mod usage;
 
 use crash::InRunnerLoop;
 pub use crash::{panic_text, record_crash, IN_RUNNER_LOOP};
@@ -112,6 +113,9 @@ pub struct PhaseRunnerActor {
     /// Waiters of `StopRun`, answered when the loop ends.
     stop_waiters: Vec<tokio::sync::oneshot::Sender<()>>,
     panics_injected: u32,
+    /// What this instance knows about the shared subscription (its last resume), kept
+    /// across restarts of the loop.
+    usage_local: crate::core::usage::Local,
 }
 
 impl PhaseRunnerActor {
@@ -149,6 +153,7 @@ impl PhaseRunnerActor {
             loop_running: false,
             stop_waiters: Vec::new(),
             panics_injected: 0,
+            usage_local: Default::default(),
         }
     }
 
@@ -186,6 +191,7 @@ impl PhaseRunnerActor {
             last_failure: Default::default(),
             outage: None,
             limit_hits: 0,
+            usage_local: self.usage_local,
         };
         let handle = actix_rt::spawn(InRunnerLoop(Box::pin(async move {
             if inject {

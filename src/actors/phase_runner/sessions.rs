@@ -1,10 +1,12 @@
-//! Running a step's agent sessions: the cost cap and the session budget checked before
-//! every session, outages and usage limits waited out (the same step runs again,
-//! uncounted), and every session recorded in the manifest.
+//! Running a step's agent sessions: the cost cap, the home's usage record and the session
+//! budget checked before every session, outages, usage limits and a lost login waited out
+//! (the same step runs again, uncounted), a session that used its turn budget up retried
+//! once with a larger one, and every session recorded in the manifest and the ledger.
 
 use super::loop_run::LoopRun;
 use super::*;
 use crate::core::failure::{self, ErrorClass};
+use crate::core::stream::SessionError;
 use crate::core::waits::{self, Outage, OutageDecision};
 
 impl LoopRun {
@@ -17,11 +19,13 @@ impl LoopRun {
         label: &str,
         prompts: &[String],
     ) -> Result<PairingOutcome, StopReason> {
+        let mut bigger = false;
         loop {
             if let Some(stop) = self.record_failed() {
                 return Err(stop);
             }
             self.hold_at_cost_cap(phase).await?;
+            self.hold_for_home(phase).await?;
             if let Some(n) = phase {
                 let used = self.sessions_by_phase.get(&n).copied().unwrap_or(0);
                 let max = self.settings.max_sessions_per_phase;
@@ -45,18 +49,45 @@ impl LoopRun {
                     return Err(StopReason::NeedsHuman { why });
                 }
             }
-            let out = self.pairing_once(phase, label, prompts).await;
+            let turns = self.turn_budgets(phase, prompts, bigger).await;
+            let out = self.pairing_once(phase, label, prompts, &turns).await;
+            self.after_pairing(&out, phase, label).await;
             let class = out.last.error.as_ref().map(failure::classify_error);
+            let login = matches!(out.last.error, Some(SessionError::NotLoggedIn { .. }));
+            let turn_capped = matches!(
+                out.last.error,
+                Some(SessionError::TurnBudgetExhausted { .. })
+            );
             if let Some(n) = phase {
                 // A pairing is one agent session: its commands share one conversation
-                // (`--resume`). One that met an outage or a usage limit is not counted:
-                // the outage has its own limit (PIV_OUTAGE_MAX_SECS).
-                let uncounted = matches!(
-                    class,
-                    Some(ErrorClass::Outage | ErrorClass::UsageLimit { .. })
-                );
+                // (`--resume`). One that met an outage, a usage limit or a lost login is
+                // not counted: the outage has its own limit (PIV_OUTAGE_MAX_SECS).
+                let uncounted = login
+                    || matches!(
+                        class,
+                        Some(ErrorClass::Outage | ErrorClass::UsageLimit { .. })
+                    );
                 let counted = u32::from(!uncounted);
                 *self.sessions_by_phase.entry(n).or_insert(0) += counted;
+            }
+            if login {
+                self.end_outage();
+                let e = out.last.error.clone().unwrap_or(SessionError::NoResult);
+                self.pause_for_login(phase, label, &e).await?;
+                continue;
+            }
+            if turn_capped && !bigger {
+                bigger = true;
+                let e = out
+                    .last
+                    .error
+                    .as_ref()
+                    .map(|e| e.message())
+                    .unwrap_or_default();
+                self.emit(RunEvent::Info(format!(
+                    "🔁 {label}: turn budget exhausted — retrying once with a larger budget ({e})"
+                )));
+                continue;
             }
             match class {
                 Some(ErrorClass::Outage) => {
@@ -70,7 +101,11 @@ impl LoopRun {
                 }
                 Some(ErrorClass::UsageLimit { resets_at }) => {
                     self.end_outage();
-                    self.wait_for_limit_reset(resets_at).await?;
+                    // With a shared home the limit is in the usage record now and the
+                    // check before the next session holds (in resume order).
+                    if self.settings.home.is_none() {
+                        self.wait_for_limit_reset(resets_at).await?;
+                    }
                 }
                 _ => {
                     self.end_outage();
@@ -190,7 +225,7 @@ impl LoopRun {
     }
 
     /// Sleeps, unless a shutdown comes first.
-    async fn wait_or_stop(&mut self, wait: Duration) -> Result<(), StopReason> {
+    pub(super) async fn wait_or_stop(&mut self, wait: Duration) -> Result<(), StopReason> {
         let mut cancel = self.cancel.clone();
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
@@ -208,6 +243,7 @@ impl LoopRun {
         phase: Option<u32>,
         label: &str,
         prompts: &[String],
+        turns: &[u32],
     ) -> PairingOutcome {
         self.publish(|s| {
             s.state = RunState::Running;
@@ -217,9 +253,13 @@ impl LoopRun {
         self.emit(RunEvent::StepStarted {
             phase,
             step: label.to_string(),
+            // The command's budget (the last prompt's; a `/prime` before it has its own).
+            max_turns: turns.last().copied(),
         });
         let started = Instant::now();
-        let outcome = agent::run_pairing(&self.settings.agent, prompts, self.cancel.clone()).await;
+        let outcome =
+            agent::run_pairing_budgeted(&self.settings.agent, prompts, turns, self.cancel.clone())
+                .await;
         let cost = {
             let mut cost = self.cost.borrow_mut();
             cost.spent += outcome.cost_usd;

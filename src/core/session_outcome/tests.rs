@@ -163,8 +163,8 @@ fn outcome_precedence_table() {
                 r#"{"type":"result","subtype":"error_max_turns","is_error":true,"errors":["max turns"]}"#
             ),
             exit(1, ""),
-            Some(SessionError::ResultError {
-                subtype: "error_max_turns".into(),
+            Some(SessionError::TurnBudgetExhausted {
+                turns: 0,
                 messages: vec!["max turns".into()],
             }),
         ),
@@ -361,8 +361,8 @@ fn every_latest_capture_is_classified_by_its_fields() {
             "hello",
             false,
             |e| {
-                matches!(e, Some(SessionError::ResultError { subtype, messages })
-                if subtype == "error_max_turns" && messages[0].contains("maximum number of turns"))
+                matches!(e, Some(SessionError::TurnBudgetExhausted { turns: 2, messages })
+                if messages[0].contains("maximum number of turns"))
             },
         ),
         (
@@ -469,8 +469,8 @@ fn outages_are_decided_by_fields_and_limits_are_not_outages() {
                 "{init}\n{retry}\n{}",
                 r#"{"type":"result","subtype":"error_max_turns","is_error":true,"terminal_reason":"max_turns","errors":["Reached maximum number of turns (1)"]}"#
             ),
-            Some(SessionError::ResultError {
-                subtype: "error_max_turns".into(),
+            Some(SessionError::TurnBudgetExhausted {
+                turns: 0,
                 messages: vec!["Reached maximum number of turns (1)".into()],
             }),
         ),

@@ -112,6 +112,10 @@ impl Ctx<'_> {
                     info["resetsAt"] = json!(now + secs);
                 }
                 info["rateLimitType"] = json!("five_hour");
+                info["utilization"] = json!(1.0);
+                info["overageStatus"] = json!("rejected");
+                info["overageDisabledReason"] = json!("org_level_disabled");
+                info["isUsingOverage"] = json!(false);
                 out.line(&json!({
                     "type": "rate_limit_event", "rate_limit_info": info,
                     "uuid": new_uuid(), "session_id": self.session_id,
@@ -120,6 +124,39 @@ impl Ctx<'_> {
                 out.line(&self.assistant(text, "<synthetic>", Some("rate_limit")));
                 out.line(&self.result("success", true, Some(text), &[], 1, 0.0));
                 1
+            }
+            Action::RateLimitInfo {
+                status,
+                utilization,
+                using_overage,
+                resets_in_secs,
+            } => {
+                let now = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_secs() as i64)
+                    .unwrap_or(0);
+                let mut info = json!({
+                    "status": status,
+                    "resetsAt": now + resets_in_secs.unwrap_or(3600),
+                    "rateLimitType": "five_hour",
+                });
+                if let Some(u) = utilization {
+                    info["utilization"] = json!(u);
+                }
+                if *using_overage {
+                    info["overageStatus"] = json!("allowed");
+                    info["overageResetsAt"] = json!(now + 30 * 86_400);
+                    info["isUsingOverage"] = json!(true);
+                } else {
+                    info["overageStatus"] = json!("rejected");
+                    info["overageDisabledReason"] = json!("org_level_disabled");
+                    info["isUsingOverage"] = json!(false);
+                }
+                out.line(&json!({
+                    "type": "rate_limit_event", "rate_limit_info": info,
+                    "uuid": new_uuid(), "session_id": self.session_id,
+                }));
+                self.succeed(out)
             }
             // Handled before init (it needs no session).
             Action::ResumeUnknown => 1,

@@ -84,6 +84,19 @@ pub enum Action {
         #[serde(default)]
         resets_in_secs: Option<i64>,
     },
+    /// A `rate_limit_event` in the newest CLI's shape (`status`, `resetsAt` in
+    /// `resets_in_secs`, `rateLimitType: five_hour`, `utilization`, the overage fields with
+    /// `isUsingOverage: using_overage`), then the command succeeds as [`Action::Succeed`].
+    RateLimitInfo {
+        #[serde(default = "allowed")]
+        status: String,
+        #[serde(default)]
+        utilization: Option<f64>,
+        #[serde(default)]
+        using_overage: bool,
+        #[serde(default)]
+        resets_in_secs: Option<i64>,
+    },
     /// Answer as if the `--resume` id were unknown, whatever it is.
     ResumeUnknown,
     /// Succeed, then stay up without printing anything (a CLI that does not exit).
@@ -114,6 +127,10 @@ fn default_fail_subtype() -> String {
 
 fn yes() -> bool {
     true
+}
+
+fn allowed() -> String {
+    "allowed".to_string()
 }
 
 /// One scripted behaviour.
@@ -432,6 +449,7 @@ fn action_name(a: &Action) -> &'static str {
         Action::NotLoggedIn => "not_logged_in",
         Action::UnknownCommand => "unknown_command",
         Action::UsageLimit { .. } => "usage_limit",
+        Action::RateLimitInfo { .. } => "rate_limit_info",
         Action::ResumeUnknown => "resume_unknown",
         Action::LingerAfterResult => "linger_after_result",
         Action::ApiUnreachable { .. } => "api_unreachable",
@@ -554,6 +572,10 @@ fn log_invocation(
         "child_pid": child_pid,
         "action": action,
         "rule": rule,
+        "at_ms": SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0),
         "session_id": session_id,
     });
     if dump_env {
