@@ -805,3 +805,43 @@ fn the_scripted_claude_prints_the_real_clis_shapes() {
         fake.iter().map(kind_of).collect::<Vec<_>>()
     );
 }
+
+/// `--max-turns` reached through the real CLI (its `error_max_turns` result, `terminal_reason:
+/// max_turns`) is a turn budget exhausted — retried once with a larger budget, then
+/// recorded as such — never a crash or an unknown failure.
+#[test]
+fn a_reached_max_turns_is_a_turn_budget_not_a_crash() {
+    let Some(t) = RealCli::new("real_cli_max_turns", 1) else {
+        return;
+    };
+    // One turn cannot hold the scripted /prime (a Read, then the answer).
+    let out = t.run(
+        &[("CLAUDE_CODE_MAX_RETRIES", "1"), ("PIV_MAX_TURNS", "1")],
+        RUN_DEADLINE,
+    );
+    let shown = t.show(&out);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("turn budget exhausted — retrying once with a larger budget"),
+        "{shown}"
+    );
+    let m = t.sb.manifest();
+    let capped: Vec<_> = list(&m, "sessions")
+        .into_iter()
+        .filter(|s| {
+            s["outcome"]
+                .as_str()
+                .is_some_and(|o| o.starts_with("Turn budget exhausted after"))
+        })
+        .collect();
+    assert!(
+        capped.len() >= 2,
+        "the first try and the larger retry\n{shown}"
+    );
+    assert!(
+        !list(&m, "failures")
+            .iter()
+            .any(|f| f["error_category"] == "orchestrator_crash"),
+        "{shown}"
+    );
+}
