@@ -9,7 +9,7 @@
 //! through `--resume`.
 
 use std::collections::VecDeque;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -26,6 +26,11 @@ use crate::io::process_group::{SessionWatchdog, TrackedGroup};
 
 use crate::core::stream::{
     parse_line, ExitInfo, SessionAccumulator, SessionError, SessionOutcome, StreamEvent,
+};
+
+pub use crate::io::cli_setup::{
+    is_root, missing_commands, missing_commands_in, root_permission_problem,
+    root_permission_problem_for, user_commands_dir,
 };
 
 /// Longest stdout line piv parses; longer ones are skipped (and logged), never buffered whole.
@@ -498,86 +503,6 @@ fn preview(bytes: &[u8]) -> String {
     s.into_owned()
 }
 
-/// Whether piv runs as root (the CLI treats root specially).
-pub fn is_root() -> bool {
-    // SAFETY: geteuid(2) cannot fail and has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
-/// The startup message when the permission flag piv would send will be refused: the CLI
-/// rejects `--dangerously-skip-permissions` (and `bypassPermissions`) for root unless
-/// `IS_SANDBOX=1`; `auto` and the other modes are accepted.
-pub fn root_permission_problem(skip_permissions: bool) -> Option<String> {
-    root_permission_problem_for(
-        is_root(),
-        skip_permissions,
-        std::env::var("IS_SANDBOX").ok().as_deref(),
-    )
-}
-
-/// [`root_permission_problem`] with its inputs made explicit (for tests).
-pub fn root_permission_problem_for(
-    root: bool,
-    skip_permissions: bool,
-    is_sandbox: Option<&str>,
-) -> Option<String> {
-    let sandboxed = is_sandbox.is_some_and(|v| !v.trim().is_empty() && v.trim() != "0");
-    (root && skip_permissions && !sandboxed).then(|| {
-        "piv runs as root, and Claude Code refuses --dangerously-skip-permissions for root \
-         (\"cannot be used with root/sudo privileges\"). Run piv as a normal user; or set \
-         PIV_PERMISSION_MODE=auto, which Claude Code accepts as root (a classifier then \
-         approves or blocks each tool call: actions it judges risky are refused, so a step can \
-         fail where bypassPermissions would have run it); or, if this machine is a disposable \
-         sandbox, set IS_SANDBOX=1."
-            .to_string()
-    })
-}
-
-/// The slash commands (without `/`) that neither `<project>/.claude/commands/<name>.md`
-/// nor the user's commands provide: `$CLAUDE_CONFIG_DIR/commands/<name>.md` when that is
-/// set, else `<home>/.claude/commands/<name>.md` (where the CLI looks).
-pub fn missing_commands(
-    project_dir: &Path,
-    user_home: Option<&Path>,
-    names: &[&str],
-) -> Vec<String> {
-    let config_dir = std::env::var_os("CLAUDE_CONFIG_DIR").map(PathBuf::from);
-    missing_commands_in(
-        project_dir,
-        &user_commands_dir(config_dir, user_home),
-        names,
-    )
-}
-
-/// Where the CLI looks for the user's commands: `$CLAUDE_CONFIG_DIR/commands` when that
-/// is set (and not empty), else `~/.claude/commands`.
-pub fn user_commands_dir(config_dir: Option<PathBuf>, user_home: Option<&Path>) -> Option<PathBuf> {
-    match config_dir {
-        Some(dir) if !dir.as_os_str().is_empty() => Some(dir.join("commands")),
-        _ => user_home.map(|h| h.join(".claude/commands")),
-    }
-}
-
-/// [`missing_commands`] with the user's commands directory made explicit.
-pub fn missing_commands_in(
-    project_dir: &Path,
-    user_commands: &Option<PathBuf>,
-    names: &[&str],
-) -> Vec<String> {
-    names
-        .iter()
-        .filter(|name| {
-            let file = format!("{name}.md");
-            let in_project = project_dir.join(".claude/commands").join(&file).is_file();
-            let in_user = user_commands
-                .as_ref()
-                .is_some_and(|d| d.join(&file).is_file());
-            !in_project && !in_user
-        })
-        .map(|n| n.to_string())
-        .collect()
-}
-
 /// One session of a pairing, as recorded in the manifest.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SessionRecord {
@@ -715,6 +640,7 @@ fn record(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     #[tokio::test]
     async fn bounded_lines_skip_oversized_and_keep_the_rest() {

@@ -6,6 +6,7 @@ pub mod agent;
 pub mod atomic_file;
 pub mod bot_offset;
 pub mod chat_sender;
+pub mod cli_setup;
 pub mod clock;
 pub mod git;
 pub mod gitignore;
