@@ -329,3 +329,33 @@ fn an_owner_whose_lock_file_was_replaced_steps_down_on_409() {
     );
     assert_eq!(replies_after(&api, t, "/status").len(), 1, "one answer");
 }
+
+/// `/cost` in the chat answers the same report as `piv cost` (issue 15): the cost ledger
+/// of the home, per project.
+#[test]
+fn cost_in_the_chat_is_the_ledger_report() {
+    let api = BotApiStandIn::start(TOKEN);
+    let a = Sandbox::new("a", &ready_manifest(1));
+    let _procs = Kill(vec![start(&a, &api, "a", &[])]);
+    assert!(
+        wait_until(DEADLINE, || state_of(&a).as_deref() == Some("done")),
+        "a never finished\n{}",
+        output_of(&a, "a")
+    );
+    let table = a.piv(&["cost"]).output().unwrap();
+    let table = String::from_utf8_lossy(&table.stdout).into_owned();
+    let row = table
+        .lines()
+        .find(|l| l.trim_start().starts_with("a "))
+        .unwrap_or_else(|| panic!("no row for a in piv cost:\n{table}"))
+        .trim()
+        .to_string();
+    let t = Instant::now();
+    api.inject_message(CHAT, "/cost");
+    assert!(
+        wait_until(DEADLINE, || !replies_after(&api, t, &row).is_empty()),
+        "no /cost reply with {row:?}\n{table}\n{:#?}\n{}",
+        api.sent_messages().iter().map(|m| m.text.clone()).collect::<Vec<_>>(),
+        output_of(&a, "a")
+    );
+}

@@ -524,6 +524,7 @@ impl Poller {
         match command {
             Command::Help => (own, format_help()),
             Command::Unknown(name) => (own, reply_unknown_command(&name)),
+            Command::Cost(project) => (own, self.cost_reply(project).await),
             Command::Status(StatusTarget::This) => (own, self.own_status().await),
             Command::Status(StatusTarget::All) => (own, self.all_status().await),
             Command::Status(StatusTarget::Prefix(target)) => {
@@ -549,6 +550,31 @@ impl Poller {
                 };
                 (own, reply)
             }
+        }
+    }
+
+    /// `/cost [prefix]`: the same report as `piv cost`, in a `<pre>` block.
+    async fn cost_reply(&self, project: Option<String>) -> String {
+        let home = self.home.clone();
+        let report = tokio::task::spawn_blocking(move || {
+            crate::io::ledger_file::cost_report(
+                &home,
+                &crate::io::ledger_file::today_utc(),
+                None,
+                project.as_deref(),
+            )
+        })
+        .await;
+        match report {
+            Ok(Ok(report)) => format!(
+                "<b>Cost</b> (UTC days)\n<pre>{}</pre>",
+                crate::core::telegram_text::escape_html(crate::core::ledger::render(&report).trim_end())
+            ),
+            Ok(Err(e)) => format!(
+                "⚠️ cannot read the cost ledger: {}",
+                crate::core::telegram_text::escape_html(&e.to_string())
+            ),
+            Err(e) => format!("⚠️ cannot read the cost ledger: {e}"),
         }
     }
 

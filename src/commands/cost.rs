@@ -5,32 +5,9 @@ use std::io::Write;
 use std::path::Path;
 
 use crate::cli::{exit, CostArgs};
-use crate::core::ledger::{self, CostReport};
-use crate::io::ledger_file;
+use crate::core::ledger;
 
-/// Today (UTC), as the ledger's days.
-pub fn today_utc() -> String {
-    chrono::Utc::now().format("%Y-%m-%d").to_string()
-}
-
-/// Reads the ledger files the report needs and sums them.
-pub fn cost_report(
-    home: &Path,
-    today: &str,
-    since: Option<&str>,
-    project: Option<&str>,
-) -> Result<CostReport, ledger_file::LedgerError> {
-    let week = ledger::days_before(today, 6).unwrap_or_else(|| today.to_string());
-    let from = match since {
-        Some(s) if s < week.as_str() => s.to_string(),
-        _ => week,
-    };
-    let (entries, skipped) = ledger_file::read_months(home, &ledger::months_between(&from, today))?;
-    if skipped > 0 {
-        tracing::warn!("cost ledger: skipped {skipped} unreadable line(s)");
-    }
-    Ok(ledger::report(&entries, today, since, project))
-}
+pub use crate::io::ledger_file::{cost_report, today_utc};
 
 /// Runs `piv cost`; returns the exit code.
 pub fn run(args: &CostArgs) -> i32 {

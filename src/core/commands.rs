@@ -30,6 +30,9 @@ pub enum Command {
     Control(ControlAction, Option<String>),
     /// `/help`, and `/start` (what Telegram sends when a chat opens the bot).
     Help,
+    /// `/cost [prefix]`: the cost ledger of the home (today, 7 days, the month), for the
+    /// projects whose prefix starts with the argument, or all.
+    Cost(Option<String>),
     /// A slash command piv does not know (its name, without `/` or `@bot`).
     Unknown(String),
 }
@@ -64,6 +67,7 @@ pub fn parse_command(text: &str, bot_username: Option<&str>) -> Option<Command> 
             Some(a) => StatusTarget::Prefix(a),
         }),
         "help" | "start" => Command::Help,
+        "cost" => Command::Cost(arg),
         lower => match ControlAction::from_name(lower).filter(|a| a.in_chat()) {
             Some(action) => Command::Control(action, arg),
             None => Command::Unknown(name.to_string()),
@@ -130,6 +134,7 @@ pub fn command_menu() -> Vec<(&'static str, &'static str)> {
         ),
         ("pause", "Pause after the current step (or /pause <prefix>)"),
         ("resume", "Resume execution (or /resume <prefix>)"),
+        ("cost", "What the projects spent: today, 7 days, this month"),
         ("help", "List the commands"),
     ]
 }
@@ -287,6 +292,8 @@ mod tests {
         let cases: Vec<(&str, Option<Command>)> = vec![
             ("/status", Some(Command::Status(StatusTarget::This))),
             ("/status all", Some(Command::Status(StatusTarget::All))),
+            ("/cost", Some(Command::Cost(None))),
+            ("/COST beta", Some(Command::Cost(Some("beta".into())))),
             ("/status ALL", Some(Command::Status(StatusTarget::All))),
             (
                 "/status   b  ",

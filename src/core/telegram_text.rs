@@ -270,6 +270,7 @@ pub fn format_help() -> String {
         "/go [prefix] — start execution",
         "/pause [prefix] — pause after the current step",
         "/resume [prefix] — resume execution",
+        "/cost [prefix] — what the projects spent: today, 7 days, this month",
         "/help — this list",
         "",
         "<i>Without a prefix a command goes to the only running project; with several, name one.</i>",
