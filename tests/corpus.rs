@@ -379,6 +379,19 @@ fn reply_for(command: &ChatCommand) -> String {
     match command {
         ChatCommand::Unknown(name) => reply_unknown_command(name),
         ChatCommand::Help | ChatCommand::Status(_) => format_help(),
+        // The hostile argument filters the report's rows: the reply is the report.
+        ChatCommand::Cost(project) => format!(
+            "<b>Cost</b> (UTC days)\n<pre>{}</pre>",
+            piv::core::telegram_text::escape_html(
+                piv::core::ledger::render(&piv::core::ledger::report(
+                    &[],
+                    "2026-11-30",
+                    None,
+                    project.as_deref()
+                ))
+                .trim_end()
+            )
+        ),
         ChatCommand::Control(action, target) => {
             let action = *action;
             match route(target.as_deref(), "alpha", &others) {

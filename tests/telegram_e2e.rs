@@ -355,7 +355,10 @@ fn cost_in_the_chat_is_the_ledger_report() {
     assert!(
         wait_until(DEADLINE, || !replies_after(&api, t, &row).is_empty()),
         "no /cost reply with {row:?}\n{table}\n{:#?}\n{}",
-        api.sent_messages().iter().map(|m| m.text.clone()).collect::<Vec<_>>(),
+        api.sent_messages()
+            .iter()
+            .map(|m| m.text.clone())
+            .collect::<Vec<_>>(),
         output_of(&a, "a")
     );
 }

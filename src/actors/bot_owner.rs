@@ -568,7 +568,9 @@ impl Poller {
         match report {
             Ok(Ok(report)) => format!(
                 "<b>Cost</b> (UTC days)\n<pre>{}</pre>",
-                crate::core::telegram_text::escape_html(crate::core::ledger::render(&report).trim_end())
+                crate::core::telegram_text::escape_html(
+                    crate::core::ledger::render(&report).trim_end()
+                )
             ),
             Ok(Err(e)) => format!(
                 "⚠️ cannot read the cost ledger: {}",

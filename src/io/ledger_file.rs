@@ -94,6 +94,30 @@ pub fn read_months(
     Ok((out, skipped))
 }
 
+/// Today (UTC), as the ledger's days.
+pub fn today_utc() -> String {
+    chrono::Utc::now().format("%Y-%m-%d").to_string()
+}
+
+/// Reads the ledger files the report needs and sums them.
+pub fn cost_report(
+    home: &Path,
+    today: &str,
+    since: Option<&str>,
+    project: Option<&str>,
+) -> Result<crate::core::ledger::CostReport, LedgerError> {
+    let week = crate::core::ledger::days_before(today, 6).unwrap_or_else(|| today.to_string());
+    let from = match since {
+        Some(s) if s < week.as_str() => s.to_string(),
+        _ => week,
+    };
+    let (entries, skipped) = read_months(home, &crate::core::ledger::months_between(&from, today))?;
+    if skipped > 0 {
+        tracing::warn!("cost ledger: skipped {skipped} unreadable line(s)");
+    }
+    Ok(crate::core::ledger::report(&entries, today, since, project))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,28 +158,4 @@ mod tests {
         assert_eq!(all.iter().map(|e| e.cost_usd).sum::<f64>(), 7.0);
         assert_eq!(skipped, 1);
     }
-}
-
-/// Today (UTC), as the ledger's days.
-pub fn today_utc() -> String {
-    chrono::Utc::now().format("%Y-%m-%d").to_string()
-}
-
-/// Reads the ledger files the report needs and sums them.
-pub fn cost_report(
-    home: &Path,
-    today: &str,
-    since: Option<&str>,
-    project: Option<&str>,
-) -> Result<crate::core::ledger::CostReport, LedgerError> {
-    let week = crate::core::ledger::days_before(today, 6).unwrap_or_else(|| today.to_string());
-    let from = match since {
-        Some(s) if s < week.as_str() => s.to_string(),
-        _ => week,
-    };
-    let (entries, skipped) = read_months(home, &crate::core::ledger::months_between(&from, today))?;
-    if skipped > 0 {
-        tracing::warn!("cost ledger: skipped {skipped} unreadable line(s)");
-    }
-    Ok(crate::core::ledger::report(&entries, today, since, project))
 }
