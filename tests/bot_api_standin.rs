@@ -268,7 +268,10 @@ async fn commands_are_recorded() {
     let set = api.commands_set();
     assert_eq!(set.len(), 1);
     let names: Vec<&str> = set[0].iter().map(|(c, _)| c.as_str()).collect();
-    assert_eq!(names, vec!["status", "go", "pause", "resume", "cost", "help"]);
+    assert_eq!(
+        names,
+        vec!["status", "go", "pause", "resume", "cost", "help"]
+    );
 }
 
 /// Telegram matches method names case-insensitively and takes form and query
