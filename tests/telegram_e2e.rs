@@ -5,11 +5,11 @@
 
 use std::collections::BTreeSet;
 use std::process::Child;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use piv_testkit::bot_api::{parse_telegram_html, BotApiStandIn};
-use piv_testkit::fake_claude::{Action, Rule, Scenario};
 
+use crate::support::telegram_run::{replies_after, slow, state_of, Kill};
 use crate::support::*;
 
 const TOKEN: &str = "777001:e2e-token-SECRET-xyz";
@@ -44,11 +44,6 @@ fn output_of(sb: &Sandbox, prefix: &str) -> String {
     )
 }
 
-/// Slow sessions, so that the runs stay up while the test talks to them.
-fn slow(ms: u64) -> Scenario {
-    Scenario::new().rule(Rule::new("", Action::Succeed).delay(Duration::from_millis(ms)))
-}
-
 fn registry_owner(sb: &Sandbox) -> Option<(String, u32)> {
     let text = std::fs::read_to_string(sb.home.join("registry.json")).ok()?;
     let v: serde_json::Value = serde_json::from_str(&text).ok()?;
@@ -68,29 +63,6 @@ fn registered_count(sb: &Sandbox) -> usize {
         .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
         .and_then(|v| v["instances"].as_array().map(|a| a.len()))
         .unwrap_or(0)
-}
-
-fn state_of(sb: &Sandbox) -> Option<String> {
-    piv::io::state_file::read(&sb.project).map(|s| s.state.as_str().to_string())
-}
-
-fn replies_after(api: &BotApiStandIn, since: Instant, needle: &str) -> Vec<String> {
-    api.sent_messages()
-        .into_iter()
-        .filter(|m| m.at >= since && m.text.contains(needle))
-        .map(|m| m.text)
-        .collect()
-}
-
-struct Kill(Vec<Child>);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
 }
 
 /// Two instances on one token: one poller, both send tagged messages, `/status all`

@@ -6,8 +6,8 @@ use std::process::Child;
 use std::time::{Duration, Instant};
 
 use piv_testkit::bot_api::{BotApiStandIn, Outage};
-use piv_testkit::fake_claude::{Action, Rule, Scenario};
 
+use crate::support::telegram_run::{replies_after, slow, state_of, Kill};
 use crate::support::*;
 
 const TOKEN: &str = "778002:transport-token-SECRET-abc";
@@ -52,34 +52,6 @@ fn output_of(sb: &Sandbox, prefix: &str) -> String {
         read("err"),
         sb.log()
     )
-}
-
-fn state_of(sb: &Sandbox) -> Option<String> {
-    piv::io::state_file::read(&sb.project).map(|s| s.state.as_str().to_string())
-}
-
-fn replies_after(api: &BotApiStandIn, since: Instant, needle: &str) -> Vec<String> {
-    api.sent_messages()
-        .into_iter()
-        .filter(|m| m.at >= since && m.text.contains(needle))
-        .map(|m| m.text)
-        .collect()
-}
-
-/// Slow sessions, so that a run stays up while the test talks to it.
-fn slow(ms: u64) -> Scenario {
-    Scenario::new().rule(Rule::new("", Action::Succeed).delay(Duration::from_millis(ms)))
-}
-
-struct Kill(Vec<Child>);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
 }
 
 /// CPU time (user + system) of `pid` so far, from `/proc/<pid>/stat`.
@@ -216,8 +188,11 @@ fn messages_queued_at_a_sigkill_go_out_on_the_next_start() {
     );
     api.end_outage();
     let _second = Kill(vec![start(&sb, &api, "killed", &[])]);
+    // Seen once to take over 60 s on a loaded machine (cause not found yet): a generous
+    // deadline for the delivery, which is still required.
     assert!(
-        wait_until(DEADLINE, || chat_text(&api).contains("Phase 1 Complete")),
+        wait_until(DEADLINE * 3, || chat_text(&api)
+            .contains("Phase 1 Complete")),
         "the restart sends what the killed run queued\n{}",
         output_of(&sb, "killed")
     );

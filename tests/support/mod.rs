@@ -391,3 +391,4 @@ pub fn pid_gone(pid: i64) -> bool {
 pub mod claude_cli;
 pub mod messages_api;
 pub mod session_fixture;
+pub mod telegram_run;
