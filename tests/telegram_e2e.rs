@@ -9,7 +9,9 @@ use std::time::Instant;
 
 use piv_testkit::bot_api::{parse_telegram_html, BotApiStandIn};
 
-use crate::support::telegram_run::{replies_after, slow, state_of, Kill};
+use crate::support::telegram_run::{
+    output_of, replies_after, slow, start_with_telegram, state_of, Kill,
+};
 use crate::support::*;
 
 const TOKEN: &str = "777001:e2e-token-SECRET-xyz";
@@ -17,31 +19,7 @@ const CHAT: i64 = 424_242;
 
 /// A `piv run` with Telegram on, pointed at the stand-in.
 fn start(sb: &Sandbox, api: &BotApiStandIn, prefix: &str, extra: &[&str]) -> Child {
-    let out = std::fs::File::create(sb.root.path().join(format!("{prefix}.out"))).unwrap();
-    let err = std::fs::File::create(sb.root.path().join(format!("{prefix}.err"))).unwrap();
-    let mut args = vec!["run"];
-    args.extend_from_slice(extra);
-    sb.piv(&args)
-        .env("TELEGRAM_BOT_TOKEN", TOKEN)
-        .env("TELEGRAM_CHAT_ID", CHAT.to_string())
-        .env("TELEGRAM_API_URL", api.url())
-        .env("TELEGRAM_PROJECT_PREFIX", prefix)
-        .stdout(out)
-        .stderr(err)
-        .spawn()
-        .expect("spawn piv run")
-}
-
-fn output_of(sb: &Sandbox, prefix: &str) -> String {
-    let read = |ext: &str| {
-        std::fs::read_to_string(sb.root.path().join(format!("{prefix}.{ext}"))).unwrap_or_default()
-    };
-    format!(
-        "--- {prefix} stdout ---\n{}\n--- stderr ---\n{}\n--- log ---\n{}",
-        read("out"),
-        read("err"),
-        sb.log()
-    )
+    start_with_telegram(sb, api, (TOKEN, CHAT), prefix, extra, &[])
 }
 
 fn registry_owner(sb: &Sandbox) -> Option<(String, u32)> {

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use piv_testkit::bot_api::{BotApiStandIn, Outage};
 
-use crate::support::telegram_run::{replies_after, slow, state_of, Kill};
+use crate::support::telegram_run::{
+    output_of, replies_after, slow, start_with_telegram, state_of, Kill,
+};
 use crate::support::*;
 
 const TOKEN: &str = "778002:transport-token-SECRET-abc";
@@ -25,33 +27,7 @@ fn start_with_env(
     extra: &[&str],
     env: &[(&str, &str)],
 ) -> Child {
-    let out = std::fs::File::create(sb.root.path().join(format!("{prefix}.out"))).unwrap();
-    let err = std::fs::File::create(sb.root.path().join(format!("{prefix}.err"))).unwrap();
-    let mut args = vec!["run"];
-    args.extend_from_slice(extra);
-    let mut cmd = sb.piv(&args);
-    cmd.env("TELEGRAM_BOT_TOKEN", TOKEN)
-        .env("TELEGRAM_CHAT_ID", CHAT.to_string())
-        .env("TELEGRAM_API_URL", api.url())
-        .env("TELEGRAM_PROJECT_PREFIX", prefix)
-        .stdout(out)
-        .stderr(err);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.spawn().expect("spawn piv run")
-}
-
-fn output_of(sb: &Sandbox, prefix: &str) -> String {
-    let read = |ext: &str| {
-        std::fs::read_to_string(sb.root.path().join(format!("{prefix}.{ext}"))).unwrap_or_default()
-    };
-    format!(
-        "--- {prefix} stdout ---\n{}\n--- stderr ---\n{}\n--- log ---\n{}",
-        read("out"),
-        read("err"),
-        sb.log()
-    )
+    start_with_telegram(sb, api, (TOKEN, CHAT), prefix, extra, env)
 }
 
 /// CPU time (user + system) of `pid` so far, from `/proc/<pid>/stat`.
