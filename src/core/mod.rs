@@ -7,6 +7,7 @@ pub mod control;
 pub mod events;
 pub mod failure;
 pub mod hooks;
+pub mod lease;
 pub mod ledger;
 pub mod manifest;
 pub mod next_action;

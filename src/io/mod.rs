@@ -8,6 +8,7 @@ pub mod bot_offset;
 pub mod chat_sender;
 pub mod cli_setup;
 pub mod clock;
+pub mod coordination;
 pub mod git;
 pub mod gitignore;
 pub mod home;

@@ -1,0 +1,153 @@
+//! Coordination between piv instances of one bot: one trait, [`Coordination`], with two
+//! implementations chosen once at start — [`local::LocalCoordination`] (one machine: the
+//! kernel lock on `bot-owner.lock` decides who polls, the offset is a file in `$PIV_HOME`)
+//! and [`nats::NatsCoordination`] (several machines, opt-in with `PIV_COORDINATION`: a
+//! poller lease and the offset in a JetStream KV bucket per bot). The bot owner asks it
+//! for a poller lease once its local kernel lock is won, fences every `getUpdates` and
+//! every offset write with it, and reads and writes the offset through it.
+//!
+//! The decisions (names, replicas, the renewal schedule, fencing) are
+//! `core::lease`'s; this module only talks to the outside.
+
+pub mod local;
+pub mod nats;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+/// A boxed future, so that the trait can be used as `dyn Coordination`.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The default lease TTL (`PIV_LEASE_TTL_SECS`).
+pub const DEFAULT_LEASE_TTL_SECS: u64 = 5;
+
+/// What `PIV_COORDINATION` and its companions say (validated by `config`).
+#[derive(Clone)]
+pub struct CoordinationSettings {
+    /// The NATS servers, each with its scheme (`nats://h:p`).
+    pub servers: Vec<String>,
+    /// `PIV_NATS_USER` / `PIV_NATS_PASSWORD`.
+    pub user_password: Option<(String, String)>,
+    /// `PIV_NATS_CREDS`: a `.creds` file (JWT and NKey seed).
+    pub creds_file: Option<PathBuf>,
+    /// `PIV_COORDINATION_OPTIONAL=1`: unreachable at start → single-machine mode.
+    pub optional: bool,
+    /// `PIV_NATS_REPLICAS`: overrides `min(3, cluster size)`.
+    pub replicas: Option<usize>,
+    /// `PIV_LEASE_TTL_SECS`.
+    pub lease_ttl: Duration,
+}
+
+impl CoordinationSettings {
+    /// The server list as the user wrote it, for messages.
+    pub fn servers_text(&self) -> String {
+        self.servers.join(",")
+    }
+}
+
+impl std::fmt::Debug for CoordinationSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CoordinationSettings")
+            .field("servers", &self.servers)
+            .field(
+                "user_password",
+                &self.user_password.as_ref().map(|(u, _)| (u, "<redacted>")),
+            )
+            .field("creds_file", &self.creds_file)
+            .field("optional", &self.optional)
+            .field("replicas", &self.replicas)
+            .field("lease_ttl", &self.lease_ttl)
+            .finish()
+    }
+}
+
+/// Why coordination failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CoordinationError {
+    #[error("cannot reach the NATS servers {servers}: {reason}")]
+    Unreachable { servers: String, reason: String },
+    #[error("NATS JetStream {step}: {reason}")]
+    JetStream { step: &'static str, reason: String },
+    #[error("the bot token has no bot id (the digits before ':'), so no bucket can be named for it")]
+    NoBotId,
+    #[error("cannot {step} the bot offset file: {reason}")]
+    OffsetFile { step: &'static str, reason: String },
+    #[error("the poller lease is no longer held")]
+    LeaseLost,
+}
+
+/// The right to poll, held while the lease lasts. Dropping it stops its renewals;
+/// [`PollerLease::release`] also hands it on at once.
+pub trait PollerLease: Send + Sync {
+    /// The fencing check: may the holder poll or confirm updates now?
+    fn check(&self) -> BoxFuture<'_, bool>;
+    /// Resolves once the lease is lost (never, for a lease that cannot be lost).
+    fn lost(&self) -> BoxFuture<'_, ()>;
+    /// Gives the lease up so that a standby takes over at once.
+    fn release(self: Box<Self>) -> BoxFuture<'static, ()>;
+}
+
+/// What the bot owner needs beyond its local kernel lock (see the module docs).
+pub trait Coordination: Send + Sync {
+    /// For logs and messages: "this machine only" or the NATS servers.
+    fn describe(&self) -> String;
+    /// Waits until this instance (already the local winner) holds the poller lease; None
+    /// when `stop` fires first.
+    fn acquire_poller_lease(
+        &self,
+        stop: watch::Receiver<bool>,
+    ) -> BoxFuture<'_, Option<Box<dyn PollerLease>>>;
+    /// The last handled update id (None: none yet, or unreadable).
+    fn read_offset(&self) -> BoxFuture<'_, Option<i64>>;
+    /// Records the last handled update id, fenced by `lease`.
+    fn write_offset<'a>(
+        &'a self,
+        lease: &'a dyn PollerLease,
+        update_id: i64,
+    ) -> BoxFuture<'a, Result<(), CoordinationError>>;
+}
+
+/// The implementation chosen at start.
+pub type SharedCoordination = Arc<dyn Coordination>;
+
+/// This instance's holder id on the lease: host, pid and a per-process nonce (a restarted
+/// piv with the same pid is a different holder).
+pub fn holder_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    format!(
+        "{}/{}/{:016x}",
+        hostname(),
+        std::process::id(),
+        hasher.finish()
+    )
+}
+
+/// The machine's host name (`gethostname`), or "unknown-host".
+pub fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates within it
+    // when the name fits (truncation is handled by the search for NUL below).
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return "unknown-host".into();
+    }
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    let name = String::from_utf8_lossy(&buf[..end]).trim().to_string();
+    if name.is_empty() {
+        "unknown-host".into()
+    } else {
+        name
+    }
+}
