@@ -9,6 +9,7 @@ mod chaos;
 mod corpus;
 mod dry_run;
 mod lifecycle;
+mod nats;
 mod overnight;
 mod real_cli;
 mod registry;

@@ -33,7 +33,8 @@ use crate::core::status::{InstanceFacts, InstanceStatus};
 use crate::core::status_report::{multi_status_reply, status_reply};
 use crate::core::telegram_poll::{is_new, next_offset, PollOutcome, PollPacer};
 use crate::core::telegram_text::format_help;
-use crate::io::bot_offset::{read_last_handled, write_last_handled};
+use crate::io::coordination::local::LocalCoordination;
+use crate::io::coordination::{Coordinator, PollerLease, SharedCoordination};
 use crate::io::lock::{lock_exclusive, try_lock_exclusive, LockGuard};
 use crate::io::telegram::{IncomingUpdate, TelegramClient, TelegramError};
 use crate::io::{manifest_file, signal_queue, status_probe};
@@ -58,6 +59,8 @@ pub struct BotOwnerSettings {
     /// A command that changes what an instance does is not acted on when older than
     /// this (`PIV_STALE_COMMAND_SECS`).
     pub stale_command_secs: u64,
+    /// Across machines (`io::coordination`): None is this machine only.
+    pub coordinator: Option<Coordinator>,
 }
 
 impl std::fmt::Debug for BotOwnerSettings {
@@ -193,6 +196,14 @@ impl Actor for BotOwnerActor {
         if self.client.is_none() {
             return;
         }
+        if let Some(note) = self
+            .settings
+            .coordinator
+            .as_ref()
+            .and_then(|c| c.fallback_note.clone())
+        {
+            self.notifier.do_send(Notify(RunEvent::Info(note)));
+        }
         self.wait_for_ownership(ctx);
     }
 
@@ -235,7 +246,13 @@ impl Handler<OwnershipAcquired> for BotOwnerActor {
             )));
         }
         let s = &self.settings;
-        let poller = Poller {
+        // The local winner competes for the lease across machines (at once granted when
+        // this machine is all there is).
+        let coordination: SharedCoordination = match &s.coordinator {
+            Some(c) => c.shared.clone(),
+            None => std::sync::Arc::new(LocalCoordination::new(s.home.clone())),
+        };
+        let mut poller = Poller {
             prefix: s.prefix.clone(),
             project_dir: s.project_dir.clone(),
             home: s.home.clone(),
@@ -248,13 +265,30 @@ impl Handler<OwnershipAcquired> for BotOwnerActor {
             registry: self.registry.clone(),
             bot_username: None,
             last_handled: None,
+            coordination: coordination.clone(),
         };
         let (stop_tx, stop_rx) = watch::channel(false);
         let (released_tx, released_rx) = oneshot::channel();
         let guard = msg.guard;
         let me = ctx.address();
         let task = async move {
-            let ended = poller.run(stop_rx, &guard).await;
+            let ended = loop {
+                let Some(lease) = coordination.acquire_poller_lease(stop_rx.clone()).await else {
+                    break PollEnd::Stopped;
+                };
+                match poller.run(stop_rx.clone(), &guard, lease.as_ref()).await {
+                    PollEnd::LeaseLost => {
+                        tracing::warn!(
+                            "the poller lease was lost: not polling until it is won again"
+                        );
+                        continue;
+                    }
+                    ended => {
+                        lease.release().await;
+                        break ended;
+                    }
+                }
+            };
             drop(guard);
             tracing::info!("stopped polling Telegram; bot-owner lock released");
             let _ = released_tx.send(());
@@ -306,6 +340,8 @@ struct Poller {
     registry: Option<Addr<RegistryActor>>,
     bot_username: Option<String>,
     last_handled: Option<i64>,
+    /// The lease across machines and the offset (`io::coordination`).
+    coordination: SharedCoordination,
 }
 
 /// Resolves when a stop is asked for (or nobody can ask any more).
@@ -319,14 +355,20 @@ enum PollEnd {
     Stopped,
     /// The lock file was deleted or replaced: someone else may hold the real lock now.
     LockLost,
+    /// The poller lease across machines was lost (fencing failed, renewal refused or
+    /// past its end).
+    LeaseLost,
 }
 
 impl Poller {
-    async fn run(mut self, mut stop: watch::Receiver<bool>, guard: &LockGuard) -> PollEnd {
-        let home = self.home.clone();
-        self.last_handled = tokio::task::spawn_blocking(move || read_last_handled(&home))
-            .await
-            .unwrap_or(None);
+    async fn run(
+        &mut self,
+        mut stop: watch::Receiver<bool>,
+        guard: &LockGuard,
+        lease: &dyn PollerLease,
+    ) -> PollEnd {
+        self.last_handled = self.coordination.read_offset().await;
+        let poll_timeout_secs = self.coordination.poll_timeout_secs(self.poll_timeout_secs);
         let mut pacer = PollPacer::new();
         let mut warned_conflict = false;
         // A new owner's first request is a getUpdates (commands sent during a takeover
@@ -336,17 +378,27 @@ impl Poller {
             if *stop.borrow() {
                 return PollEnd::Stopped;
             }
+            // Fencing: never poll on a lease that may be someone else's by now.
+            if !lease.check().await {
+                return PollEnd::LeaseLost;
+            }
             let offset = next_offset(self.last_handled, &[]);
             let asked = tokio::time::Instant::now();
-            let timeout = if first { 0 } else { self.poll_timeout_secs };
+            let timeout = if first { 0 } else { poll_timeout_secs };
             let polled = tokio::select! {
                 _ = stop_requested(&mut stop) => return PollEnd::Stopped,
+                _ = lease.lost() => return PollEnd::LeaseLost,
                 polled = self.client.get_updates(offset, timeout) => polled,
             };
             if std::mem::take(&mut first) {
                 self.introduce().await;
             }
             let outcome = match polled {
+                // Updates fetched on a lease lost meanwhile are left to the new owner
+                // (not handled, not confirmed).
+                Ok(updates) if !updates.is_empty() && !lease.check().await => {
+                    return PollEnd::LeaseLost;
+                }
                 Ok(updates) => {
                     let mut fresh = false;
                     for update in updates {
@@ -355,7 +407,7 @@ impl Poller {
                         if *stop.borrow() {
                             return PollEnd::Stopped;
                         }
-                        fresh |= self.take(update).await;
+                        fresh |= self.take(update, lease).await;
                     }
                     if fresh {
                         PollOutcome::NewUpdates
@@ -418,6 +470,7 @@ impl Poller {
             }
             tokio::select! {
                 _ = stop_requested(&mut stop) => return PollEnd::Stopped,
+                _ = lease.lost() => return PollEnd::LeaseLost,
                 _ = tokio::time::sleep(wait) => {}
             }
         }
@@ -443,7 +496,7 @@ impl Poller {
 
     /// Handles one update (unless an earlier owner already did) and records it; returns
     /// whether it was new.
-    async fn take(&mut self, update: IncomingUpdate) -> bool {
+    async fn take(&mut self, update: IncomingUpdate, lease: &dyn PollerLease) -> bool {
         if !is_new(update.update_id, self.last_handled) {
             tracing::debug!(
                 update_id = update.update_id,
@@ -453,14 +506,12 @@ impl Poller {
         }
         self.handle(&update).await;
         self.last_handled = Some(update.update_id);
-        let home = self.home.clone();
-        let id = update.update_id;
-        match tokio::task::spawn_blocking(move || write_last_handled(&home, id)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "cannot record the last handled Telegram update")
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot record the last handled Telegram update"),
+        if let Err(e) = self
+            .coordination
+            .write_offset(lease, update.update_id)
+            .await
+        {
+            tracing::warn!(error = %e, "cannot record the last handled Telegram update");
         }
         true
     }

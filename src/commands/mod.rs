@@ -4,3 +4,40 @@
 pub mod cost;
 pub mod signal;
 pub mod status;
+
+/// `piv status` and `piv signal` with `PIV_COORDINATION` set: the servers must answer
+/// (else exit 2 naming them), unless `PIV_COORDINATION_OPTIONAL=1`, which says so on
+/// stderr and goes on with this machine only. None: go on.
+pub fn coordination_gate(args: &crate::cli::CoordinationArgs) -> Option<i32> {
+    let settings = match crate::config::coordination_settings(args) {
+        Ok(Some(settings)) => settings,
+        Ok(None) => return None,
+        Err(e) => {
+            crate::io::terminal::warn(&format!("error: {e}"));
+            return Some(crate::cli::exit::USAGE);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            crate::io::terminal::warn(&format!("error: cannot start the NATS client: {e}"));
+            return Some(crate::cli::exit::USAGE);
+        }
+    };
+    match runtime.block_on(crate::io::coordination::nats::check_reachable(&settings)) {
+        Ok(()) => None,
+        Err(e) if settings.optional => {
+            crate::io::terminal::warn(&format!(
+                "piv: warning: {e}; PIV_COORDINATION_OPTIONAL=1, so this machine only"
+            ));
+            None
+        }
+        Err(e) => {
+            crate::io::terminal::warn(&format!("error: {e}"));
+            Some(crate::cli::exit::USAGE)
+        }
+    }
+}

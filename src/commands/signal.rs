@@ -161,6 +161,9 @@ pub fn send(
 /// `piv signal`: queues the signal and confirms on stdout, errors on stderr; returns the
 /// exit code.
 pub fn run(args: &SignalArgs) -> i32 {
+    if let Some(code) = super::coordination_gate(&args.coordination) {
+        return code;
+    }
     let action = args.action;
     let result = find_target(
         &args.prefix,

@@ -111,7 +111,29 @@ impl NatsCluster {
         Some(NatsCluster::start(bin, 3))
     }
 
+    /// A cluster of `size` nodes, ready. Free ports are only free when probed: a node
+    /// that dies at start (a port taken meanwhile by another test) or never gets ready
+    /// makes a fresh try on new ports, twice at most; the last try has the full deadline.
     pub fn start(bin: PathBuf, size: usize) -> NatsCluster {
+        for attempt in 1..=3 {
+            let mut cluster = NatsCluster::on_fresh_ports(bin.clone(), size);
+            let deadline = if attempt < 3 {
+                READY_DEADLINE / 3
+            } else {
+                READY_DEADLINE
+            };
+            match cluster.ready_within(deadline) {
+                Ok(()) => return cluster,
+                Err(e) if attempt < 3 => {
+                    eprintln!("nats cluster start, attempt {attempt}: {e}; trying new ports");
+                }
+                Err(e) => panic!("nats cluster not ready: {e}\n{}", cluster.logs()),
+            }
+        }
+        unreachable!()
+    }
+
+    fn on_fresh_ports(bin: PathBuf, size: usize) -> NatsCluster {
         let dir = tempfile::tempdir().expect("tempdir for the NATS stores");
         let nodes = (0..size)
             .map(|i| {
@@ -135,7 +157,6 @@ impl NatsCluster {
         for i in 0..size {
             cluster.spawn(i);
         }
-        cluster.wait_ready();
         cluster
     }
 
@@ -190,22 +211,29 @@ impl NatsCluster {
 
     /// Waits until every running node answers `/healthz` 200 (JetStream enabled and,
     /// clustered, current with a meta leader).
-    pub fn wait_ready(&self) {
+    pub fn wait_ready(&mut self) {
+        if let Err(e) = self.ready_within(READY_DEADLINE) {
+            panic!("{e}\n{}", self.logs());
+        }
+    }
+
+    fn ready_within(&mut self, deadline: Duration) -> Result<(), String> {
         let start = Instant::now();
-        for node in self.nodes.iter().filter(|n| n.child.is_some()) {
+        for node in self.nodes.iter_mut().filter(|n| n.child.is_some()) {
             loop {
                 if healthz_ok(node.monitor_port) {
                     break;
                 }
-                assert!(
-                    start.elapsed() < READY_DEADLINE,
-                    "nats node {} not ready in {READY_DEADLINE:?}:\n{}",
-                    node.name,
-                    self.logs()
-                );
+                if let Some(Ok(Some(status))) = node.child.as_mut().map(|c| c.try_wait()) {
+                    return Err(format!("nats node {} exited at start: {status}", node.name));
+                }
+                if start.elapsed() > deadline {
+                    return Err(format!("nats node {} not ready in {deadline:?}", node.name));
+                }
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
+        Ok(())
     }
 
     /// SIGKILLs node `i` (its store stays for a restart).

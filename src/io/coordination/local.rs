@@ -66,8 +66,7 @@ impl Coordination for LocalCoordination {
     ) -> BoxFuture<'a, Result<(), CoordinationError>> {
         let home = self.home.clone();
         Box::pin(async move {
-            match tokio::task::spawn_blocking(move || write_last_handled(&home, update_id)).await
-            {
+            match tokio::task::spawn_blocking(move || write_last_handled(&home, update_id)).await {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(e)) => Err(CoordinationError::OffsetFile {
                     step: "write",

@@ -73,7 +73,9 @@ pub enum CoordinationError {
     Unreachable { servers: String, reason: String },
     #[error("NATS JetStream {step}: {reason}")]
     JetStream { step: &'static str, reason: String },
-    #[error("the bot token has no bot id (the digits before ':'), so no bucket can be named for it")]
+    #[error(
+        "the bot token has no bot id (the digits before ':'), so no bucket can be named for it"
+    )]
     NoBotId,
     #[error("cannot {step} the bot offset file: {reason}")]
     OffsetFile { step: &'static str, reason: String },
@@ -96,6 +98,10 @@ pub trait PollerLease: Send + Sync {
 pub trait Coordination: Send + Sync {
     /// For logs and messages: "this machine only" or the NATS servers.
     fn describe(&self) -> String;
+    /// The long-poll length to use for `wanted` (never longer than a lease).
+    fn poll_timeout_secs(&self, wanted: u32) -> u32 {
+        wanted
+    }
     /// Waits until this instance (already the local winner) holds the poller lease; None
     /// when `stop` fires first.
     fn acquire_poller_lease(
@@ -149,5 +155,62 @@ pub fn hostname() -> String {
         "unknown-host".into()
     } else {
         name
+    }
+}
+
+/// The implementation chosen at start, and what to tell the chat about the choice (the
+/// fallback to this machine only when NATS was unreachable and optional).
+#[derive(Clone)]
+pub struct Coordinator {
+    pub shared: SharedCoordination,
+    pub fallback_note: Option<String>,
+}
+
+impl std::fmt::Debug for Coordinator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Coordinator")
+            .field("shared", &self.shared.describe())
+            .field("fallback_note", &self.fallback_note)
+            .finish()
+    }
+}
+
+/// Chooses the implementation at start: NATS when `settings` is given and a server
+/// answers; when none answers, an error (exit 2) unless coordination is optional, then
+/// this machine only with a note saying so. `bot_id` None (no Telegram): only the
+/// reachability is checked.
+pub async fn choose(
+    settings: Option<&CoordinationSettings>,
+    bot_id: Option<&str>,
+    home: &std::path::Path,
+) -> Result<Coordinator, CoordinationError> {
+    let local = |note: Option<String>| Coordinator {
+        shared: Arc::new(local::LocalCoordination::new(home.to_path_buf())),
+        fallback_note: note,
+    };
+    let Some(settings) = settings else {
+        return Ok(local(None));
+    };
+    let connected = match bot_id {
+        Some(bot_id) => nats::connect(settings, bot_id, holder_id())
+            .await
+            .map(|c| Some(Arc::new(c) as SharedCoordination)),
+        None => nats::check_reachable(settings).await.map(|()| None),
+    };
+    match connected {
+        Ok(Some(shared)) => Ok(Coordinator {
+            shared,
+            fallback_note: None,
+        }),
+        Ok(None) => Ok(local(None)),
+        Err(e) if settings.optional => {
+            let note = format!(
+                "⚠️ Coordination across machines is off: {e}. PIV_COORDINATION_OPTIONAL=1, so \
+                 this instance runs on this machine only (kernel locks in PIV_HOME)."
+            );
+            tracing::warn!("{note}");
+            Ok(local(Some(note)))
+        }
+        Err(e) => Err(e),
     }
 }

@@ -75,13 +75,7 @@ pub async fn connect(
         1
     };
     let bucket = bot_bucket(bot_id);
-    let kv = open_bucket(
-        &js,
-        &bucket,
-        replicas(cluster_size, settings.replicas),
-        ttl,
-    )
-    .await?;
+    let kv = open_bucket(&js, &bucket, replicas(cluster_size, settings.replicas), ttl).await?;
     tracing::info!(servers = %servers, bucket = %bucket, cluster_size, "coordination on NATS JetStream");
     Ok(NatsCoordination {
         servers,
@@ -414,7 +408,9 @@ impl PollerLease for NatsLease {
             .await
             {
                 Ok(Ok(())) => tracing::info!("poller lease released"),
-                Ok(Err(e)) => tracing::debug!(error = %e, "poller lease not released (it ends at its TTL)"),
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "poller lease not released (it ends at its TTL)")
+                }
                 Err(_) => tracing::debug!("poller lease release timed out (it ends at its TTL)"),
             }
         })
@@ -441,6 +437,10 @@ async fn lease_gone(watcher: &mut Option<kv::Watch>) {
 impl Coordination for NatsCoordination {
     fn describe(&self) -> String {
         format!("NATS at {}", self.servers)
+    }
+
+    fn poll_timeout_secs(&self, wanted: u32) -> u32 {
+        crate::core::lease::poll_timeout_under_lease(wanted, self.ttl)
     }
 
     fn acquire_poller_lease(
@@ -497,7 +497,10 @@ impl Coordination for NatsCoordination {
         Box::pin(async move {
             match self.read_offset_entry().await {
                 Ok(Some((id, revision))) => {
-                    *self.offset_revision.lock().unwrap_or_else(|p| p.into_inner()) = revision;
+                    *self
+                        .offset_revision
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner()) = revision;
                     Some(id)
                 }
                 Ok(None) => None,
@@ -520,7 +523,10 @@ impl Coordination for NatsCoordination {
             }
             let value = Bytes::from(serde_json::json!({ "lastUpdateId": update_id }).to_string());
             for _ in 0..2 {
-                let expected = *self.offset_revision.lock().unwrap_or_else(|p| p.into_inner());
+                let expected = *self
+                    .offset_revision
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
                 match cas_put(
                     &self.js,
                     &self.bucket,
@@ -532,16 +538,20 @@ impl Coordination for NatsCoordination {
                 .await
                 {
                     Ok(revision) => {
-                        *self.offset_revision.lock().unwrap_or_else(|p| p.into_inner()) =
-                            revision;
+                        *self
+                            .offset_revision
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner()) = revision;
                         return Ok(());
                     }
                     Err(CasFailed::Refused) => {
                         // Written by an earlier owner since we read it: never go back.
                         match self.read_offset_entry().await {
                             Ok(Some((id, revision))) => {
-                                *self.offset_revision.lock().unwrap_or_else(|p| p.into_inner()) =
-                                    revision;
+                                *self
+                                    .offset_revision
+                                    .lock()
+                                    .unwrap_or_else(|p| p.into_inner()) = revision;
                                 if id >= update_id {
                                     return Ok(());
                                 }
@@ -551,8 +561,10 @@ impl Coordination for NatsCoordination {
                                     Ok(Some(e)) => e.revision,
                                     _ => 0,
                                 };
-                                *self.offset_revision.lock().unwrap_or_else(|p| p.into_inner()) =
-                                    revision;
+                                *self
+                                    .offset_revision
+                                    .lock()
+                                    .unwrap_or_else(|p| p.into_inner()) = revision;
                             }
                             Err(e) => {
                                 return Err(CoordinationError::JetStream {
@@ -581,13 +593,12 @@ impl Coordination for NatsCoordination {
 /// Checks that the servers answer (for `piv status` and `piv signal`, which only need to
 /// know that coordination is reachable before they act).
 pub async fn check_reachable(settings: &CoordinationSettings) -> Result<(), CoordinationError> {
-    let client =
-        connect_client(settings)
-            .await
-            .map_err(|e| CoordinationError::Unreachable {
-                servers: settings.servers_text(),
-                reason: e.to_string(),
-            })?;
+    let client = connect_client(settings)
+        .await
+        .map_err(|e| CoordinationError::Unreachable {
+            servers: settings.servers_text(),
+            reason: e.to_string(),
+        })?;
     let _ = tokio::time::timeout(Duration::from_secs(1), client.flush()).await;
     Ok(())
 }
