@@ -47,6 +47,7 @@ pub fn run(args: &RunArgs) -> i32 {
             cfg.coordination.as_ref(),
             bot_id.as_deref(),
             &cfg.home,
+            &cfg.project_dir,
         ));
         match chosen {
             Ok(chosen) => {

@@ -355,3 +355,71 @@ fn unreachable_coordination_is_exit_2_unless_optional() {
     let out = piv_with_env(&sb, &["status"], &[("PIV_COORDINATION", "127.0.0.1:4222")]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// The prefixes `piv status --all --json` lists, run on `sb`'s machine.
+fn status_all_prefixes(sb: &Sandbox, cluster: &NatsCluster) -> Vec<String> {
+    let urls = cluster.urls();
+    let out = piv_with_env(
+        sb,
+        &["status", "--all", "--json"],
+        &[("PIV_COORDINATION", urls.as_str())],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", show(sb, &out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+    v["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["prefix"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+/// `piv status --all` and `/status all` list every machine's instances (the others as
+/// `prefix@host`); an instance that stops renewing its entry drops out.
+#[test]
+fn status_all_lists_every_machine() {
+    let Some(cluster) = NatsCluster::start_or_skip("nats::status_all") else {
+        return;
+    };
+    let api = BotApiStandIn::start(TOKEN);
+    let a = machine("a");
+    let b = machine("b");
+    let host = piv::io::coordination::hostname();
+    let mut procs = Kill(vec![
+        start_on(&a, &api, &cluster, "a"),
+        start_on(&b, &api, &cluster, "b"),
+    ]);
+    let b_remote = format!("b@{host}");
+    assert!(
+        wait_until(DEADLINE, || {
+            let listed = status_all_prefixes(&a, &cluster);
+            listed.contains(&"a".to_string()) && listed.contains(&b_remote)
+        }),
+        "a's machine lists b: {:?}\n{}",
+        status_all_prefixes(&a, &cluster),
+        output_of(&b, "b")
+    );
+    let t = Instant::now();
+    api.inject_message(CHAT, "/status all");
+    assert!(
+        wait_until(DEADLINE, || !replies_after(&api, t, "All Instances")
+            .is_empty()),
+        "answered\n{}",
+        output_of(&a, "a")
+    );
+    let reply = replies_after(&api, t, "All Instances").remove(0);
+    assert!(reply.contains("[a") && reply.contains("[b"), "{reply}");
+
+    // b SIGKILLed: its entry expires (three publications' worth) and drops out.
+    let mut b_child = procs.0.remove(1);
+    b_child.kill().unwrap();
+    b_child.wait().unwrap();
+    assert!(
+        wait_until(DEADLINE, || !status_all_prefixes(&b, &cluster)
+            .iter()
+            .any(|p| p.starts_with("b"))),
+        "b drops out: {:?}",
+        status_all_prefixes(&b, &cluster)
+    );
+    assert!(status_all_prefixes(&b, &cluster).contains(&format!("a@{host}")));
+}

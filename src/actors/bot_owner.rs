@@ -108,6 +108,8 @@ pub struct BotOwnerActor {
     client: Option<TelegramClient>,
     stopped: bool,
     poll: Option<PollHandle>,
+    /// Publishes this instance in the registry across machines (NATS only).
+    publisher: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl BotOwnerActor {
@@ -136,6 +138,7 @@ impl BotOwnerActor {
             client,
             stopped: false,
             poll: None,
+            publisher: None,
         }
     }
 }
@@ -204,10 +207,27 @@ impl Actor for BotOwnerActor {
         {
             self.notifier.do_send(Notify(RunEvent::Info(note)));
         }
+        if let Some(coordinator) = &self.settings.coordinator {
+            let facts = InstanceFacts {
+                prefix: self.settings.prefix.clone(),
+                project_dir: self.settings.project_dir.display().to_string(),
+                pid: Some(std::process::id()),
+                is_bot_owner: false,
+                started_at_unix_secs: None,
+            };
+            self.publisher = crate::io::coordination::registry_kv::spawn_publisher(
+                coordinator.shared.clone(),
+                facts,
+                self.settings.project_dir.clone(),
+            );
+        }
         self.wait_for_ownership(ctx);
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
+        if let Some(publisher) = self.publisher.take() {
+            publisher.abort();
+        }
         if self.poll.take().is_some() {
             if let Some(registry) = &self.registry {
                 registry.do_send(SetBotOwner(false));
@@ -309,12 +329,22 @@ impl Handler<StopPolling> for BotOwnerActor {
 
     fn handle(&mut self, _: StopPolling, _: &mut Self::Context) -> Self::Result {
         self.stopped = true;
+        if let Some(publisher) = self.publisher.take() {
+            publisher.abort();
+        }
+        let coordinator = self.settings.coordinator.clone();
+        let withdraw = async move {
+            if let Some(c) = coordinator {
+                c.shared.withdraw_instance().await;
+            }
+        };
         let Some(poll) = self.poll.take() else {
-            return Box::pin(async {});
+            return Box::pin(withdraw);
         };
         let _ = poll.stop.send(true);
         let registry = self.registry.clone();
         Box::pin(async move {
+            withdraw.await;
             let _ = poll.released.await;
             if let Some(registry) = registry {
                 if let Ok(Err(e)) = registry.send(SetBotOwner(false)).await {
@@ -712,6 +742,10 @@ impl Poller {
         for other in self.other_instances().await {
             statuses.push(probe_other(&other).await.0);
         }
+        // The other machines' instances, from the registry across machines.
+        let published = self.coordination.published_instances().await;
+        let statuses =
+            crate::core::machines::merge(statuses, &crate::io::coordination::hostname(), published);
         multi_status_reply(&statuses)
     }
 }

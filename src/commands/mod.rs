@@ -41,3 +41,32 @@ pub fn coordination_gate(args: &crate::cli::CoordinationArgs) -> Option<i32> {
         }
     }
 }
+
+/// `piv status --all` with `PIV_COORDINATION`: this machine's statuses and the ones the
+/// other machines published (`prefix@host`); this machine's only when NATS does not answer
+/// (the gate already said so).
+pub fn with_other_machines<E>(
+    local: Vec<crate::core::status::InstanceStatus>,
+    args: &crate::cli::CoordinationArgs,
+) -> Result<Vec<crate::core::status::InstanceStatus>, E> {
+    let Ok(Some(settings)) = crate::config::coordination_settings(args) else {
+        return Ok(local);
+    };
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return Ok(local);
+    };
+    match runtime.block_on(crate::io::coordination::registry_kv::list_with(&settings)) {
+        Ok(published) => Ok(crate::core::machines::merge(
+            local,
+            &crate::io::coordination::hostname(),
+            published,
+        )),
+        Err(e) => {
+            crate::io::terminal::warn(&format!("piv: warning: other machines not listed: {e}"));
+            Ok(local)
+        }
+    }
+}

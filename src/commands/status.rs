@@ -203,6 +203,10 @@ pub fn run(args: &StatusArgs) -> i32 {
         )
         .map(|s| vec![s])
     };
+    let statuses = match statuses {
+        Ok(local) if args.all => super::with_other_machines(local, &args.coordination),
+        other => other,
+    };
     match statuses {
         Ok(statuses) => print_stdout(&render(&statuses, args.all, args.json)),
         Err(e) => {

@@ -17,9 +17,13 @@ pub fn bot_bucket(bot_id: &str) -> String {
     format!("piv-bot-{bot_id}")
 }
 
-/// The bot's registry bucket (one key per instance, each with a TTL).
-pub fn registry_bucket(bot_id: &str) -> String {
-    format!("piv-registry-{bot_id}")
+/// The registry bucket: one key per instance of any bot (`core::machines::registry_key`),
+/// each with a TTL, so that `piv status --all` needs no token.
+pub const REGISTRY_BUCKET: &str = "piv-registry";
+
+/// How long a registry entry lives without being published again: three publications.
+pub fn registry_entry_ttl(publish_every: Duration) -> Duration {
+    (publish_every * 3).max(Duration::from_secs(1))
 }
 
 /// The lease key in [`bot_bucket`].
@@ -176,7 +180,8 @@ mod tests {
             assert_eq!(bot_id_of(token), id, "{token}");
         }
         assert_eq!(bot_bucket("123456"), "piv-bot-123456");
-        assert_eq!(registry_bucket("123456"), "piv-registry-123456");
+        assert_eq!(registry_entry_ttl(s(5.0)), s(15.0));
+        assert_eq!(registry_entry_ttl(s(0.2)), s(1.0));
         assert!(!bot_bucket(bot_id_of("42:SECRET").unwrap()).contains("SECRET"));
     }
 

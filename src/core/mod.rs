@@ -9,6 +9,7 @@ pub mod failure;
 pub mod hooks;
 pub mod lease;
 pub mod ledger;
+pub mod machines;
 pub mod manifest;
 pub mod next_action;
 pub mod outbox;

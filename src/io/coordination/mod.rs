@@ -11,6 +11,7 @@
 
 pub mod local;
 pub mod nats;
+pub mod registry_kv;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -116,6 +117,23 @@ pub trait Coordination: Send + Sync {
         lease: &'a dyn PollerLease,
         update_id: i64,
     ) -> BoxFuture<'a, Result<(), CoordinationError>>;
+    /// How often this instance publishes its status in the shared registry (None: there
+    /// is none; this machine's registry file is all there is).
+    fn registry_every(&self) -> Option<Duration> {
+        None
+    }
+    /// Publishes this instance's status in the shared registry.
+    fn publish_instance(&self, _status: crate::core::status::InstanceStatus) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+    /// Takes this instance's entry out of the shared registry (a clean stop).
+    fn withdraw_instance(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+    /// Every status published in the shared registry, this machine's included.
+    fn published_instances(&self) -> BoxFuture<'_, Vec<crate::core::machines::PublishedInstance>> {
+        Box::pin(async { Vec::new() })
+    }
 }
 
 /// The implementation chosen at start.
@@ -183,6 +201,7 @@ pub async fn choose(
     settings: Option<&CoordinationSettings>,
     bot_id: Option<&str>,
     home: &std::path::Path,
+    project_dir: &std::path::Path,
 ) -> Result<Coordinator, CoordinationError> {
     let local = |note: Option<String>| Coordinator {
         shared: Arc::new(local::LocalCoordination::new(home.to_path_buf())),
@@ -192,7 +211,7 @@ pub async fn choose(
         return Ok(local(None));
     };
     let connected = match bot_id {
-        Some(bot_id) => nats::connect(settings, bot_id, holder_id())
+        Some(bot_id) => nats::connect(settings, bot_id, holder_id(), project_dir)
             .await
             .map(|c| Some(Arc::new(c) as SharedCoordination)),
         None => nats::check_reachable(settings).await.map(|()| None),

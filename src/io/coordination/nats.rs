@@ -42,6 +42,10 @@ pub struct NatsCoordination {
     origin: Instant,
     /// The offset key's revision as last seen, for the next compare-and-set.
     offset_revision: Mutex<u64>,
+    /// The registry across machines, and this instance's key and host there.
+    registry: kv::Store,
+    hostname: String,
+    registry_key: String,
 }
 
 /// Connects to `settings.servers` and opens (or creates) the bot's bucket. Fails when no
@@ -50,6 +54,7 @@ pub async fn connect(
     settings: &CoordinationSettings,
     bot_id: &str,
     holder: String,
+    project_dir: &std::path::Path,
 ) -> Result<NatsCoordination, CoordinationError> {
     let servers = settings.servers_text();
     let unreachable = |reason: String| CoordinationError::Unreachable {
@@ -75,7 +80,16 @@ pub async fn connect(
         1
     };
     let bucket = bot_bucket(bot_id);
-    let kv = open_bucket(&js, &bucket, replicas(cluster_size, settings.replicas), ttl).await?;
+    let replicas = replicas(cluster_size, settings.replicas);
+    let kv = open_bucket(
+        &js,
+        &bucket,
+        "piv: the poller lease and the last handled update of one bot",
+        replicas,
+        ttl,
+    )
+    .await?;
+    let registry = super::registry_kv::open(&js, replicas).await?;
     tracing::info!(servers = %servers, bucket = %bucket, cluster_size, "coordination on NATS JetStream");
     Ok(NatsCoordination {
         servers,
@@ -87,6 +101,12 @@ pub async fn connect(
         holder,
         origin: Instant::now(),
         offset_revision: Mutex::new(0),
+        registry,
+        hostname: super::hostname(),
+        registry_key: crate::core::machines::registry_key(
+            &super::hostname(),
+            &project_dir.display().to_string(),
+        ),
     })
 }
 
@@ -117,23 +137,26 @@ pub async fn connect_client(
     Ok(client)
 }
 
-async fn open_bucket(
+/// Opens `bucket`, creating it when it does not exist yet (history 1, per-key TTLs, a
+/// marker left for `marker_ttl` when a key expires).
+pub(super) async fn open_bucket(
     js: &jetstream::Context,
     bucket: &str,
+    description: &str,
     replicas: usize,
-    ttl: Duration,
+    marker_ttl: Duration,
 ) -> Result<kv::Store, CoordinationError> {
     if let Ok(store) = js.get_key_value(bucket).await {
         return Ok(store);
     }
     let config = kv::Config {
         bucket: bucket.to_string(),
-        description: "piv: the poller lease and the last handled update of one bot".into(),
+        description: description.into(),
         history: 1,
         num_replicas: replicas,
         storage: jetstream::stream::StorageType::File,
         // Per-key TTLs, and a marker (kept this long) when a key expires.
-        limit_markers: Some(ttl.max(Duration::from_secs(1))),
+        limit_markers: Some(marker_ttl.max(Duration::from_secs(1))),
         ..Default::default()
     };
     match js.create_key_value(config).await {
@@ -441,6 +464,51 @@ impl Coordination for NatsCoordination {
 
     fn poll_timeout_secs(&self, wanted: u32) -> u32 {
         crate::core::lease::poll_timeout_under_lease(wanted, self.ttl)
+    }
+
+    fn registry_every(&self) -> Option<Duration> {
+        Some(self.ttl)
+    }
+
+    fn publish_instance(&self, status: crate::core::status::InstanceStatus) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let entry = crate::core::machines::PublishedInstance {
+                hostname: self.hostname.clone(),
+                status,
+            };
+            let ttl = crate::core::lease::registry_entry_ttl(self.ttl);
+            if let Err(e) =
+                super::registry_kv::publish(&self.js, &self.registry_key, &entry, ttl).await
+            {
+                tracing::debug!(error = %e, "cannot publish this instance in the shared registry");
+            }
+        })
+    }
+
+    fn withdraw_instance(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let _ = tokio::time::timeout(
+                Duration::from_secs(1),
+                self.registry.purge(&self.registry_key),
+            )
+            .await;
+        })
+    }
+
+    fn published_instances(&self) -> BoxFuture<'_, Vec<crate::core::machines::PublishedInstance>> {
+        Box::pin(async move {
+            match tokio::time::timeout(self.ttl, super::registry_kv::list(&self.registry)).await {
+                Ok(Ok(list)) => list,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "cannot list the shared registry");
+                    Vec::new()
+                }
+                Err(_) => {
+                    tracing::warn!("listing the shared registry timed out");
+                    Vec::new()
+                }
+            }
+        })
     }
 
     fn acquire_poller_lease(
