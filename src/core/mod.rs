@@ -2,15 +2,19 @@
 //! tokio and no clock (callers pass `now` in). Actors load, call into here, and carry out
 //! the answer. Everything here is unit-tested beside the code.
 
+pub mod buttons;
 pub mod commands;
 pub mod control;
 pub mod events;
 pub mod failure;
+pub mod forum;
 pub mod hooks;
 pub mod ledger;
 pub mod manifest;
 pub mod next_action;
+pub mod notify_level;
 pub mod outbox;
+pub mod progress;
 pub mod rate_limit;
 pub mod registry;
 pub mod session_outcome;
