@@ -25,6 +25,7 @@ pub mod state_file;
 pub mod status_probe;
 pub mod telegram;
 pub mod terminal;
+pub mod topic_store;
 pub mod usage_store;
 
 use std::path::{Path, PathBuf};
