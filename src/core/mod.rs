@@ -17,6 +17,7 @@ pub mod outbox;
 pub mod progress;
 pub mod rate_limit;
 pub mod registry;
+pub mod room_replies;
 pub mod session_outcome;
 pub mod signal;
 pub mod status;
