@@ -14,6 +14,7 @@ pub mod manifest;
 pub mod next_action;
 pub mod notify_level;
 pub mod outbox;
+pub mod prd_relay;
 pub mod progress;
 pub mod rate_limit;
 pub mod registry;
