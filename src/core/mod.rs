@@ -2,19 +2,25 @@
 //! tokio and no clock (callers pass `now` in). Actors load, call into here, and carry out
 //! the answer. Everything here is unit-tested beside the code.
 
+pub mod buttons;
 pub mod commands;
 pub mod control;
 pub mod events;
 pub mod failure;
+pub mod forum;
 pub mod hooks;
 pub mod lease;
 pub mod ledger;
 pub mod machines;
 pub mod manifest;
 pub mod next_action;
+pub mod notify_level;
 pub mod outbox;
+pub mod prd_relay;
+pub mod progress;
 pub mod rate_limit;
 pub mod registry;
+pub mod room_replies;
 pub mod session_outcome;
 pub mod signal;
 pub mod status;

@@ -337,7 +337,7 @@ impl SessionAccumulator {
                     }
                 }
             }
-            StreamEvent::AssistantText(text) => self.text.push_line(&text),
+            StreamEvent::Assistant { text, .. } => self.text.push_line(&text),
             StreamEvent::AssistantError { error, text } => {
                 self.text.push_line(&text);
                 self.assistant_error = Some((error, text));

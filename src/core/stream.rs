@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
+pub use crate::core::progress::ToolUse;
 pub use crate::core::rate_limit::RateLimitInfo;
 
 pub use crate::core::session_outcome::{
@@ -29,8 +30,9 @@ pub enum StreamEvent {
         /// The commands the session knows (None when the CLI does not say).
         slash_commands: Option<Vec<String>>,
     },
-    /// An `assistant` message's text blocks, joined with newlines (may be empty for tool-only messages).
-    AssistantText(String),
+    /// An `assistant` message: its text blocks joined with newlines (may be empty for
+    /// tool-only messages) and its `tool_use` blocks, in order (for the progress card).
+    Assistant { text: String, tools: Vec<ToolUse> },
     /// A synthetic assistant message's `error` field (e.g. `authentication_failed`).
     AssistantError { error: String, text: String },
     /// The turn-complete `result` line.
@@ -199,10 +201,19 @@ fn parse_system(obj: &Map<String, Value>) -> Result<StreamEvent, StreamLineError
 fn parse_assistant(obj: &Map<String, Value>) -> Result<StreamEvent, StreamLineError> {
     let message = match obj.get("message") {
         Some(Value::Object(m)) => m,
-        None | Some(Value::Null) => return Ok(StreamEvent::AssistantText(String::new())),
+        None | Some(Value::Null) => {
+            return Ok(StreamEvent::Assistant {
+                text: String::new(),
+                tools: Vec::new(),
+            })
+        }
         Some(_) => return Err(bad("assistant", "message", "an object")),
     };
     let mut texts: Vec<&str> = Vec::new();
+    let tools = message
+        .get("content")
+        .map(ToolUse::from_content)
+        .unwrap_or_default();
     match message.get("content") {
         Some(Value::Array(blocks)) => {
             for block in blocks {
@@ -222,7 +233,7 @@ fn parse_assistant(obj: &Map<String, Value>) -> Result<StreamEvent, StreamLineEr
     let text = texts.join("\n");
     match opt_str(obj, "assistant", "error")? {
         Some(error) => Ok(StreamEvent::AssistantError { error, text }),
-        None => Ok(StreamEvent::AssistantText(text)),
+        None => Ok(StreamEvent::Assistant { text, tools }),
     }
 }
 
@@ -319,6 +330,24 @@ mod tests {
         assert_eq!(
             parse_line(b"{\"type\":\"user\",\"message\":{}}"),
             Ok(StreamEvent::Other)
+        );
+    }
+
+    #[test]
+    fn assistant_messages_carry_their_text_and_tool_uses() {
+        let line = br#"{"type":"assistant","message":{"content":[{"type":"text","text":"Looking"},{"type":"tool_use","id":"t1","name":"Read","input":{"file_path":"src/lib.rs"}},{"type":"text","text":"then"},{"type":"tool_use","id":"t2","name":"Bash","input":{"command":"cargo test"}}]},"parent_tool_use_id":null,"session_id":"s"}"#;
+        let StreamEvent::Assistant { text, tools } = parse_line(line).unwrap() else {
+            panic!("not an assistant event")
+        };
+        assert_eq!(text, "Looking\nthen");
+        let described: Vec<String> = tools.iter().map(crate::core::progress::describe).collect();
+        assert_eq!(described, ["Read src/lib.rs", "Bash cargo test"]);
+        assert_eq!(
+            parse_line(br#"{"type":"assistant","message":{"content":"plain"}}"#),
+            Ok(StreamEvent::Assistant {
+                text: "plain".into(),
+                tools: Vec::new()
+            })
         );
     }
 

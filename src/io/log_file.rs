@@ -88,9 +88,57 @@ impl Write for CappedLogFile {
     }
 }
 
+/// The last `n` lines of a log file, oldest first, reading backwards from the end in
+/// blocks so a 10 MiB log costs only what is shown. A missing file has no lines; bytes that
+/// are not UTF-8 are shown replaced.
+pub fn tail_lines(path: &Path, n: usize) -> io::Result<Vec<String>> {
+    use std::io::{Read, Seek, SeekFrom};
+    const BLOCK: u64 = 8 * 1024;
+    let mut file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let len = file.metadata()?.len();
+    let mut start = len;
+    let mut tail: Vec<u8> = Vec::new();
+    // One more newline than lines wanted proves the first kept line is whole.
+    while start > 0 && tail.iter().filter(|b| **b == b'\n').count() <= n {
+        let from = start.saturating_sub(BLOCK);
+        let mut block = vec![0; (start - from) as usize];
+        file.seek(SeekFrom::Start(from))?;
+        file.read_exact(&mut block)?;
+        block.extend_from_slice(&tail);
+        tail = block;
+        start = from;
+    }
+    let text = String::from_utf8_lossy(&tail);
+    let lines: Vec<&str> = text.lines().collect();
+    let skip = lines.len().saturating_sub(n);
+    Ok(lines[skip..].iter().map(|l| l.to_string()).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tail_reads_the_last_lines_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("orchestrator.log");
+        assert!(tail_lines(&path, 5).unwrap().is_empty());
+        let text: String = (0..5000).map(|i| format!("line {i}\n")).collect();
+        std::fs::write(&path, &text).unwrap();
+        let want: Vec<String> = (4997..5000).map(|i| format!("line {i}")).collect();
+        assert_eq!(tail_lines(&path, 3).unwrap(), want);
+        let all = tail_lines(&path, 10_000).unwrap();
+        assert_eq!(all.len(), 5000);
+        assert_eq!(all[0], "line 0");
+        std::fs::write(&path, "no newline at end").unwrap();
+        assert_eq!(tail_lines(&path, 2).unwrap(), ["no newline at end"]);
+        std::fs::write(&path, b"ok\n\xff bad\n").unwrap();
+        assert_eq!(tail_lines(&path, 1).unwrap(), ["\u{fffd} bad"]);
+    }
 
     #[test]
     fn rotates_past_the_cap_and_keeps_a_bounded_number_of_copies() {

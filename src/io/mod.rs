@@ -25,7 +25,9 @@ pub mod signal_queue;
 pub mod state_file;
 pub mod status_probe;
 pub mod telegram;
+pub mod telegram_room;
 pub mod terminal;
+pub mod topic_store;
 pub mod usage_store;
 
 use std::path::{Path, PathBuf};

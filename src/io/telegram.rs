@@ -208,6 +208,16 @@ impl TelegramClient {
         from_request_error(e, &self.token)
     }
 
+    /// The teloxide bot, for the calls wrapped in sibling adapters (`telegram_room`).
+    pub(crate) fn bot(&self) -> &Bot {
+        &self.bot
+    }
+
+    /// A teloxide failure, redacted (for the sibling adapters).
+    pub(crate) fn error(&self, e: RequestError) -> TelegramError {
+        self.err(e)
+    }
+
     /// The bot's username (without `@`), which also checks the token.
     pub async fn get_me(&self) -> Result<String, TelegramError> {
         let me = self.bot.get_me().await.map_err(|e| self.err(e))?;

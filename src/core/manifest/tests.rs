@@ -514,3 +514,21 @@ fn ambiguous_scalars_survive_a_write() {
     let again = Manifest::parse(&m.to_yaml()).unwrap();
     assert_eq!(again, m, "{}", m.to_yaml());
 }
+
+#[test]
+fn preflight_details_are_read_leniently() {
+    let doc = "phases:\n  1: {plan: complete}\npreflight:\n  status: passed\n  credentials_verified: 2\n  technologies_checked: [stripe, 7]\n  notes: fine\n  completed_at: '2026-01-01T00:00:00Z'\n";
+    let v = parse(doc).view().unwrap();
+    let p = v.preflight.unwrap();
+    assert_eq!(p.credentials_verified, Some(2));
+    assert_eq!(p.technologies_checked, ["stripe", "7"]);
+    assert_eq!(p.notes.as_deref(), Some("fine"));
+    assert_eq!(p.completed_at.as_deref(), Some("2026-01-01T00:00:00Z"));
+    // Display-only fields of the wrong type are left out; the manifest still reads.
+    let odd = "phases:\n  1: {plan: complete}\npreflight:\n  status: blocked\n  credentials_verified: many\n  technologies_checked: stripe\n  notes: [a]\n";
+    let p = parse(odd).view().unwrap().preflight.unwrap();
+    assert_eq!(p.status.as_deref(), Some("blocked"));
+    assert_eq!(p.credentials_verified, None);
+    assert!(p.technologies_checked.is_empty());
+    assert_eq!(p.notes, None);
+}

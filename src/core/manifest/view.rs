@@ -111,10 +111,16 @@ impl Profile {
     }
 }
 
-/// `preflight` as far as piv reads it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `preflight` as far as piv reads it. Only `status` decides anything; the rest is shown
+/// by `/preflight` and read leniently (a value of the wrong type is left out, never an
+/// error that would stop the run).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Preflight {
     pub status: Option<String>,
+    pub credentials_verified: Option<u64>,
+    pub technologies_checked: Vec<String>,
+    pub notes: Option<String>,
+    pub completed_at: Option<String>,
 }
 
 /// An entry of `plans`. `phase` is matched numerically (int or string).
@@ -286,8 +292,19 @@ impl ManifestView {
                 None => None,
                 Some(Value::Mapping(m)) => Some(Preflight {
                     status: opt_text(m, "status", "preflight")?,
+                    credentials_verified: present(m, "credentials_verified")
+                        .and_then(number_of)
+                        .map(u64::from),
+                    technologies_checked: match present(m, "technologies_checked") {
+                        Some(Value::Sequence(items)) => {
+                            items.iter().filter_map(scalar_text).collect()
+                        }
+                        _ => Vec::new(),
+                    },
+                    notes: present(m, "notes").and_then(scalar_text),
+                    completed_at: present(m, "completed_at").and_then(scalar_text),
                 }),
-                Some(v) if truthy(v) => Some(Preflight { status: None }),
+                Some(v) if truthy(v) => Some(Preflight::default()),
                 Some(_) => None,
             },
             plans: entries(doc, "plans", |m, at| {

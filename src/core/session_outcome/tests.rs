@@ -242,11 +242,15 @@ fn assistant_text_is_bounded_and_used_without_result() {
     let mut acc = SessionAccumulator::new();
     let line = "x".repeat(100 * 1024);
     for _ in 0..50 {
-        acc.feed(StreamEvent::AssistantText(line.clone()));
+        acc.feed(StreamEvent::Assistant {
+            text: line.clone(),
+            tools: Vec::new(),
+        });
     }
-    acc.feed(StreamEvent::AssistantText(
-        "tail\n## PIV-Automator-Hooks\nvalidation_status: fail".into(),
-    ));
+    acc.feed(StreamEvent::Assistant {
+        text: "tail\n## PIV-Automator-Hooks\nvalidation_status: fail".into(),
+        tools: Vec::new(),
+    });
     let o = acc.finish(exit(0, ""));
     assert!(o.text.len() <= ASSISTANT_TEXT_LIMIT + 1);
     assert_eq!(
