@@ -423,3 +423,95 @@ fn status_all_lists_every_machine() {
     );
     assert!(status_all_prefixes(&b, &cluster).contains(&format!("a@{host}")));
 }
+
+/// How many signals from other machines `sb`'s instance queued, by its stderr.
+fn queued_from_other_machines(sb: &Sandbox, prefix: &str) -> usize {
+    std::fs::read_to_string(sb.root.path().join(format!("{prefix}.err")))
+        .unwrap_or_default()
+        .matches("queued a signal from another machine")
+        .count()
+}
+
+/// `/pause <prefix>` for an instance on another machine reaches it exactly once and is
+/// confirmed once acknowledged; sent while that instance is down, the reply says it is
+/// queued, and the restarted instance gets it, once.
+#[test]
+fn pause_reaches_another_machine_exactly_once() {
+    let Some(cluster) = NatsCluster::start_or_skip("nats::pause_other_machine") else {
+        return;
+    };
+    let api = BotApiStandIn::start(TOKEN);
+    let a = machine("a");
+    let b = machine("b");
+    b.scenario(slow(1500));
+    let t0 = Instant::now();
+    let mut procs = Kill(vec![start_on(&a, &api, &cluster, "a")]);
+    let a_pid = procs.0[0].id();
+    assert!(wait_until(DEADLINE, || first_poll_by(&api, a_pid, t0).is_some()));
+    procs.0.push(start_on(&b, &api, &cluster, "b"));
+    let host = piv::io::coordination::hostname();
+    assert!(
+        wait_until(DEADLINE, || status_all_prefixes(&a, &cluster)
+            .contains(&format!("b@{host}"))),
+        "b published\n{}",
+        output_of(&b, "b")
+    );
+    let t = Instant::now();
+    api.inject_message(CHAT, "/pause b");
+    assert!(
+        wait_until(DEADLINE, || !replies_after(
+            &api,
+            t,
+            "Sent /pause signal to [b]"
+        )
+        .is_empty()),
+        "confirmed once acknowledged: {:#?}\n{}\n{}",
+        replies_after(&api, t, ""),
+        output_of(&a, "a"),
+        output_of(&b, "b")
+    );
+    assert!(
+        wait_until(DEADLINE, || crate::support::telegram_run::state_of(&b)
+            .as_deref()
+            == Some("paused")),
+        "b pauses\n{}",
+        output_of(&b, "b")
+    );
+    assert_ne!(
+        crate::support::telegram_run::state_of(&a).as_deref(),
+        Some("paused")
+    );
+    assert_eq!(queued_from_other_machines(&b, "b"), 1);
+    assert_eq!(replies_after(&api, t, "/pause").len(), 1);
+
+    // b down: the command is queued for it, and applied once when it is back.
+    let mut b_child = procs.0.remove(1);
+    b_child.kill().unwrap();
+    b_child.wait().unwrap();
+    let t = Instant::now();
+    api.inject_message(CHAT, "/resume b");
+    assert!(
+        wait_until(DEADLINE, || !replies_after(&api, t, "is queued").is_empty()),
+        "says queued: {:#?}\n{}",
+        replies_after(&api, t, ""),
+        output_of(&a, "a")
+    );
+    procs.0.push(start_on(&b, &api, &cluster, "b"));
+    assert!(
+        wait_until(DEADLINE, || queued_from_other_machines(&b, "b") == 1),
+        "the restarted b gets the queued /resume\n{}",
+        output_of(&b, "b")
+    );
+    // The old /pause is not delivered again: only the /resume is new to the restarted b.
+    assert!(wait_until(DEADLINE, || output_of(&b, "b").contains("signal received")));
+    let later = Instant::now() + Duration::from_secs(TTL_SECS);
+    assert!(wait_until(DEADLINE, || Instant::now() > later));
+    assert_eq!(
+        queued_from_other_machines(&b, "b"),
+        1,
+        "{}",
+        output_of(&b, "b")
+    );
+    let received = output_of(&b, "b");
+    assert!(received.contains("action=resume"), "{received}");
+}

@@ -108,8 +108,9 @@ pub struct BotOwnerActor {
     client: Option<TelegramClient>,
     stopped: bool,
     poll: Option<PollHandle>,
-    /// Publishes this instance in the registry across machines (NATS only).
-    publisher: Option<tokio::task::JoinHandle<()>>,
+    /// Publishes this instance in the registry across machines and receives the signals
+    /// other machines send it (NATS only).
+    background: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl BotOwnerActor {
@@ -138,7 +139,7 @@ impl BotOwnerActor {
             client,
             stopped: false,
             poll: None,
-            publisher: None,
+            background: Vec::new(),
         }
     }
 }
@@ -215,18 +216,24 @@ impl Actor for BotOwnerActor {
                 is_bot_owner: false,
                 started_at_unix_secs: None,
             };
-            self.publisher = crate::io::coordination::registry_kv::spawn_publisher(
-                coordinator.shared.clone(),
-                facts,
-                self.settings.project_dir.clone(),
+            self.background
+                .extend(crate::io::coordination::registry_kv::spawn_publisher(
+                    coordinator.shared.clone(),
+                    facts,
+                    self.settings.project_dir.clone(),
+                ));
+            self.background.extend(
+                coordinator
+                    .shared
+                    .spawn_signal_receiver(self.settings.home.clone()),
             );
         }
         self.wait_for_ownership(ctx);
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
-        if let Some(publisher) = self.publisher.take() {
-            publisher.abort();
+        for task in self.background.drain(..) {
+            task.abort();
         }
         if self.poll.take().is_some() {
             if let Some(registry) = &self.registry {
@@ -329,8 +336,8 @@ impl Handler<StopPolling> for BotOwnerActor {
 
     fn handle(&mut self, _: StopPolling, _: &mut Self::Context) -> Self::Result {
         self.stopped = true;
-        if let Some(publisher) = self.publisher.take() {
-            publisher.abort();
+        for task in self.background.drain(..) {
+            task.abort();
         }
         let coordinator = self.settings.coordinator.clone();
         let withdraw = async move {
@@ -622,10 +629,26 @@ impl Poller {
                 }
             }
             Command::Control(action, target) => {
-                let others = self.other_instances().await;
+                let mut others = self.other_instances().await;
+                // Instances on other machines, from the registry across machines.
+                let elsewhere = self.other_machines(&others).await;
+                others.extend(elsewhere.iter().map(|p| {
+                    Instance::new(
+                        p.status.prefix.clone(),
+                        p.status.project_dir.clone(),
+                        p.status.pid.unwrap_or(0),
+                        "",
+                        "",
+                    )
+                }));
                 let reply = match route(target.as_deref(), &own, &others) {
                     Route::Local => self.control_locally(action).await,
-                    Route::Remote(other) => self.signal_other(other, action).await,
+                    Route::Remote(other) => match elsewhere.iter().find(|p| {
+                        p.status.prefix == other.prefix && p.status.project_dir == other.project_dir
+                    }) {
+                        Some(target) => self.signal_other_machine(target, action).await,
+                        None => self.signal_other(other, action).await,
+                    },
                     Route::AskWhich { prefixes } => reply_ask_which(action, &prefixes),
                     Route::UnknownPrefix { prefix, known } => reply_unknown_prefix(&prefix, &known),
                 };
@@ -693,6 +716,63 @@ impl Poller {
                 )
             }
             Err(e) => format!("⚠️ Could not send /{}: {e}", action.as_str()),
+        }
+    }
+
+    /// The instances the registry across machines lists that this machine's does not
+    /// (`local`: this machine's others), this instance left out.
+    async fn other_machines(
+        &self,
+        local: &[Instance],
+    ) -> Vec<crate::core::machines::PublishedInstance> {
+        let published = self.coordination.published_instances().await;
+        if published.is_empty() {
+            return published;
+        }
+        let own_dir = self.project_dir.display().to_string();
+        let mut dirs: Vec<&str> = local.iter().map(|i| i.project_dir.as_str()).collect();
+        dirs.push(&own_dir);
+        crate::core::machines::not_listed_here(
+            published,
+            &crate::io::coordination::hostname(),
+            &dirs,
+        )
+    }
+
+    /// A control command for an instance on another machine: published for it; the reply
+    /// says whether it acknowledged within a few seconds or is queued.
+    async fn signal_other_machine(
+        &self,
+        target: &crate::core::machines::PublishedInstance,
+        action: ControlAction,
+    ) -> String {
+        let message = crate::core::signal::SignalMessage {
+            action,
+            timestamp: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            from: self.prefix.clone(),
+        };
+        match self.coordination.send_signal(target, message).await {
+            Ok(crate::io::coordination::signals_nats::Delivery::Applied) => {
+                tracing::info!(to = %target.status.prefix, host = %target.hostname,
+                    action = action.as_str(), "a signal for another machine was acknowledged");
+                reply_sent(action, &target.status.prefix)
+            }
+            Ok(crate::io::coordination::signals_nats::Delivery::Queued) => {
+                crate::core::machines::reply_queued(
+                    action.as_str(),
+                    &target.status.prefix,
+                    &target.hostname,
+                )
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot send a signal to another machine");
+                format!(
+                    "⚠️ Could not send /{} to [{}]: {}",
+                    action.as_str(),
+                    crate::core::telegram_text::escape_html(&target.status.prefix),
+                    crate::core::telegram_text::escape_html(&e.to_string())
+                )
+            }
         }
     }
 

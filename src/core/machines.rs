@@ -33,6 +33,32 @@ pub fn registry_key(hostname: &str, project_dir: &str) -> String {
     format!("{host}_{hash:016x}")
 }
 
+/// The published instances this machine does not list itself (not the same host and
+/// project directory as one of `local_dirs`).
+pub fn not_listed_here(
+    published: Vec<PublishedInstance>,
+    own_host: &str,
+    local_dirs: &[&str],
+) -> Vec<PublishedInstance> {
+    published
+        .into_iter()
+        .filter(|p| {
+            !(p.hostname == own_host && local_dirs.contains(&p.status.project_dir.as_str()))
+        })
+        .collect()
+}
+
+/// The chat's answer when an instance on another machine has not acknowledged a command
+/// within a few seconds.
+pub fn reply_queued(action: &str, prefix: &str, host: &str) -> String {
+    format!(
+        "⏳ /{action} for [{}] on {} is queued: it has not acknowledged yet, and it will be \
+         applied when that instance is back",
+        crate::core::telegram_text::escape_html(prefix),
+        crate::core::telegram_text::escape_html(host)
+    )
+}
+
 /// This machine's statuses, then the other machines' (sorted by prefix), leaving out what
 /// this machine already listed (same host, same project directory).
 pub fn merge(
@@ -40,11 +66,9 @@ pub fn merge(
     own_host: &str,
     published: Vec<PublishedInstance>,
 ) -> Vec<InstanceStatus> {
-    let mut others: Vec<InstanceStatus> = published
+    let local_dirs: Vec<&str> = local.iter().map(|l| l.project_dir.as_str()).collect();
+    let mut others: Vec<InstanceStatus> = not_listed_here(published, own_host, &local_dirs)
         .into_iter()
-        .filter(|p| {
-            !(p.hostname == own_host && local.iter().any(|l| l.project_dir == p.status.project_dir))
-        })
         .map(|p| InstanceStatus {
             prefix: format!("{}@{}", p.status.prefix, p.hostname),
             ..p.status
@@ -125,6 +149,28 @@ mod tests {
                 .collect();
             assert_eq!(got, want);
         }
+    }
+
+    #[test]
+    fn routing_sees_only_what_this_machine_does_not_list() {
+        let published = vec![
+            published("me", "a", "/p/a"),
+            published("me", "c", "/q/c"),
+            published("box", "a", "/p/a"),
+        ];
+        let got: Vec<(String, String)> = not_listed_here(published, "me", &["/p/a"])
+            .into_iter()
+            .map(|p| (p.hostname, p.status.prefix))
+            .collect();
+        assert_eq!(
+            got,
+            vec![("me".into(), "c".into()), ("box".into(), "a".into())]
+        );
+        let text = reply_queued("pause", "b<x>", "box");
+        assert!(
+            text.contains("/pause for [b&lt;x&gt;] on box is queued"),
+            "{text}"
+        );
     }
 
     #[test]

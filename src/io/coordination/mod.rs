@@ -12,6 +12,7 @@
 pub mod local;
 pub mod nats;
 pub mod registry_kv;
+pub mod signals_nats;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -129,6 +130,25 @@ pub trait Coordination: Send + Sync {
     /// Takes this instance's entry out of the shared registry (a clean stop).
     fn withdraw_instance(&self) -> BoxFuture<'_, ()> {
         Box::pin(async {})
+    }
+    /// Sends a control signal to an instance on another machine (from the shared
+    /// registry) and waits a few seconds for it to acknowledge.
+    fn send_signal<'a>(
+        &'a self,
+        _target: &'a crate::core::machines::PublishedInstance,
+        _message: crate::core::signal::SignalMessage,
+    ) -> BoxFuture<'a, Result<signals_nats::Delivery, CoordinationError>> {
+        Box::pin(async {
+            Err(CoordinationError::JetStream {
+                step: "send a signal",
+                reason: "no coordination across machines".into(),
+            })
+        })
+    }
+    /// Starts receiving the signals other machines send this instance (None: there are
+    /// none to receive).
+    fn spawn_signal_receiver(&self, _home: PathBuf) -> Option<tokio::task::JoinHandle<()>> {
+        None
     }
     /// Every status published in the shared registry, this machine's included.
     fn published_instances(&self) -> BoxFuture<'_, Vec<crate::core::machines::PublishedInstance>> {

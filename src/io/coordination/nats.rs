@@ -46,6 +46,8 @@ pub struct NatsCoordination {
     registry: kv::Store,
     hostname: String,
     registry_key: String,
+    project_dir: std::path::PathBuf,
+    replicas: usize,
 }
 
 /// Connects to `settings.servers` and opens (or creates) the bot's bucket. Fails when no
@@ -107,6 +109,8 @@ pub async fn connect(
             &super::hostname(),
             &project_dir.display().to_string(),
         ),
+        project_dir: project_dir.to_path_buf(),
+        replicas,
     })
 }
 
@@ -483,6 +487,42 @@ impl Coordination for NatsCoordination {
                 tracing::debug!(error = %e, "cannot publish this instance in the shared registry");
             }
         })
+    }
+
+    fn send_signal<'a>(
+        &'a self,
+        target: &'a crate::core::machines::PublishedInstance,
+        message: crate::core::signal::SignalMessage,
+    ) -> BoxFuture<'a, Result<super::signals_nats::Delivery, CoordinationError>> {
+        Box::pin(async move {
+            let key =
+                crate::core::machines::registry_key(&target.hostname, &target.status.project_dir);
+            super::signals_nats::open_stream(&self.js, self.replicas)
+                .await
+                .map_err(|reason| CoordinationError::JetStream {
+                    step: "open the signals stream",
+                    reason,
+                })?;
+            super::signals_nats::send(&self.js, &key, &message, Duration::from_secs(3))
+                .await
+                .map_err(|reason| CoordinationError::JetStream {
+                    step: "send a signal",
+                    reason,
+                })
+        })
+    }
+
+    fn spawn_signal_receiver(
+        &self,
+        home: std::path::PathBuf,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        Some(tokio::spawn(super::signals_nats::receive(
+            self.js.clone(),
+            self.registry_key.clone(),
+            self.project_dir.clone(),
+            home,
+            self.replicas,
+        )))
     }
 
     fn withdraw_instance(&self) -> BoxFuture<'_, ()> {
