@@ -515,3 +515,47 @@ fn pause_reaches_another_machine_exactly_once() {
     let received = output_of(&b, "b");
     assert!(received.contains("action=resume"), "{received}");
 }
+
+/// `piv signal <prefix>` on one machine for an instance on another: acknowledged, applied
+/// once.
+#[test]
+fn piv_signal_reaches_another_machine_exactly_once() {
+    let Some(cluster) = NatsCluster::start_or_skip("nats::piv_signal_other_machine") else {
+        return;
+    };
+    let api = BotApiStandIn::start(TOKEN);
+    let a = machine("a");
+    let b = machine("b");
+    b.scenario(slow(1500));
+    let procs = Kill(vec![start_on(&b, &api, &cluster, "b")]);
+    let host = piv::io::coordination::hostname();
+    assert!(
+        wait_until(DEADLINE, || status_all_prefixes(&a, &cluster)
+            .contains(&format!("b@{host}"))),
+        "b published\n{}",
+        output_of(&b, "b")
+    );
+    let urls = cluster.urls();
+    let out = piv_with_env(
+        &a,
+        &["signal", "b", "pause"],
+        &[("PIV_COORDINATION", urls.as_str())],
+    );
+    let (stdout, _) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&a, &out));
+    assert!(stdout.contains("acknowledged"), "{stdout}");
+    assert!(
+        wait_until(DEADLINE, || crate::support::telegram_run::state_of(&b)
+            .as_deref()
+            == Some("paused")),
+        "b pauses\n{}",
+        output_of(&b, "b")
+    );
+    let later = Instant::now() + Duration::from_secs(TTL_SECS);
+    assert!(wait_until(DEADLINE, || Instant::now() > later));
+    assert_eq!(queued_from_other_machines(&b, "b"), 1);
+    // Without coordination the prefix is unknown on a's machine.
+    let out = a.piv(&["signal", "b", "pause"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    drop(procs);
+}

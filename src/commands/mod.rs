@@ -70,3 +70,62 @@ pub fn with_other_machines<E>(
         }
     }
 }
+
+/// `piv signal <prefix>` for an instance this machine's registry does not know: with
+/// `PIV_COORDINATION`, the registry across machines is asked, and the signal goes over
+/// NATS. None: no such instance there either (the caller reports the unknown prefix).
+pub fn signal_other_machine(
+    args: &crate::cli::CoordinationArgs,
+    prefix: &str,
+    action: crate::core::control::ControlAction,
+    from: &str,
+) -> Option<i32> {
+    let settings = crate::config::coordination_settings(args).ok()??;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok()?;
+    let published = runtime
+        .block_on(crate::io::coordination::registry_kv::list_with(&settings))
+        .ok()?;
+    let mut matches: Vec<_> = published
+        .iter()
+        .filter(|p| p.status.prefix == prefix)
+        .collect();
+    if matches.is_empty() {
+        matches = published
+            .iter()
+            .filter(|p| p.status.prefix.eq_ignore_ascii_case(prefix))
+            .collect();
+    }
+    let [target] = matches.as_slice() else {
+        return None;
+    };
+    let message = crate::core::signal::SignalMessage {
+        action,
+        timestamp: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        from: from.to_string(),
+    };
+    let shown = format!("{}@{}", target.status.prefix, target.hostname);
+    match runtime.block_on(crate::io::coordination::signals_nats::send_with(
+        &settings, target, &message,
+    )) {
+        Ok(crate::io::coordination::signals_nats::Delivery::Applied) => {
+            Some(status::print_stdout(&format!(
+                "sent {action} to {shown} ({}): acknowledged\n",
+                target.status.project_dir
+            )))
+        }
+        Ok(crate::io::coordination::signals_nats::Delivery::Queued) => {
+            Some(status::print_stdout(&format!(
+                "sent {action} to {shown} ({}): queued, not acknowledged yet; it will be applied \
+                 when that instance is back\n",
+                target.status.project_dir
+            )))
+        }
+        Err(e) => {
+            crate::io::terminal::warn(&format!("piv: error: {e}"));
+            Some(crate::cli::exit::STOPPED)
+        }
+    }
+}

@@ -199,3 +199,28 @@ async fn receive_once(
     }
     Ok(())
 }
+
+/// For `piv signal`: sends `message` to `target` over a connection of its own.
+pub async fn send_with(
+    settings: &super::CoordinationSettings,
+    target: &crate::core::machines::PublishedInstance,
+    message: &SignalMessage,
+) -> Result<Delivery, super::CoordinationError> {
+    let client = super::nats::connect_client(settings).await.map_err(|e| {
+        super::CoordinationError::Unreachable {
+            servers: settings.servers_text(),
+            reason: e.to_string(),
+        }
+    })?;
+    let replicas = super::registry_kv::replicas_for(&client, settings.replicas);
+    let js = jetstream::new(client);
+    let failed = |reason: String| super::CoordinationError::JetStream {
+        step: "send a signal",
+        reason,
+    };
+    open_stream(&js, replicas).await.map_err(failed)?;
+    let key = crate::core::machines::registry_key(&target.hostname, &target.status.project_dir);
+    send(&js, &key, message, Duration::from_secs(3))
+        .await
+        .map_err(failed)
+}
