@@ -315,6 +315,21 @@ fn all_nats_nodes_down_then_back() {
     let log = output_of(&a, "a");
     assert!(log.contains("coordination lost"), "{log}");
     assert!(log.contains("coordination back"), "{log}");
+    // The chat heard both, once each.
+    assert!(wait_until(DEADLINE, || !replies_after(
+        &api,
+        down,
+        "Coordination across machines is back"
+    )
+    .is_empty()));
+    assert_eq!(
+        replies_after(&api, down, "Coordination across machines lost").len(),
+        1
+    );
+    assert_eq!(
+        replies_after(&api, down, "Coordination across machines is back").len(),
+        1
+    );
 }
 
 /// Set but unreachable: `run`, `status` and `signal` exit 2 naming the URL; optional:

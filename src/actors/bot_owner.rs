@@ -298,9 +298,23 @@ impl Handler<OwnershipAcquired> for BotOwnerActor {
         let (released_tx, released_rx) = oneshot::channel();
         let guard = msg.guard;
         let me = ctx.address();
+        // Coordination lost / back, for the chat (straight to the Bot API as usual).
+        let (notes, mut heard) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let notifier = self.notifier.clone();
+        ctx.spawn(
+            async move {
+                while let Some(note) = heard.recv().await {
+                    notifier.do_send(Notify(RunEvent::Info(note)));
+                }
+            }
+            .into_actor(self),
+        );
         let task = async move {
             let ended = loop {
-                let Some(lease) = coordination.acquire_poller_lease(stop_rx.clone()).await else {
+                let Some(lease) = coordination
+                    .acquire_poller_lease(stop_rx.clone(), notes.clone())
+                    .await
+                else {
                     break PollEnd::Stopped;
                 };
                 match poller.run(stop_rx.clone(), &guard, lease.as_ref()).await {

@@ -46,6 +46,7 @@ impl Coordination for LocalCoordination {
     fn acquire_poller_lease(
         &self,
         _stop: watch::Receiver<bool>,
+        _notes: tokio::sync::mpsc::UnboundedSender<String>,
     ) -> BoxFuture<'_, Option<Box<dyn PollerLease>>> {
         Box::pin(async { Some(Box::new(KernelLockDecided) as Box<dyn PollerLease>) })
     }

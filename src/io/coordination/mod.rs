@@ -105,10 +105,12 @@ pub trait Coordination: Send + Sync {
         wanted
     }
     /// Waits until this instance (already the local winner) holds the poller lease; None
-    /// when `stop` fires first.
+    /// when `stop` fires first. What the chat should hear meanwhile (coordination lost,
+    /// back) goes to `notes`.
     fn acquire_poller_lease(
         &self,
         stop: watch::Receiver<bool>,
+        notes: tokio::sync::mpsc::UnboundedSender<String>,
     ) -> BoxFuture<'_, Option<Box<dyn PollerLease>>>;
     /// The last handled update id (None: none yet, or unreadable).
     fn read_offset(&self) -> BoxFuture<'_, Option<i64>>;

@@ -26,6 +26,11 @@ use crate::core::lease::{
     LEASE_KEY, OFFSET_KEY,
 };
 
+/// What the chat hears when NATS stops answering, and when it is back.
+const NOTE_LOST: &str = "⚠️ Coordination across machines lost: NATS does not answer. \
+    The loops go on and notifications still go out; nobody answers commands until it is back.";
+const NOTE_BACK: &str = "✅ Coordination across machines is back: commands are answered again.";
+
 /// How long a connection attempt may take at start.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -554,6 +559,7 @@ impl Coordination for NatsCoordination {
     fn acquire_poller_lease(
         &self,
         mut stop: watch::Receiver<bool>,
+        notes: tokio::sync::mpsc::UnboundedSender<String>,
     ) -> BoxFuture<'_, Option<Box<dyn PollerLease>>> {
         Box::pin(async move {
             let mut watcher: Option<kv::Watch> = None;
@@ -567,6 +573,7 @@ impl Coordination for NatsCoordination {
                     Attempt::Won(held) => {
                         if unreachable {
                             tracing::warn!(servers = %self.servers, "coordination back: NATS answers again");
+                            let _ = notes.send(NOTE_BACK.into());
                         }
                         tracing::info!(revision = held.revision, "won the poller lease");
                         return Some(Box::new(self.start_renewals(held)) as Box<dyn PollerLease>);
@@ -575,6 +582,7 @@ impl Coordination for NatsCoordination {
                         if unreachable {
                             unreachable = false;
                             tracing::warn!(servers = %self.servers, "coordination back: NATS answers again");
+                            let _ = notes.send(NOTE_BACK.into());
                         }
                         if !announced_wait {
                             announced_wait = true;
@@ -586,6 +594,7 @@ impl Coordination for NatsCoordination {
                             unreachable = true;
                             tracing::warn!(servers = %self.servers, error = %e,
                                 "coordination lost: NATS does not answer; nobody polls Telegram until it is back");
+                            let _ = notes.send(NOTE_LOST.into());
                         }
                     }
                 }
