@@ -46,16 +46,20 @@ pub struct CoordinationSettings {
 }
 
 impl CoordinationSettings {
-    /// The server list as the user wrote it, for messages.
+    /// The server list for messages and logs, any `user:password@` in a URL masked.
     pub fn servers_text(&self) -> String {
-        self.servers.join(",")
+        self.servers
+            .iter()
+            .map(|s| redact_userinfo(s))
+            .collect::<Vec<_>>()
+            .join(",")
     }
 }
 
 impl std::fmt::Debug for CoordinationSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CoordinationSettings")
-            .field("servers", &self.servers)
+            .field("servers", &self.servers_text())
             .field(
                 "user_password",
                 &self.user_password.as_ref().map(|(u, _)| (u, "<redacted>")),
@@ -161,6 +165,18 @@ pub trait Coordination: Send + Sync {
 /// The implementation chosen at start.
 pub type SharedCoordination = Arc<dyn Coordination>;
 
+/// `nats://user:pass@host:4222` → `nats://***@host:4222` (credentials never reach a
+/// message or a log line).
+pub fn redact_userinfo(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    match rest.rsplit_once('@') {
+        Some((_, host)) => format!("{scheme}://***@{host}"),
+        None => url.to_string(),
+    }
+}
+
 /// This instance's holder id on the lease: host, pid and a per-process nonce (a restarted
 /// piv with the same pid is a different holder).
 pub fn holder_id() -> String {
@@ -253,5 +269,33 @@ pub async fn choose(
             Ok(local(Some(note)))
         }
         Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_in_server_urls_are_masked() {
+        let table = [
+            ("nats://h:4222", "nats://h:4222"),
+            ("nats://u:secret@h:4222", "nats://***@h:4222"),
+            ("tls://token@h:4222", "tls://***@h:4222"),
+            ("h:4222", "h:4222"),
+        ];
+        for (url, shown) in table {
+            assert_eq!(redact_userinfo(url), shown);
+        }
+        let settings = CoordinationSettings {
+            servers: vec!["nats://a:pw@h1:1".into(), "nats://h2:2".into()],
+            user_password: Some(("u".into(), "pw2".into())),
+            creds_file: None,
+            optional: false,
+            replicas: None,
+            lease_ttl: Duration::from_secs(5),
+        };
+        assert_eq!(settings.servers_text(), "nats://***@h1:1,nats://h2:2");
+        assert!(!format!("{settings:?}").contains("pw2"));
     }
 }
