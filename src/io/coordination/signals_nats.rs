@@ -161,6 +161,10 @@ async fn receive_once(
                 ack_policy: jetstream::consumer::AckPolicy::Explicit,
                 max_ack_pending: 1,
                 ack_wait: Duration::from_secs(30),
+                // A project not run for as long as the stream keeps messages loses its
+                // consumer; a new one redelivers what is left, and the record skips what
+                // was already queued.
+                inactive_threshold: Duration::from_secs(7 * 24 * 3600),
                 ..Default::default()
             },
         )
