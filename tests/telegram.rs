@@ -15,6 +15,7 @@ use piv::actors::control::{Control, Notify};
 use piv::actors::notifier::{Flush, NotifierActor, NotifierSettings};
 use piv::actors::registry::{InstanceIdentity, Register, RegistryActor};
 use piv::config::TelegramSettings;
+use piv::core::bot_chats::BotChat;
 use piv::core::control::{ControlAction, ControlReply};
 use piv::core::events::RunEvent;
 use piv::core::telegram_text::{telegram_len, TELEGRAM_LIMIT};
@@ -26,6 +27,8 @@ use piv_testkit::bot_api::{BotApiStandIn, SentMessage};
 
 const TOKEN: &str = "4242:telegram-actor-test-secret";
 const SECRET: &str = "telegram-actor-test-secret";
+/// The digits before ':' in [`TOKEN`].
+const BOT_ID: u64 = 4242;
 const CHAT: i64 = 777;
 const STRANGER_CHAT: i64 = 31337;
 /// Generous: the machine is small, shared and loaded.
@@ -66,6 +69,7 @@ impl World {
             home: self.home.clone(),
             telegram: Some(TelegramSettings {
                 token: TOKEN.into(),
+                bot_id: BOT_ID,
                 chat_id: CHAT,
                 api_url: self.api.url().into(),
             }),
@@ -85,6 +89,10 @@ impl World {
             project_dir: project.display().to_string(),
             manifest_path: project.join(".agents/manifest.yaml").display().to_string(),
             started_at: chrono::Utc::now().to_rfc3339(),
+            chat: Some(BotChat {
+                bot_id: BOT_ID,
+                chat_id: CHAT,
+            }),
         };
         let addr = RegistryActor::new(
             RegistryStore::new(self.home.clone()),
@@ -111,6 +119,7 @@ impl World {
             project_dir: project.to_path_buf(),
             home: self.home.clone(),
             token: TOKEN.into(),
+            bot_id: BOT_ID,
             chat_id: CHAT,
             api_url: self.api.url().into(),
             poll_timeout_secs: 1,
@@ -516,8 +525,9 @@ async fn the_persisted_offset_prevents_a_second_answer() {
     let world = World::new();
     let pa = world.project("a");
     let handled = world.api.inject_message(CHAT, "/status");
+    let bot_dir = piv::io::home::ensure_bot_dir(&world.home, BOT_ID).unwrap();
     std::fs::write(
-        world.home.join("bot-offset.json"),
+        bot_dir.join("offset.json"),
         format!("{{\"lastUpdateId\":{handled}}}"),
     )
     .unwrap();
@@ -527,7 +537,7 @@ async fn the_persisted_offset_prevents_a_second_answer() {
     assert!(world
         .replies_containing("PIV Orchestrator Status")
         .is_empty());
-    let offset_file = world.home.join("bot-offset.json");
+    let offset_file = bot_dir.join("offset.json");
     let want = format!("{{\"lastUpdateId\":{}}}", handled + 1);
     eventually("the /help update recorded as handled", || {
         (std::fs::read_to_string(&offset_file).ok()? == want).then_some(())

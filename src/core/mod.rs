@@ -2,6 +2,7 @@
 //! tokio and no clock (callers pass `now` in). Actors load, call into here, and carry out
 //! the answer. Everything here is unit-tested beside the code.
 
+pub mod bot_chats;
 pub mod commands;
 pub mod control;
 pub mod events;

@@ -1,10 +1,12 @@
-//! The send budget of one bot token, shared by every piv process of one `$PIV_HOME`: who may send to a chat, and when.
+//! The send budget of one bot, shared by every piv process of one `$PIV_HOME` using it: who may send to a chat, and when.
 //!
 //! Telegram's per-chat limits (about one message a second to a private chat, twenty a
-//! minute to a group) belong to the token, so several instances sending to one chat must
-//! take turns. Each send first [`SendBudget::reserve`]s the next free slot: under an
-//! exclusive lock on `$PIV_HOME/send-budget.lock` it reads the last reserved slot from
-//! `$PIV_HOME/send-budget.json`, books the next one, writes it back atomically and
+//! minute to a group) belong to the bot, so several instances sending to one chat must
+//! take turns. The budget lives in the bot's directory (`$PIV_HOME/bots/<bot id>/`, see
+//! `io::home::bot_dir`): slots per bot and chat, a 429 back-off per bot. Each send first
+//! [`SendBudget::reserve`]s the next free slot: under an exclusive lock on
+//! `send-budget.lock` it reads the last reserved slot from `send-budget.json`, books the
+//! next one, writes it back atomically and
 //! returns how long the caller must wait. A 429 from Telegram is recorded with
 //! [`SendBudget::push_back`] so every process waits it out, not just the one that got it.
 //!
@@ -36,6 +38,11 @@ pub fn interval_for_chat(chat_id: i64) -> Duration {
         PRIVATE_CHAT_INTERVAL
     }
 }
+
+/// The budget's state file in the bot's directory.
+pub const STATE_FILE: &str = "send-budget.json";
+/// The lock serialising its read-modify-writes.
+pub const LOCK_FILE: &str = "send-budget.lock";
 
 /// A booked slot further ahead than this is taken for a clock that went backwards, and
 /// ignored, rather than silencing every instance for that long.
@@ -113,16 +120,17 @@ fn ms_since_epoch(t: SystemTime) -> u64 {
 }
 
 impl SendBudget {
-    /// The budget for `chat_id` in `home` (which must exist), spaced as Telegram asks.
-    pub fn new(home: &Path, chat_id: i64) -> Self {
-        Self::with_interval(home, chat_id, interval_for_chat(chat_id))
+    /// The budget for `chat_id` of the bot whose directory is `bot_dir` (which must
+    /// exist), spaced as Telegram asks.
+    pub fn new(bot_dir: &Path, chat_id: i64) -> Self {
+        Self::with_interval(bot_dir, chat_id, interval_for_chat(chat_id))
     }
 
     /// As [`SendBudget::new`] with another spacing (tests, a self-hosted server).
-    pub fn with_interval(home: &Path, chat_id: i64, interval: Duration) -> Self {
+    pub fn with_interval(bot_dir: &Path, chat_id: i64, interval: Duration) -> Self {
         Self {
-            lock_path: home.join("send-budget.lock"),
-            state_path: home.join("send-budget.json"),
+            lock_path: bot_dir.join(LOCK_FILE),
+            state_path: bot_dir.join(STATE_FILE),
             chat_id,
             interval,
         }
