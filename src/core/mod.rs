@@ -14,6 +14,7 @@ pub mod next_action;
 pub mod outbox;
 pub mod rate_limit;
 pub mod registry;
+pub mod send_slots;
 pub mod session_outcome;
 pub mod signal;
 pub mod status;

@@ -1,7 +1,8 @@
 //! [`ChatSender`]: the single routine that puts a message into a chat (a slot in the
 //! bot's send budget shared by every instance of this `$PIV_HOME` using the bot, the
 //! send, 429 and error handling). The notifier drains its on-disk outbox (run events and the bot owner's
-//! replies) through it. Network errors, timeouts and 5xx are retried for as long as it
+//! replies) through it; a reply books its slot ahead of every instance's queued
+//! notifications. Network errors, timeouts and 5xx are retried for as long as it
 //! takes, with a capped backoff; only a message Telegram can never accept is given up.
 
 use std::path::PathBuf;
@@ -9,7 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::core::outbox::MessageKind;
 use crate::core::telegram_text::{split_tagged, TELEGRAM_LIMIT};
-use crate::io::send_budget::{interval_for_chat, SendBudget};
+use crate::io::send_budget::{interval_for_chat, Reservation, SendBudget};
 use crate::io::telegram::{TelegramClient, TelegramError};
 
 /// First pause after a failed send; doubles per attempt...
@@ -54,29 +55,40 @@ impl ChatSender {
         SendBudget::new(&self.bot_dir, chat_id)
     }
 
-    /// Waits for the next slot of `chat_id` in the shared budget (the file lock blocks,
-    /// so it is taken off the actor thread).
-    async fn wait_for_slot(&self, chat_id: i64, _kind: MessageKind) {
-        let budget = self.budget(chat_id);
-        // The wait is measured from the booking (the clock is read once the budget's lock
-        // is held), not from when this task resumes.
-        let booked = tokio::task::spawn_blocking(move || {
-            let result = budget.reserve_now();
-            (result, tokio::time::Instant::now())
-        })
-        .await;
-        let (wait, from) = match booked {
-            Ok((Ok(wait), at)) => (wait, at),
-            Ok((Err(e), at)) => {
-                tracing::warn!(error = %e, "send budget unavailable; spacing this send locally");
-                (interval_for_chat(chat_id), at)
+    /// Waits for a slot of `chat_id` in the shared budget (the file lock blocks, so it is
+    /// taken off the actor thread). A reply books the next slot at once; a notification
+    /// may be told to ask again later while the budget is booked ahead (replies first,
+    /// `core::send_slots`).
+    async fn wait_for_slot(&self, chat_id: i64, kind: MessageKind) {
+        loop {
+            let budget = self.budget(chat_id);
+            // The wait is measured from the booking (the clock is read once the budget's
+            // lock is held), not from when this task resumes.
+            let booked = tokio::task::spawn_blocking(move || {
+                let result = budget.book_now(kind);
+                (result, tokio::time::Instant::now())
+            })
+            .await;
+            let (reservation, from) = match booked {
+                Ok((Ok(reservation), at)) => (reservation, at),
+                Ok((Err(e), at)) => {
+                    tracing::warn!(error = %e, "send budget unavailable; spacing this send locally");
+                    (Reservation::SendIn(interval_for_chat(chat_id)), at)
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "send budget task failed; spacing this send locally");
+                    let wait = interval_for_chat(chat_id);
+                    (Reservation::SendIn(wait), tokio::time::Instant::now())
+                }
+            };
+            match reservation {
+                Reservation::SendIn(wait) => {
+                    tokio::time::sleep_until(from + wait).await;
+                    return;
+                }
+                Reservation::AskAgainIn(wait) => tokio::time::sleep_until(from + wait).await,
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "send budget task failed; spacing this send locally");
-                (interval_for_chat(chat_id), tokio::time::Instant::now())
-            }
-        };
-        tokio::time::sleep_until(from + wait).await;
+        }
     }
 
     /// Records a 429 for every process of this home; if that fails, waits it out here.
