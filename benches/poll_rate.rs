@@ -98,9 +98,11 @@ fn main() {
     let project = Project::new(root.path(), "poll", 1);
     let mut child = env.spawn_run(&project);
     let pid = child.id();
-    wait_for(Duration::from_secs(120), "the run to finish its phase", || {
-        matches!(state_of(&project).as_deref(), Some("done" | "idle"))
-    });
+    wait_for(
+        Duration::from_secs(120),
+        "the run to finish its phase",
+        || matches!(state_of(&project).as_deref(), Some("done" | "idle")),
+    );
     let t = Instant::now();
     api.inject_message(CHAT, "/help");
     wait_for(Duration::from_secs(120), "the /help reply", || {

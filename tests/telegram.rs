@@ -12,7 +12,7 @@ use actix::prelude::*;
 
 use piv::actors::bot_owner::{BotOwnerActor, BotOwnerSettings, StopPolling};
 use piv::actors::control::{Control, Notify};
-use piv::actors::notifier::{Flush, NotifierActor, NotifierSettings};
+use piv::actors::notifier::{Flush, NotifierActor, NotifierSettings, QueueReply};
 use piv::actors::registry::{InstanceIdentity, Register, RegistryActor};
 use piv::config::TelegramSettings;
 use piv::core::bot_chats::BotChat;
@@ -319,6 +319,52 @@ async fn instances_of_one_home_share_the_send_budget() {
     );
     assert_eq!(world.sent().len(), 6, "one message each, none coalesced");
     assert_eq!(world.api.rejected_429(), 0);
+}
+
+/// Replies go first (issue 13 item 3) inside one instance too: with the shared budget
+/// booked ahead by other instances, this instance's notification has to wait before it may
+/// book a slot; a reply queued meanwhile books at once and goes out before it.
+#[actix_rt::test]
+async fn a_reply_overtakes_a_notification_waiting_for_the_shared_budget() {
+    let world = World::new();
+    // Other instances have booked the chat's slots four seconds ahead.
+    let bot_dir = piv::io::home::ensure_bot_dir(&world.home, BOT_ID).unwrap();
+    let ahead = std::time::SystemTime::now() + Duration::from_secs(4);
+    let ahead_ms = ahead
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    std::fs::write(
+        bot_dir.join("send-budget.json"),
+        format!("{{\"lastSlotMs\":{{\"{CHAT}\":{ahead_ms}}}}}"),
+    )
+    .unwrap();
+    let a = world.notifier("a");
+    a.do_send(Notify(RunEvent::Info("a notification".into())));
+    // The sender has asked the budget for the notification's slot (the first booking
+    // creates the lock file) and was told to ask again later.
+    eventually("the notification asks the budget", || {
+        bot_dir.join("send-budget.lock").exists().then_some(())
+    })
+    .await;
+    let reply = a.send(QueueReply {
+        chat_id: CHAT,
+        tag: "a".into(),
+        html: "the answer".into(),
+    });
+    tokio::time::timeout(PATIENCE, reply)
+        .await
+        .expect("the reply is sent")
+        .unwrap();
+    flush(&a).await;
+    let texts: Vec<String> = world.sent().into_iter().map(|m| m.text).collect();
+    assert_eq!(
+        texts,
+        ["[a] the answer", "[a] a notification"],
+        "the reply first, then the notification, each once"
+    );
+    let sent = world.sent();
+    assert!(sent[1].at - sent[0].at >= PRIVATE_CHAT_INTERVAL - Duration::from_millis(50));
 }
 
 #[actix_rt::test]

@@ -5,8 +5,10 @@
 //! the bot shared by every instance of this `$PIV_HOME`, waiting out 429s in full,
 //! retrying outages for as long as they last) and removes each entry once Telegram
 //! accepted it. Notifications go to the instance's own chat. The bot owner's replies go
-//! through the same outbox, to the chat the command came from, and go first (`core::outbox`);
-//! a backlog of notifications is coalesced into fewer messages, in order, never dropped.
+//! through the same outbox, to the chat the command came from, and go first: ahead of
+//! this instance's queued notifications (`core::outbox`, and a notification still waiting
+//! for a slot steps aside) and of every instance's in the shared budget
+//! (`core::send_slots`); a backlog of notifications is coalesced into fewer messages, in order, never dropped.
 //! What a killed instance left in the outbox goes out on its next start. A failed send
 //! is logged and never stops a run.
 
@@ -22,7 +24,7 @@ use crate::actors::control::Notify;
 use crate::config::TelegramSettings;
 use crate::core::events::{telegram_html, terminal_line};
 use crate::core::outbox::{next_batch, MessageKind, Queued};
-use crate::io::chat_sender::ChatSender;
+use crate::io::chat_sender::{ChatSender, Sent};
 use crate::io::home::ensure_bot_dir;
 use crate::io::outbox::Outbox;
 use crate::io::telegram::TelegramClient;
@@ -69,6 +71,8 @@ struct Queue {
     /// Who waits for an entry to be sent, by sequence number.
     waiters: RefCell<HashMap<u64, Vec<oneshot::Sender<()>>>>,
     wake: WakeUp,
+    /// Fired when a reply is queued: a notification waiting for the budget steps aside.
+    reply_queued: WakeUp,
     /// True while nothing is queued or being sent (what [`Flush`] waits for).
     idle: watch::Sender<bool>,
 }
@@ -80,6 +84,7 @@ impl Queue {
             disk: RefCell::new(disk),
             waiters: RefCell::new(HashMap::new()),
             wake: WakeUp::new(),
+            reply_queued: WakeUp::new(),
             idle: watch::Sender::new(idle),
         }
     }
@@ -94,6 +99,9 @@ impl Queue {
         };
         self.idle.send_replace(false);
         self.wake.notify_one();
+        if kind == MessageKind::Reply {
+            self.reply_queued.notify_one();
+        }
         Some(seq)
     }
 
@@ -173,10 +181,17 @@ async fn drain(queue: Rc<Queue>, sender: ChatSender, own_chat: i64) {
         match queue.take_next() {
             Some(next) => {
                 let chat = next.chat.unwrap_or(own_chat);
-                sender
-                    .send_tagged(chat, next.kind, &next.tag, &next.body)
-                    .await;
-                queue.remove(&next.seqs);
+                // A notification kept waiting by the shared budget lets a reply queued
+                // meanwhile go first (it stays queued, and is taken again after it).
+                let preempt =
+                    (next.kind == MessageKind::Notification).then_some(&queue.reply_queued);
+                match sender
+                    .send_tagged(chat, next.kind, &next.tag, &next.body, preempt)
+                    .await
+                {
+                    Sent::Preempted => continue,
+                    Sent::Done { .. } => queue.remove(&next.seqs),
+                }
             }
             None => {
                 queue.idle.send_replace(true);

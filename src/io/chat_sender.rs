@@ -59,7 +59,15 @@ impl ChatSender {
     /// taken off the actor thread). A reply books the next slot at once; a notification
     /// may be told to ask again later while the budget is booked ahead (replies first,
     /// `core::send_slots`).
-    async fn wait_for_slot(&self, chat_id: i64, kind: MessageKind) {
+    ///
+    /// Returns `false`, having booked nothing, when `preempt` fires while a notification
+    /// waits to ask again (a reply of this instance was queued: it goes first).
+    async fn wait_for_slot(
+        &self,
+        chat_id: i64,
+        kind: MessageKind,
+        preempt: Option<&tokio::sync::Notify>,
+    ) -> bool {
         loop {
             let budget = self.budget(chat_id);
             // The wait is measured from the booking (the clock is read once the budget's
@@ -84,9 +92,15 @@ impl ChatSender {
             match reservation {
                 Reservation::SendIn(wait) => {
                     tokio::time::sleep_until(from + wait).await;
-                    return;
+                    return true;
                 }
-                Reservation::AskAgainIn(wait) => tokio::time::sleep_until(from + wait).await,
+                Reservation::AskAgainIn(wait) => match preempt {
+                    Some(preempt) => tokio::select! {
+                        _ = tokio::time::sleep_until(from + wait) => {}
+                        _ = preempt.notified() => return false,
+                    },
+                    None => tokio::time::sleep_until(from + wait).await,
+                },
             }
         }
     }
@@ -107,18 +121,24 @@ impl ChatSender {
     /// same part, however often it comes; network errors, timeouts and 5xx are retried
     /// with a capped backoff until they pass. Only an error that sending the same text
     /// again cannot cure is returned.
+    ///
+    /// `preempt` (see [`ChatSender::send_tagged`]) may end the wait for a slot before
+    /// anything was sent: then `Ok(false)`.
     pub async fn send_part(
         &self,
         chat_id: i64,
         kind: MessageKind,
         html: &str,
-    ) -> Result<(), TelegramError> {
+        preempt: Option<&tokio::sync::Notify>,
+    ) -> Result<bool, TelegramError> {
         let mut attempts = 0u32;
         let mut backoff = FIRST_RETRY_BACKOFF;
         loop {
-            self.wait_for_slot(chat_id, kind).await;
+            if !self.wait_for_slot(chat_id, kind, preempt).await {
+                return Ok(false);
+            }
             match self.client.send_html(chat_id, html).await {
-                Ok(()) => return Ok(()),
+                Ok(()) => return Ok(true),
                 Err(TelegramError::RetryAfter(retry_after)) => {
                     tracing::info!(
                         ?retry_after,
@@ -143,21 +163,44 @@ impl ChatSender {
 
     /// Tags `body` with `[prefix] `, splits it under Telegram's limit and sends every
     /// part to `chat_id` in order. A part Telegram can never accept is logged and
-    /// skipped. Returns whether every part went out.
+    /// skipped.
+    ///
+    /// While a notification waits for the budget to let it book, `preempt` firing (this
+    /// instance queued a reply) gives up before the first part is sent: the caller sends
+    /// the reply first and this message later, whole. Once a part went out the rest
+    /// follows.
     pub async fn send_tagged(
         &self,
         chat_id: i64,
         kind: MessageKind,
         prefix: &str,
         body: &str,
-    ) -> bool {
+        preempt: Option<&tokio::sync::Notify>,
+    ) -> Sent {
         let mut all_sent = true;
-        for part in split_tagged(prefix, body, TELEGRAM_LIMIT) {
-            if let Err(e) = self.send_part(chat_id, kind, &part).await {
-                tracing::warn!(error = %e, "Telegram refused a message part for good; skipped");
-                all_sent = false;
+        for (i, part) in split_tagged(prefix, body, TELEGRAM_LIMIT)
+            .iter()
+            .enumerate()
+        {
+            let preempt = if i == 0 { preempt } else { None };
+            match self.send_part(chat_id, kind, part, preempt).await {
+                Ok(true) => {}
+                Ok(false) => return Sent::Preempted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "Telegram refused a message part for good; skipped");
+                    all_sent = false;
+                }
             }
         }
-        all_sent
+        Sent::Done { all_sent }
     }
+}
+
+/// How [`ChatSender::send_tagged`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sent {
+    /// Every part was sent, or given up on for good (`all_sent: false`).
+    Done { all_sent: bool },
+    /// Nothing was sent: a reply was queued first.
+    Preempted,
 }
