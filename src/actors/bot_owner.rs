@@ -565,7 +565,12 @@ impl Poller {
         match command {
             Command::Help => (tag, format_help()),
             Command::Unknown(name) => (tag, reply_unknown_command(&name)),
-            Command::Cost(project) => (tag, self.cost_reply(project).await),
+            Command::Cost(project) => {
+                // A chat the owner does not report to sees only its own projects' costs.
+                let only = (!view.owner_in_chat)
+                    .then(|| view.others.iter().map(|i| i.prefix.clone()).collect());
+                (tag, self.cost_reply(project, only).await)
+            }
             Command::Status(StatusTarget::This) if view.owner_in_chat => {
                 (own, self.own_status().await)
             }
@@ -601,8 +606,9 @@ impl Poller {
         }
     }
 
-    /// `/cost [prefix]`: the same report as `piv cost`, in a `<pre>` block.
-    async fn cost_reply(&self, project: Option<String>) -> String {
+    /// `/cost [prefix]`: the same report as `piv cost`, in a `<pre>` block; with `only`,
+    /// restricted to those projects (a chat sees only its own instances).
+    async fn cost_reply(&self, project: Option<String>, only: Option<Vec<String>>) -> String {
         let home = self.home.clone();
         let report = tokio::task::spawn_blocking(move || {
             crate::io::ledger_file::cost_report(
@@ -611,6 +617,10 @@ impl Poller {
                 None,
                 project.as_deref(),
             )
+            .map(|report| match &only {
+                Some(visible) => crate::core::bot_chats::cost_seen_in_chat(report, visible),
+                None => report,
+            })
         })
         .await;
         match report {

@@ -8,6 +8,7 @@
 //! instance of the bot reports to, and each chat sees only its own instances.
 
 use crate::core::commands::Route;
+use crate::core::ledger::{CostReport, ProjectCost};
 use crate::core::registry::{resolve_prefix, Instance};
 
 /// The bot an instance uses and the chat it reports to.
@@ -112,6 +113,38 @@ pub fn route_among<'a>(target: Option<&str>, in_chat: &'a [Instance]) -> Route<'
                 },
             }
         }
+    }
+}
+
+/// The part of the home's cost report a chat the owner does not report to may see: the
+/// projects named `visible` (that chat's instances), with the total summed over them
+/// alone.
+pub fn cost_seen_in_chat(report: CostReport, visible: &[String]) -> CostReport {
+    let projects: Vec<ProjectCost> = report
+        .projects
+        .into_iter()
+        .filter(|p| visible.contains(&p.project))
+        .collect();
+    let mut total = ProjectCost {
+        project: report.total.project,
+        since: report.since.as_ref().map(|_| 0.0),
+        ..ProjectCost::default()
+    };
+    for p in &projects {
+        total.today += p.today;
+        total.last7_days += p.last7_days;
+        total.month += p.month;
+        total.since = total.since.map(|s| s + p.since.unwrap_or(0.0));
+        total.sessions += p.sessions;
+        total.unknown_cost_sessions += p.unknown_cost_sessions;
+        for (model, cost) in &p.by_model {
+            *total.by_model.entry(model.clone()).or_default() += cost;
+        }
+    }
+    CostReport {
+        projects,
+        total,
+        ..report
     }
 }
 
@@ -246,5 +279,48 @@ mod tests {
                 known: vec!["a".into(), "b".into()]
             }
         );
+    }
+
+    #[test]
+    fn cost_seen_in_chat_keeps_the_chats_projects_and_their_total() {
+        let cost = |project: &str, today: f64, model: &str| ProjectCost {
+            project: project.into(),
+            today,
+            last7_days: today * 2.0,
+            month: today * 3.0,
+            since: None,
+            sessions: 1,
+            unknown_cost_sessions: 0,
+            by_model: [(model.to_string(), today * 3.0)].into(),
+        };
+        let report = CostReport {
+            today: "2026-11-30".into(),
+            since: None,
+            projects: vec![
+                cost("a", 1.0, "opus"),
+                cost("b", 2.0, "opus"),
+                cost("c", 4.0, "sonnet"),
+            ],
+            total: cost("total", 7.0, "opus"),
+        };
+        let cases: Vec<(Vec<&str>, Vec<&str>, f64, u32)> = vec![
+            (vec!["b", "c"], vec!["b", "c"], 6.0, 2),
+            (vec!["a"], vec!["a"], 1.0, 1),
+            // A prefix of a name is not the name.
+            (vec!["c2", "x"], vec![], 0.0, 0),
+            (vec![], vec![], 0.0, 0),
+        ];
+        for (visible, want, today, sessions) in cases {
+            let visible: Vec<String> = visible.into_iter().map(String::from).collect();
+            let seen = cost_seen_in_chat(report.clone(), &visible);
+            let names: Vec<&str> = seen.projects.iter().map(|p| p.project.as_str()).collect();
+            assert_eq!(names, want, "{visible:?}");
+            assert_eq!(seen.total.project, "total");
+            assert_eq!(seen.total.today, today, "{visible:?}");
+            assert_eq!(seen.total.month, today * 3.0, "{visible:?}");
+            assert_eq!(seen.total.sessions, sessions, "{visible:?}");
+            let by_model: f64 = seen.total.by_model.values().sum();
+            assert_eq!(by_model, today * 3.0, "{visible:?}");
+        }
     }
 }
