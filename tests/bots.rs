@@ -342,3 +342,29 @@ fn one_token_two_chats_each_answered_in_its_own() {
     // One poller throughout.
     assert_eq!(pollers(&api), BTreeSet::from([pid_a]));
 }
+
+/// A token without a numeric bot id is a configuration error at start, named without the
+/// token; nothing runs and nothing is written for a bot.
+#[test]
+fn a_token_without_a_bot_id_is_refused_at_start() {
+    let sb = Sandbox::new("badtoken", &ready_manifest(1));
+    for token in ["no-bot-id-SECRET-zzz", "abc:SECRET-zzz", "123:"] {
+        let out = run_with_env(
+            &sb,
+            &[],
+            &[("TELEGRAM_BOT_TOKEN", token), ("TELEGRAM_CHAT_ID", "42")],
+        );
+        let (stdout, stderr) = text(&out);
+        assert!(!out.status.success(), "{token}: {stdout}{stderr}");
+        assert!(
+            stderr.contains("TELEGRAM_BOT_TOKEN"),
+            "{token}: the variable is named\n{stderr}"
+        );
+        assert!(
+            !stdout.contains("SECRET") && !stderr.contains("SECRET"),
+            "{token}: the token is not quoted\n{stdout}{stderr}"
+        );
+        assert!(sb.claude_calls().is_empty(), "{token}: nothing ran");
+    }
+    assert!(!sb.home.join("bots").exists());
+}
