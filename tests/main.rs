@@ -5,6 +5,7 @@ mod agent;
 mod agent_cli;
 mod agent_run;
 mod bot_api_standin;
+mod bots;
 mod chaos;
 mod corpus;
 mod dry_run;

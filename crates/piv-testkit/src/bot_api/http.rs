@@ -28,7 +28,7 @@ fn err(code: u16, description: &str) -> (u16, Value) {
     (code, api_error(code, description, None))
 }
 
-fn percent_decode(s: &str) -> String {
+pub(super) fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -155,7 +155,7 @@ pub(super) fn handle(inner: &Inner, mut request: tiny_http::Request) {
         } else {
             match method.as_str() {
                 "getme" => ok(json!({
-                    "id": BOT_ID, "is_bot": true, "first_name": "Piv Test Bot",
+                    "id": bot_id_of(&inner.token), "is_bot": true, "first_name": "Piv Test Bot",
                     "username": BOT_USERNAME, "can_join_groups": true,
                     "can_read_all_group_messages": false, "supports_inline_queries": false,
                     "can_connect_to_business": false, "has_main_web_app": false
@@ -396,7 +396,7 @@ fn send_message(inner: &Inner, params: &Params, pid: Option<u32>) -> (u16, Value
         "message_id": message_id,
         "date": unix_now(),
         "chat": chat_json(chat),
-        "from": {"id": BOT_ID, "is_bot": true, "first_name": "Piv Test Bot", "username": BOT_USERNAME},
+        "from": {"id": bot_id_of(&inner.token), "is_bot": true, "first_name": "Piv Test Bot", "username": BOT_USERNAME},
         "text": visible,
     }))
 }
