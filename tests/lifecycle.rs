@@ -276,7 +276,7 @@ fn two_instances_are_listed_and_steered_by_prefix() {
 
     // Pause beta while its step runs; the pause takes effect before its next step.
     signal(&a.sb, "beta", "pause");
-    b.wait_stdout("Pausing after current step");
+    b.wait_stdout("⏸ Pausing after");
     kill_group(b_prime);
     b.wait_state(RunState::Paused);
     assert_eq!(b.sb.claude_calls().len(), 1, "no step after the pause");
@@ -332,7 +332,7 @@ fn two_signals_one_millisecond_apart_are_handled_in_order() {
     inst.wait_stdout("Resuming execution");
     let stdout = inst.sb.run_stdout();
     let paused = stdout
-        .find("Pausing after current step")
+        .find("⏸ Pausing after")
         .expect("pause handled");
     let resumed = stdout.find("Resuming execution").unwrap();
     assert!(paused < resumed, "in order:\n{stdout}");
@@ -717,7 +717,7 @@ fn a_paused_instance_shuts_down_cleanly() {
         let pgid = inst.wait_hang("/prime", 1);
         inst.wait_registered();
         signal(&inst.sb, &format!("held{n}"), "pause");
-        inst.wait_stdout("Pausing after current step");
+        inst.wait_stdout("⏸ Pausing after");
         kill_group(pgid);
         inst.wait_state(RunState::Paused);
         if by_signal {

@@ -10,6 +10,7 @@ mod corpus;
 mod dry_run;
 mod lifecycle;
 mod overnight;
+mod pause_visible;
 mod real_cli;
 mod registry;
 mod rollback;

@@ -119,6 +119,10 @@ pub enum Action {
     SucceedWithoutEffects,
     /// Writes `path` (relative to the project), then an error result.
     WriteThenFail { path: String },
+    /// Print `init` and a line of work, then wait until `path` exists (absolute, or
+    /// relative to the project), then succeed as [`Action::Succeed`]: a step held until
+    /// the test releases it, without killing anything.
+    WaitForFile { path: String },
 }
 
 fn default_fail_subtype() -> String {
@@ -457,6 +461,7 @@ fn action_name(a: &Action) -> &'static str {
         Action::AuthRetry => "auth_retry",
         Action::SucceedWithoutEffects => "succeed_without_effects",
         Action::WriteThenFail { .. } => "write_then_fail",
+        Action::WaitForFile { .. } => "wait_for_file",
     }
 }
 
