@@ -331,9 +331,7 @@ fn two_signals_one_millisecond_apart_are_handled_in_order() {
     signal_queue::enqueue(&inst.sb.project, ControlAction::Resume, "test").unwrap();
     inst.wait_stdout("Resuming execution");
     let stdout = inst.sb.run_stdout();
-    let paused = stdout
-        .find("⏸ Pausing after")
-        .expect("pause handled");
+    let paused = stdout.find("⏸ Pausing after").expect("pause handled");
     let resumed = stdout.find("Resuming execution").unwrap();
     assert!(paused < resumed, "in order:\n{stdout}");
     kill_group(pgid);

@@ -19,7 +19,7 @@ const TOKEN: &str = "777013:pause-visible-SECRET";
 const CHAT: i64 = 1313;
 
 /// A scenario whose `/execute` session waits until `release` exists.
-fn held_execute(release: &Path) -> Scenario {
+pub(crate) fn held_execute(release: &Path) -> Scenario {
     Scenario::new().rule(Rule::new(
         "/execute",
         Action::WaitForFile {
@@ -29,25 +29,25 @@ fn held_execute(release: &Path) -> Scenario {
 }
 
 /// The file outside the project that releases the held session.
-fn release_file(sb: &Sandbox) -> PathBuf {
+pub(crate) fn release_file(sb: &Sandbox) -> PathBuf {
     sb.root.path().join("release-execute")
 }
 
-fn held_sessions(sb: &Sandbox) -> usize {
+pub(crate) fn held_sessions(sb: &Sandbox) -> usize {
     sb.claude_calls()
         .iter()
         .filter(|c| c["action"] == "wait_for_file")
         .count()
 }
 
-fn wait_held(sb: &Sandbox, what: &str) {
+pub(crate) fn wait_held(sb: &Sandbox, what: &str) {
     assert!(
         wait_until(DEADLINE, || held_sessions(sb) == 1),
         "the execute session is never held\n{what}"
     );
 }
 
-fn piv_out(sb: &Sandbox, args: &[&str]) -> Output {
+pub(crate) fn piv_out(sb: &Sandbox, args: &[&str]) -> Output {
     let child = sb
         .piv(args)
         .stdout(std::process::Stdio::piped())
@@ -58,7 +58,7 @@ fn piv_out(sb: &Sandbox, args: &[&str]) -> Output {
 }
 
 /// `piv status --json` of the sandbox's project.
-fn status_json(sb: &Sandbox) -> Value {
+pub(crate) fn status_json(sb: &Sandbox) -> Value {
     let out = piv_out(sb, &["status", "--json"]);
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
@@ -143,7 +143,11 @@ fn a_signalled_pause_is_pausing_until_the_step_ends_then_paused() {
     assert!(paused["stepStartedAt"].is_null(), "{paused}");
     assert!(paused["pauseRequestedAt"].is_string(), "{paused}");
     assert!(!status_table(&sb).contains("pausing"));
-    assert_eq!(calls_of(&sb, "/validate"), validations, "held before validate");
+    assert_eq!(
+        calls_of(&sb, "/validate"),
+        validations,
+        "held before validate"
+    );
 
     let out = piv_out(&sb, &["signal", "held", "resume"]);
     assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
@@ -236,7 +240,8 @@ fn the_chat_shows_the_pending_pause_and_then_paused() {
     let t = Instant::now();
     api.inject_message(CHAT, "/status");
     assert!(
-        wait_until(DEADLINE, || !replies_after(&api, t, "<b>State:</b> paused").is_empty()),
+        wait_until(DEADLINE, || !replies_after(&api, t, "<b>State:</b> paused")
+            .is_empty()),
         "/status shows paused\n{:#?}",
         api.sent_messages()
     );

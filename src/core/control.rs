@@ -115,7 +115,10 @@ pub enum ControlReply {
     Paused,
     /// The pause is taken and waits for `step`, which has run `running_secs` (the state
     /// is `pausing` until it ends).
-    Pausing { step: String, running_secs: u64 },
+    Pausing {
+        step: String,
+        running_secs: u64,
+    },
     AlreadyPaused,
     Resumed,
     NotPaused,
@@ -246,7 +249,11 @@ mod tests {
         // (step, running secs, reply)
         let table = [
             ("execute", 240, "⏸ Pausing after execute, running 4m..."),
-            ("plan-feature", 12, "⏸ Pausing after plan-feature, running 12s..."),
+            (
+                "plan-feature",
+                12,
+                "⏸ Pausing after plan-feature, running 12s...",
+            ),
             ("validate", 0, "⏸ Pausing after validate, running 0s..."),
             ("commit", 3900, "⏸ Pausing after commit, running 1h05m..."),
         ];
@@ -264,11 +271,31 @@ mod tests {
     fn pausing_words_table() {
         // (step, running secs, words)
         let table = [
-            (Some("execute"), Some(240), "pausing after execute, running 4m"),
-            (Some("execute"), Some(59), "pausing after execute, running 59s"),
-            (Some("execute"), Some(60), "pausing after execute, running 1m"),
-            (Some("execute"), Some(3599), "pausing after execute, running 59m"),
-            (Some("execute"), Some(7200), "pausing after execute, running 2h00m"),
+            (
+                Some("execute"),
+                Some(240),
+                "pausing after execute, running 4m",
+            ),
+            (
+                Some("execute"),
+                Some(59),
+                "pausing after execute, running 59s",
+            ),
+            (
+                Some("execute"),
+                Some(60),
+                "pausing after execute, running 1m",
+            ),
+            (
+                Some("execute"),
+                Some(3599),
+                "pausing after execute, running 59m",
+            ),
+            (
+                Some("execute"),
+                Some(7200),
+                "pausing after execute, running 2h00m",
+            ),
             (Some("execute"), None, "pausing after execute"),
             (None, Some(5), "pausing after the current step"),
             (None, None, "pausing after the current step"),

@@ -33,9 +33,7 @@ impl Ctx<'_> {
             }
         }
         match &self.rule.action {
-            Action::Succeed | Action::WaitForFile { .. } if unknown => {
-                self.plain_text_answer(out)
-            }
+            Action::Succeed | Action::WaitForFile { .. } if unknown => self.plain_text_answer(out),
             Action::Succeed | Action::WaitForFile { .. } => self.succeed(out),
             Action::Fail {
                 subtype,
