@@ -13,6 +13,7 @@ mod overnight;
 mod pause_visible;
 mod real_cli;
 mod registry;
+mod remote_control;
 mod rollback;
 mod run_loop;
 mod secrets;
