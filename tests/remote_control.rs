@@ -105,8 +105,20 @@ fn remote_pause_resume_and_go_are_routed_and_acted_on() {
     assert!(wait_until(DEADLINE, || registered(&a) == 2), "both up");
     wait_held(&b, &output_of(&b, "b"));
 
-    // /pause b: routed; b pauses once its step ends.
+    // /pause b: routed; b says which step it waits for, and pauses once it ends.
+    let t = Instant::now();
     route(&api, "/pause b", "Sent /pause signal to [b]", &a);
+    assert!(
+        wait_until(DEADLINE, || replies_after(
+            &api,
+            t,
+            "⏸ Pausing after execute, running "
+        )
+        .iter()
+        .any(|m| m.starts_with("[b] "))),
+        "b's answer names the step\n{:#?}",
+        api.sent_messages()
+    );
     assert!(
         wait_until(DEADLINE, || status_json(&b)["state"] == "pausing"),
         "{}",
