@@ -132,6 +132,23 @@ pub enum ControlReply {
 }
 
 impl ControlReply {
+    /// The answer to a pause that was taken: it names the step it waits for when a
+    /// step's session is running (`step` and `step_started_at`, RFC 3339, as the runner
+    /// publishes them), else it holds before the next step.
+    pub fn pause_taken(
+        step: Option<&str>,
+        step_started_at: Option<&str>,
+        now_unix_secs: i64,
+    ) -> ControlReply {
+        match (step, step_started_at) {
+            (Some(step), Some(started)) => ControlReply::Pausing {
+                step: step.to_string(),
+                running_secs: crate::core::status::secs_since(started, now_unix_secs).unwrap_or(0),
+            },
+            _ => ControlReply::Paused,
+        }
+    }
+
     /// The reply texts, as the earlier version words them; a pause that waits for a
     /// running step names it ([`pausing_words`]).
     pub fn text(&self) -> String {
@@ -264,6 +281,40 @@ mod tests {
             };
             assert_eq!(reply.text(), text);
             assert_eq!(reply.announcement().as_deref(), Some(text));
+        }
+    }
+
+    #[test]
+    fn pause_taken_table() {
+        let started = "1970-01-01T00:01:00Z";
+        let pausing = |step: &str, running_secs| ControlReply::Pausing {
+            step: step.into(),
+            running_secs,
+        };
+        // (step, step started at, now, reply)
+        let table = [
+            (Some("execute"), Some(started), 300, pausing("execute", 240)),
+            (Some("validate"), Some(started), 60, pausing("validate", 0)),
+            // A clock that went back: not negative.
+            (Some("validate"), Some(started), 0, pausing("validate", 0)),
+            // An unreadable start: the step is still named.
+            (
+                Some("commit"),
+                Some("a while ago"),
+                300,
+                pausing("commit", 0),
+            ),
+            // No session running (between steps): held before the next one.
+            (Some("execute"), None, 300, ControlReply::Paused),
+            (None, None, 300, ControlReply::Paused),
+            (None, Some(started), 300, ControlReply::Paused),
+        ];
+        for (step, at, now, want) in table {
+            assert_eq!(
+                ControlReply::pause_taken(step, at, now),
+                want,
+                "{step:?} {at:?}"
+            );
         }
     }
 

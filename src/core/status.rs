@@ -150,6 +150,12 @@ pub fn unix_secs(rfc3339: &str) -> Option<i64> {
         .map(|d| d.timestamp())
 }
 
+/// Whole seconds from an RFC 3339 timestamp to `now_unix_secs` (0 if it lies ahead);
+/// `None` if it does not parse.
+pub fn secs_since(rfc3339: &str, now_unix_secs: i64) -> Option<u64> {
+    unix_secs(rfc3339).map(|t| now_unix_secs.saturating_sub(t).max(0) as u64)
+}
+
 /// Builds one instance's status from what could be read. `runtime` is `None` when the
 /// instance is not running (or has not published yet); `manifest` is the error text when
 /// the manifest could not be read.
@@ -203,8 +209,7 @@ pub fn build_status(
         step_started_at: runtime.and_then(|r| r.step_started_at.clone()),
         step_running_secs: runtime
             .and_then(|r| r.step_started_at.as_deref())
-            .and_then(unix_secs)
-            .map(|s| now_unix_secs.saturating_sub(s).max(0) as u64),
+            .and_then(|t| secs_since(t, now_unix_secs)),
         pause_requested_at: runtime.and_then(|r| r.pause_requested_at.clone()),
         pause_requested_by: runtime.and_then(|r| r.pause_requested_by.clone()),
     }
@@ -385,6 +390,9 @@ mod tests {
 
     #[test]
     fn parses_rfc3339() {
+        assert_eq!(secs_since("1970-01-01T00:01:00.000Z", 300), Some(240));
+        assert_eq!(secs_since("1970-01-01T00:01:00.000Z", 30), Some(0));
+        assert_eq!(secs_since("soon", 30), None);
         assert_eq!(unix_secs("1970-01-01T00:01:00.000Z"), Some(60));
         assert_eq!(unix_secs("1970-01-01T01:01:00+01:00"), Some(60));
         assert_eq!(unix_secs("nope"), None);

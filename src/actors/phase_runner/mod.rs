@@ -306,7 +306,6 @@ impl PhaseRunnerActor {
             Control::Run => {}
         }
         let _ = self.control.send(Control::Paused { by: by.clone() });
-        let now = chrono::Utc::now();
         let mut published = self.published.borrow_mut();
         published.set(|s| {
             s.state = RunState::Pausing;
@@ -314,15 +313,11 @@ impl PhaseRunnerActor {
             s.pause_requested_by = Some(by);
         });
         let state = &published.state;
-        match (&state.step, &state.step_started_at) {
-            (Some(step), Some(started)) => ControlReply::Pausing {
-                step: step.clone(),
-                running_secs: crate::core::status::unix_secs(started)
-                    .map_or(0, |t| now.timestamp().saturating_sub(t).max(0) as u64),
-            },
-            // Between steps: the loop holds at its next check.
-            _ => ControlReply::Paused,
-        }
+        ControlReply::pause_taken(
+            state.step.as_deref(),
+            state.step_started_at.as_deref(),
+            chrono::Utc::now().timestamp(),
+        )
     }
 
     /// Continue after a pause (or call off one still waiting for its step).
