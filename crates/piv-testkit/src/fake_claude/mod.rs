@@ -1,4 +1,4 @@
-//! A scripted stand-in for the `claude` CLI that speaks real stream-json: told per command to succeed, fail, exit non-zero, hang, print garbage, or fail the way the API fails (unreachable, overloaded, rejected credentials, usage limits).
+//! A scripted stand-in for the `claude` CLI that speaks real stream-json: told per command to succeed, fail, exit non-zero, hang, wait for a file, print garbage, or fail the way the API fails (unreachable, overloaded, rejected credentials, usage limits).
 //!
 //! It accepts the real CLI's flags, refuses what the real CLI refuses (stream-json without
 //! `--verbose`, `--dangerously-skip-permissions` as root without `IS_SANDBOX`, `--resume`
