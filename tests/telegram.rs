@@ -491,7 +491,7 @@ async fn commands_are_routed_to_the_right_instance() {
     assert!(drain_ready(&pa, None).delivered.is_empty(), "a not paused");
 
     world.api.inject_message(CHAT, "/pause@piv_test_bot a");
-    let reply = world.wait_for_reply(ControlReply::Paused.text()).await;
+    let reply = world.wait_for_reply(&ControlReply::Paused.text()).await;
     assert!(reply.starts_with("[a] "));
     assert_eq!(*calls.lock().unwrap(), vec!["pause"]);
 
@@ -558,7 +558,7 @@ async fn takeover_answers_a_command_sent_in_between_exactly_once() {
 
     // One more round trip through b proves nothing else is still coming.
     world.api.inject_message(CHAT, "/go");
-    world.wait_for_reply(ControlReply::Started.text()).await;
+    world.wait_for_reply(&ControlReply::Started.text()).await;
     assert_eq!(world.replies_containing("commands</b>").len(), 1);
     assert_eq!(world.replies_containing("PIV Orchestrator Status").len(), 1);
     drop(b);

@@ -160,7 +160,7 @@ pub(super) fn handle(inner: &Inner, mut request: tiny_http::Request) {
                     "can_read_all_group_messages": false, "supports_inline_queries": false,
                     "can_connect_to_business": false, "has_main_web_app": false
                 })),
-                "getupdates" => get_updates(inner, &params, pid, remote),
+                "getupdates" => timed_poll(inner, pid, || get_updates(inner, &params, pid, remote)),
                 "sendmessage" => send_message(inner, &params, pid),
                 "setmycommands" => set_my_commands(inner, &params),
                 "deletewebhook" => ok(json!(true)),
@@ -200,6 +200,23 @@ fn fail_as(request: tiny_http::Request, kind: Outage) {
             let _ = writer.flush();
         }
     }
+}
+
+/// Runs one `getUpdates` and records its span (arrival to answer) and caller.
+fn timed_poll(
+    inner: &Inner,
+    pid: Option<u32>,
+    poll: impl FnOnce() -> (u16, Value),
+) -> (u16, Value) {
+    let started = Instant::now();
+    let (status, body) = poll();
+    inner.lock().poll_spans.push(super::PollSpan {
+        pid,
+        started,
+        ended: Instant::now(),
+        status,
+    });
+    (status, body)
 }
 
 fn get_updates(

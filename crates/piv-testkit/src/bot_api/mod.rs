@@ -85,6 +85,19 @@ pub struct PollStart {
     pub remote: Option<SocketAddr>,
 }
 
+/// One `getUpdates` call from its arrival to its answer, as the stand-in saw it (a
+/// poll still waiting is not listed yet). A killed caller's poll ends when the stand-in
+/// answers it, which may be long after the caller died: a test compares spans by time
+/// and cuts a killed caller's span at the kill.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PollSpan {
+    pub pid: Option<u32>,
+    pub started: Instant,
+    pub ended: Instant,
+    /// The HTTP status of the answer (200, or 409 when a newer poll ended it).
+    pub status: u16,
+}
+
 /// A running `getUpdates` ended with 409 by a newer one. The stand-in cannot see that a
 /// killed poller's socket is gone, so a dead poller's pending poll is counted too; the
 /// pids let a test tell.
@@ -116,6 +129,7 @@ struct State {
     poll_generation: u64,
     active_poll: Option<(u64, Option<u32>, Option<SocketAddr>)>,
     poll_starts: Vec<PollStart>,
+    poll_spans: Vec<PollSpan>,
     conflicts: Vec<Conflict>,
     sent: Vec<SentMessage>,
     rejected: Vec<RejectedSend>,
@@ -340,6 +354,11 @@ impl BotApiStandIn {
 
     pub fn poll_starts(&self) -> Vec<PollStart> {
         self.inner.lock().poll_starts.clone()
+    }
+
+    /// Every answered `getUpdates`, from arrival to answer, in the order answered.
+    pub fn poll_spans(&self) -> Vec<PollSpan> {
+        self.inner.lock().poll_spans.clone()
     }
 
     /// How many running polls were ended with 409 by a newer one.
