@@ -64,6 +64,9 @@ fn worker() {
             started_at: now.clone(),
             last_activity: now,
             why: None,
+            step_started_at: None,
+            pause_requested_at: None,
+            pause_requested_by: None,
         },
     )
     .unwrap();

@@ -91,11 +91,15 @@ fn main() {
         })
     };
 
-    // Wait for the previous command's update id in bot-offset.json before the next kill
+    // Wait for the previous command's update id in the bot's offset.json before the next kill
     // (default), or kill as soon as its reply is seen (`PIV_BENCH_KILL_AFTER_RECORD=0`,
     // which lands kills in the window between a reply and its record).
     let after_record = std::env::var("PIV_BENCH_KILL_AFTER_RECORD").map_or(true, |v| v != "0");
-    let offset_path = env.home.join("bot-offset.json");
+    let offset_path = piv::io::home::bot_dir(
+        &env.home,
+        piv::core::bot_chats::bot_id_of(TOKEN).expect("a bot id"),
+    )
+    .join(piv::io::bot_offset::OFFSET_FILE);
     let recorded = || -> i64 {
         std::fs::read(&offset_path)
             .ok()

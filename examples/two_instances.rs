@@ -179,7 +179,7 @@ fn run_demo() -> Result<(), String> {
         .find(|(_, _, o)| *o)
         .ok_or("no bot owner")?;
     say(&format!(
-        "  [{owner_prefix}] (pid {owner_pid}) holds $PIV_HOME/bot-owner.lock and polls getUpdates; the other waits on the lock."
+        "  [{owner_prefix}] (pid {owner_pid}) holds $PIV_HOME/bots/<bot id>/owner.lock and polls getUpdates; the other waits on the lock."
     ));
     if let Chat::StandIn(s) = &demo.chat {
         wait(STEP_DEADLINE, "the owner's first getUpdates", || {

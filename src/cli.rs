@@ -74,14 +74,16 @@ pub enum Command {
     /// Reads the registry ($PIV_HOME/registry.json) for the pid, start time and bot-owner
     /// mark, the PID file `.agents/orchestrator.pid` when the project is not registered,
     /// the state a running instance publishes (`.agents/orchestrator.state.json`: running,
-    /// paused, waiting_for_human, ...) and the manifest (phase, next action). An instance
+    /// pausing, paused, waiting_for_human, ...) and the manifest (phase, next action). An instance
     /// whose manifest cannot be read is shown as "manifest unavailable" with the reason,
     /// never dropped. Nothing is written (except pruning dead entries from the registry).
     ///
     /// `--json` prints exactly one JSON object: one instance object, or
     /// `{"instances":[...]}` with --all. Instance fields: prefix, projectDir, pid (null when
     /// not running), isBotOwner, state, phase, step, next, costUsd, startedAt,
-    /// lastActivity, uptimeSecs, phasesDone, phasesTotal, why, error.
+    /// lastActivity, uptimeSecs, phasesDone, phasesTotal, why, error, stepStartedAt,
+    /// stepRunningSecs, pauseRequestedAt, pauseRequestedBy. While a pause waits for the
+    /// running step to end, state is `pausing` and step names that step.
     ///
     /// Exit code 0 when the status was printed (also when the manifest is missing: see
     /// `error`); 2 when the project directory does not exist, or with --all when the

@@ -55,6 +55,8 @@ pub struct RunConfig {
 #[derive(Clone)]
 pub struct TelegramSettings {
     pub token: String,
+    /// The token's numeric bot id: names the bot's directory in `$PIV_HOME`.
+    pub bot_id: u64,
     pub chat_id: i64,
     pub api_url: String,
 }
@@ -63,6 +65,7 @@ impl std::fmt::Debug for TelegramSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TelegramSettings")
             .field("token", &"<redacted>")
+            .field("bot_id", &self.bot_id)
             .field("chat_id", &self.chat_id)
             .field("api_url", &self.api_url)
             .finish()
@@ -148,6 +151,8 @@ pub enum ConfigError {
     )]
     BadPrefix(String),
     #[error("{0}")]
+    BadToken(#[from] crate::core::bot_chats::BadToken),
+    #[error("{0}")]
     Coordination(String),
 }
 
@@ -201,7 +206,7 @@ impl RunConfig {
             started_at,
             signal_poll: Duration::from_millis(args.signal_poll_ms.max(10)),
             signal_notify: args.signal_notify,
-            telegram: telegram_settings(args),
+            telegram: telegram_settings(args)?,
             coordination: coordination_settings(&args.coordination)?,
             coordinator: None,
             stale_command_secs: args.stale_command_secs,
@@ -328,8 +333,9 @@ pub fn coordination_settings(
 }
 
 /// Telegram needs both the token and a numeric chat id; one without the other, or a bad
-/// chat id, is a warning and terminal-only mode (as the reference).
-fn telegram_settings(args: &RunArgs) -> Option<TelegramSettings> {
+/// chat id, is a warning and terminal-only mode (as the reference). A token without a
+/// numeric bot id before ':' is an error: the bot id names the bot's files.
+fn telegram_settings(args: &RunArgs) -> Result<Option<TelegramSettings>, ConfigError> {
     let token = args
         .telegram_bot_token
         .as_deref()
@@ -340,17 +346,12 @@ fn telegram_settings(args: &RunArgs) -> Option<TelegramSettings> {
         .as_deref()
         .map(str::trim)
         .filter(|c| !c.is_empty());
-    match (token, chat) {
-        (None, None) => None,
-        (Some(_), None) | (None, Some(_)) => {
-            eprintln!(
-                "piv: warning: Telegram needs both TELEGRAM_BOT_TOKEN and TELEGRAM_CHAT_ID; running terminal-only"
-            );
-            None
-        }
-        (Some(token), Some(chat)) => match chat.parse::<i64>() {
+    let bot_id = token.map(crate::core::bot_chats::bot_id_of).transpose()?;
+    Ok(match (token, bot_id, chat) {
+        (Some(token), Some(bot_id), Some(chat)) => match chat.parse::<i64>() {
             Ok(chat_id) => Some(TelegramSettings {
                 token: token.to_string(),
+                bot_id,
                 chat_id,
                 api_url: crate::io::telegram::normalise_api_url(&args.telegram_api_url),
             }),
@@ -361,7 +362,14 @@ fn telegram_settings(args: &RunArgs) -> Option<TelegramSettings> {
                 None
             }
         },
-    }
+        (None, _, None) => None,
+        _ => {
+            eprintln!(
+                "piv: warning: Telegram needs both TELEGRAM_BOT_TOKEN and TELEGRAM_CHAT_ID; running terminal-only"
+            );
+            None
+        }
+    })
 }
 
 #[cfg(test)]
@@ -416,6 +424,7 @@ mod tests {
     fn settings_debug_hides_the_token() {
         let s = TelegramSettings {
             token: "123:secret-token-value".into(),
+            bot_id: 123,
             chat_id: 1,
             api_url: "http://x".into(),
         };

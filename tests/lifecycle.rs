@@ -276,7 +276,7 @@ fn two_instances_are_listed_and_steered_by_prefix() {
 
     // Pause beta while its step runs; the pause takes effect before its next step.
     signal(&a.sb, "beta", "pause");
-    b.wait_stdout("Pausing after current step");
+    b.wait_stdout("⏸ Pausing after");
     kill_group(b_prime);
     b.wait_state(RunState::Paused);
     assert_eq!(b.sb.claude_calls().len(), 1, "no step after the pause");
@@ -331,9 +331,7 @@ fn two_signals_one_millisecond_apart_are_handled_in_order() {
     signal_queue::enqueue(&inst.sb.project, ControlAction::Resume, "test").unwrap();
     inst.wait_stdout("Resuming execution");
     let stdout = inst.sb.run_stdout();
-    let paused = stdout
-        .find("Pausing after current step")
-        .expect("pause handled");
+    let paused = stdout.find("⏸ Pausing after").expect("pause handled");
     let resumed = stdout.find("Resuming execution").unwrap();
     assert!(paused < resumed, "in order:\n{stdout}");
     kill_group(pgid);
@@ -717,7 +715,7 @@ fn a_paused_instance_shuts_down_cleanly() {
         let pgid = inst.wait_hang("/prime", 1);
         inst.wait_registered();
         signal(&inst.sb, &format!("held{n}"), "pause");
-        inst.wait_stdout("Pausing after current step");
+        inst.wait_stdout("⏸ Pausing after");
         kill_group(pgid);
         inst.wait_state(RunState::Paused);
         if by_signal {

@@ -328,6 +328,7 @@ async fn registry_actor_re_adds_itself_after_a_rebuild() {
         project_dir: "/proj/act".into(),
         manifest_path: "/proj/act/.agents/manifest.yaml".into(),
         started_at: "2024-01-01T00:00:00Z".into(),
+        chat: None,
     };
     let addr = actix::Actor::start(RegistryActor::new(
         store.clone(),

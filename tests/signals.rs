@@ -2,7 +2,8 @@
 //! exactly-once delivery (two signals 1 ms apart, bursts of 1000 from two threads and
 //! from two processes), every kind of invalid file set aside without blocking the queue,
 //! signals older than the start discarded, the legacy single file, and the watcher actor
-//! delivering through notify and through polling alone.
+//! delivering through notify and through polling alone; a script's own `*.json` file
+//! delivered in name order, and junk set aside with its reason (issue 13, item 8).
 
 use std::collections::HashMap;
 use std::fs;
@@ -337,4 +338,117 @@ async fn watcher_delivers_through_notify() {
     wait_for_count(&seen, 20, "notify burst").await;
     let got = seen.lock().unwrap().clone();
     assert_once_in_order(&got, &["n"], 20);
+}
+
+/// Writes `content` as `name` in the queue the way a script should: a dot-file first,
+/// then a rename into place.
+fn drop_in_queue(project: &Path, name: &str, content: &str) -> PathBuf {
+    let queue = signals_dir(project);
+    fs::create_dir_all(&queue).unwrap();
+    let temp = queue.join(format!(".{name}.writing"));
+    fs::write(&temp, content).unwrap();
+    let path = queue.join(name);
+    fs::rename(&temp, &path).unwrap();
+    path
+}
+
+fn signal_json(action: &str, from: &str) -> String {
+    format!(
+        r#"{{"action":"{action}","timestamp":"{}","from":"{from}"}}"#,
+        chrono::Utc::now().to_rfc3339()
+    )
+}
+
+/// A script's `*.json` file, whatever its name, is delivered, in name order with piv's
+/// own queue files; a script's temp file is left to its writer.
+#[test]
+fn a_scripts_json_file_is_delivered_in_name_order_with_pivs_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let project = dir.path();
+    enqueue(project, ControlAction::Pause, "piv-0").unwrap();
+    drop_in_queue(project, "zz-my-script.json", &signal_json("resume", "zz"));
+    drop_in_queue(project, "aa-first.json", &signal_json("go", "aa"));
+    enqueue(project, ControlAction::Go, "piv-1").unwrap();
+    let pending = signals_dir(project).join("later.json.tmp");
+    fs::write(&pending, "{ half written").unwrap();
+
+    let result = drain_ready(project, None);
+    assert!(result.rejected.is_empty(), "{:?}", result.rejected);
+    assert!(result.errors.is_empty(), "{:?}", result.errors);
+    let from: Vec<&str> = result.delivered.iter().map(|m| m.from.as_str()).collect();
+    // "aa-…" < "sig-…" (piv's, in send order) < "zz-…".
+    assert_eq!(from, ["aa", "piv-0", "piv-1", "zz"]);
+    assert_eq!(result.delivered[3].action, ControlAction::Resume);
+    let left: Vec<String> = fs::read_dir(signals_dir(project))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(left, ["later.json.tmp"], "only the temp file is left");
+}
+
+/// Against a real `piv run`: a script's `zz-my-script.json` pauses it (the state shows
+/// `pausing` and the file is gone), an invalid `broken.json` and a `notes.txt` end in
+/// `rejected/` with their reasons in the log, and a script's resume lets it finish.
+#[test]
+fn a_running_instance_takes_a_scripts_signal_and_rejects_junk_with_the_reason_logged() {
+    use crate::pause_visible::{held_execute, release_file, status_json, wait_held};
+    use crate::support::{wait_exit, wait_until, Sandbox, DEADLINE};
+
+    let sb = Sandbox::new("scripted", &piv_testkit::project::ready_manifest(1));
+    let release = release_file(&sb);
+    sb.scenario(held_execute(&release));
+    let mut run = crate::support::telegram_run::Kill(vec![sb.spawn_run(&[])]);
+    wait_held(&sb, &sb.dump());
+
+    let script = drop_in_queue(
+        &sb.project,
+        "zz-my-script.json",
+        &signal_json("pause", "cron"),
+    );
+    assert!(
+        wait_until(DEADLINE, || status_json(&sb)["state"] == "pausing"),
+        "the script's pause is delivered\n{}",
+        sb.dump()
+    );
+    assert!(!script.exists(), "taken from the queue");
+    assert_eq!(
+        status_json(&sb)["pauseRequestedBy"],
+        "signal from cron",
+        "{}",
+        sb.dump()
+    );
+
+    drop_in_queue(&sb.project, "broken.json", r#"{"action":"reboot"}"#);
+    drop_in_queue(&sb.project, "notes.txt", "pause please");
+    let rejected = rejected_dir(&sb.project);
+    assert!(
+        wait_until(DEADLINE, || rejected.join("broken.json").exists()
+            && rejected.join("notes.txt").exists()),
+        "both set aside\n{}",
+        sb.dump()
+    );
+    assert!(!signals_dir(&sb.project).join("broken.json").exists());
+    assert!(!signals_dir(&sb.project).join("notes.txt").exists());
+    let log = sb.log();
+    assert!(
+        log.contains("broken.json")
+            && log.contains("unknown signal action")
+            && log.contains("reboot"),
+        "the reason is logged\n{log}"
+    );
+    assert!(
+        log.contains("notes.txt") && log.contains("does not end in .json"),
+        "the reason is logged\n{log}"
+    );
+
+    drop_in_queue(
+        &sb.project,
+        "zz-my-script.json",
+        &signal_json("resume", "cron"),
+    );
+    std::fs::write(&release, "go on").unwrap();
+    let status = wait_exit(&sb, &mut run.0[0]);
+    assert_eq!(status.code(), Some(0), "{}", sb.dump());
+    assert_eq!(sb.manifest()["next_action"]["command"], "done");
 }

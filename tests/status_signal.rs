@@ -60,6 +60,9 @@ fn fake_instance() {
             started_at: now.clone(),
             last_activity: now,
             why: None,
+            step_started_at: None,
+            pause_requested_at: None,
+            pause_requested_by: None,
         },
     )
     .unwrap();

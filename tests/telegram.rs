@@ -12,9 +12,10 @@ use actix::prelude::*;
 
 use piv::actors::bot_owner::{BotOwnerActor, BotOwnerSettings, StopPolling};
 use piv::actors::control::{Control, Notify};
-use piv::actors::notifier::{Flush, NotifierActor, NotifierSettings};
+use piv::actors::notifier::{Flush, NotifierActor, NotifierSettings, QueueReply};
 use piv::actors::registry::{InstanceIdentity, Register, RegistryActor};
 use piv::config::TelegramSettings;
+use piv::core::bot_chats::BotChat;
 use piv::core::control::{ControlAction, ControlReply};
 use piv::core::events::RunEvent;
 use piv::core::telegram_text::{telegram_len, TELEGRAM_LIMIT};
@@ -26,6 +27,8 @@ use piv_testkit::bot_api::{BotApiStandIn, SentMessage};
 
 const TOKEN: &str = "4242:telegram-actor-test-secret";
 const SECRET: &str = "telegram-actor-test-secret";
+/// The digits before ':' in [`TOKEN`].
+const BOT_ID: u64 = 4242;
 const CHAT: i64 = 777;
 const STRANGER_CHAT: i64 = 31337;
 /// Generous: the machine is small, shared and loaded.
@@ -66,6 +69,7 @@ impl World {
             home: self.home.clone(),
             telegram: Some(TelegramSettings {
                 token: TOKEN.into(),
+                bot_id: BOT_ID,
                 chat_id: CHAT,
                 api_url: self.api.url().into(),
             }),
@@ -85,6 +89,10 @@ impl World {
             project_dir: project.display().to_string(),
             manifest_path: project.join(".agents/manifest.yaml").display().to_string(),
             started_at: chrono::Utc::now().to_rfc3339(),
+            chat: Some(BotChat {
+                bot_id: BOT_ID,
+                chat_id: CHAT,
+            }),
         };
         let addr = RegistryActor::new(
             RegistryStore::new(self.home.clone()),
@@ -111,6 +119,7 @@ impl World {
             project_dir: project.to_path_buf(),
             home: self.home.clone(),
             token: TOKEN.into(),
+            bot_id: BOT_ID,
             chat_id: CHAT,
             api_url: self.api.url().into(),
             poll_timeout_secs: 1,
@@ -313,6 +322,52 @@ async fn instances_of_one_home_share_the_send_budget() {
     assert_eq!(world.api.rejected_429(), 0);
 }
 
+/// Replies go first (issue 13 item 3) inside one instance too: with the shared budget
+/// booked ahead by other instances, this instance's notification has to wait before it may
+/// book a slot; a reply queued meanwhile books at once and goes out before it.
+#[actix_rt::test]
+async fn a_reply_overtakes_a_notification_waiting_for_the_shared_budget() {
+    let world = World::new();
+    // Other instances have booked the chat's slots four seconds ahead.
+    let bot_dir = piv::io::home::ensure_bot_dir(&world.home, BOT_ID).unwrap();
+    let ahead = std::time::SystemTime::now() + Duration::from_secs(4);
+    let ahead_ms = ahead
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    std::fs::write(
+        bot_dir.join("send-budget.json"),
+        format!("{{\"lastSlotMs\":{{\"{CHAT}\":{ahead_ms}}}}}"),
+    )
+    .unwrap();
+    let a = world.notifier("a");
+    a.do_send(Notify(RunEvent::Info("a notification".into())));
+    // The sender has asked the budget for the notification's slot (the first booking
+    // creates the lock file) and was told to ask again later.
+    eventually("the notification asks the budget", || {
+        bot_dir.join("send-budget.lock").exists().then_some(())
+    })
+    .await;
+    let reply = a.send(QueueReply {
+        chat_id: CHAT,
+        tag: "a".into(),
+        html: "the answer".into(),
+    });
+    tokio::time::timeout(PATIENCE, reply)
+        .await
+        .expect("the reply is sent")
+        .unwrap();
+    flush(&a).await;
+    let texts: Vec<String> = world.sent().into_iter().map(|m| m.text).collect();
+    assert_eq!(
+        texts,
+        ["[a] the answer", "[a] a notification"],
+        "the reply first, then the notification, each once"
+    );
+    let sent = world.sent();
+    assert!(sent[1].at - sent[0].at >= PRIVATE_CHAT_INTERVAL - Duration::from_millis(50));
+}
+
 #[actix_rt::test]
 async fn long_messages_are_split_with_the_tag_on_every_part() {
     let world = World::new();
@@ -437,7 +492,7 @@ async fn commands_are_routed_to_the_right_instance() {
     assert!(drain_ready(&pa, None).delivered.is_empty(), "a not paused");
 
     world.api.inject_message(CHAT, "/pause@piv_test_bot a");
-    let reply = world.wait_for_reply(ControlReply::Paused.text()).await;
+    let reply = world.wait_for_reply(&ControlReply::Paused.text()).await;
     assert!(reply.starts_with("[a] "));
     assert_eq!(*calls.lock().unwrap(), vec!["pause"]);
 
@@ -504,7 +559,7 @@ async fn takeover_answers_a_command_sent_in_between_exactly_once() {
 
     // One more round trip through b proves nothing else is still coming.
     world.api.inject_message(CHAT, "/go");
-    world.wait_for_reply(ControlReply::Started.text()).await;
+    world.wait_for_reply(&ControlReply::Started.text()).await;
     assert_eq!(world.replies_containing("commands</b>").len(), 1);
     assert_eq!(world.replies_containing("PIV Orchestrator Status").len(), 1);
     drop(b);
@@ -517,8 +572,9 @@ async fn the_persisted_offset_prevents_a_second_answer() {
     let world = World::new();
     let pa = world.project("a");
     let handled = world.api.inject_message(CHAT, "/status");
+    let bot_dir = piv::io::home::ensure_bot_dir(&world.home, BOT_ID).unwrap();
     std::fs::write(
-        world.home.join("bot-offset.json"),
+        bot_dir.join("offset.json"),
         format!("{{\"lastUpdateId\":{handled}}}"),
     )
     .unwrap();
@@ -528,7 +584,7 @@ async fn the_persisted_offset_prevents_a_second_answer() {
     assert!(world
         .replies_containing("PIV Orchestrator Status")
         .is_empty());
-    let offset_file = world.home.join("bot-offset.json");
+    let offset_file = bot_dir.join("offset.json");
     let want = format!("{{\"lastUpdateId\":{}}}", handled + 1);
     eventually("the /help update recorded as handled", || {
         (std::fs::read_to_string(&offset_file).ok()? == want).then_some(())

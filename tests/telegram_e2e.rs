@@ -252,7 +252,11 @@ fn an_owner_whose_lock_file_was_replaced_steps_down_on_409() {
         "a polls\n{}",
         output_of(&a, "a")
     );
-    std::fs::remove_file(a.home.join("bot-owner.lock")).unwrap();
+    std::fs::remove_file(piv::io::home::owner_lock_path(
+        &a.home,
+        piv::core::bot_chats::bot_id_of(TOKEN).unwrap(),
+    ))
+    .unwrap();
     procs.0.push(start(&c, &api, "c", &[]));
     let c_pid = procs.0[1].id();
     assert!(

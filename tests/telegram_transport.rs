@@ -15,6 +15,11 @@ use crate::support::*;
 const TOKEN: &str = "778002:transport-token-SECRET-abc";
 const CHAT: i64 = 515_151;
 
+/// The directory of [`TOKEN`]'s bot in `home`.
+fn bot_dir(home: &std::path::Path) -> std::path::PathBuf {
+    piv::io::home::bot_dir(home, piv::core::bot_chats::bot_id_of(TOKEN).unwrap())
+}
+
 /// A `piv run` with Telegram on, pointed at the stand-in; output goes to `<prefix>.out/err`.
 fn start(sb: &Sandbox, api: &BotApiStandIn, prefix: &str, extra: &[&str]) -> Child {
     start_with_env(sb, api, prefix, extra, &[])
@@ -234,7 +239,7 @@ fn an_hour_long_flood_ban_silences_every_instance_of_the_home() {
         output_of(&a, "a"),
         output_of(&b, "b")
     );
-    let budget = std::fs::read_to_string(a.home.join("send-budget.json")).unwrap();
+    let budget = std::fs::read_to_string(bot_dir(&a.home).join("send-budget.json")).unwrap();
     let v: serde_json::Value = serde_json::from_str(&budget).unwrap();
     let until = v["blockedUntilMs"].as_u64().unwrap();
     let now_ms = std::time::SystemTime::now()

@@ -1,12 +1,18 @@
-//! The bot owner: the one instance per `$PIV_HOME` that long-polls Telegram and answers
-//! the chat's commands. Ownership is the kernel's exclusive lock on
-//! `$PIV_HOME/bot-owner.lock`: every instance with Telegram waits for it in a thread of its
-//! own, and the instant the owner exits or dies a waiter gets it and starts polling.
+//! The bot owner: the one instance per bot and `$PIV_HOME` that long-polls Telegram and
+//! answers the commands of the bot's chats. Ownership is the kernel's exclusive lock on
+//! `$PIV_HOME/bots/<bot id>/owner.lock` (`io::home::owner_lock_path`): every instance with
+//! Telegram waits for its bot's lock in a thread of its own, and the instant the owner
+//! exits or dies a waiter gets it and starts polling. Instances of different bots on one
+//! home do not wait for each other.
 //!
 //! Updates are never dropped on takeover, and answered once: the last handled
-//! `update_id` goes to `$PIV_HOME/bot-offset.json` (`io::bot_offset`) once its reply was
+//! `update_id` goes to the bot's `offset.json` (`io::bot_offset`) once its reply was
 //! sent (through the notifier's on-disk outbox) and before the next poll, and a new owner skips anything at or
 //! below it (Telegram forgets an update only when the next `getUpdates` confirms it).
+//!
+//! The owner answers every chat some live registered instance of its bot reports to
+//! (`core::bot_chats`), in the chat the command came from; in each chat `/status all`,
+//! prefix routing and prefix-less commands consider only that chat's instances.
 //! The loop's pace is `core::telegram_poll`'s: a server that answers at once is never
 //! hammered. Commands are parsed and routed by `core::commands`; a command for this
 //! instance is a `Control` to the supervisor, one for another instance a signal file in
@@ -21,6 +27,7 @@ use tokio::sync::{oneshot, watch};
 use crate::actors::control::{Control, Notify};
 use crate::actors::notifier::{NotifierActor, QueueReply};
 use crate::actors::registry::{ListInstances, RegistryActor, SetBotOwner};
+use crate::core::bot_chats::{allowed_chats, instances_in_chat, route_among, BotChat};
 use crate::core::commands::{
     acts, command_menu, is_allowed_chat, is_stale, parse_command, reply_ask_which, reply_sent,
     reply_stale, reply_unknown_command, reply_unknown_prefix, route, Command, Route, StatusTarget,
@@ -35,14 +42,13 @@ use crate::core::telegram_poll::{is_new, next_offset, PollOutcome, PollPacer};
 use crate::core::telegram_text::format_help;
 use crate::io::coordination::local::LocalCoordination;
 use crate::io::coordination::{Coordinator, PollerLease, SharedCoordination};
+use crate::io::home::{ensure_bot_dir, owner_lock_path};
 use crate::io::lock::{lock_exclusive, try_lock_exclusive, LockGuard};
 use crate::io::telegram::{IncomingUpdate, TelegramClient, TelegramError};
 use crate::io::{manifest_file, signal_queue, status_probe};
 
 /// Telegram's usual long-poll length.
 pub const DEFAULT_POLL_TIMEOUT_SECS: u32 = 25;
-/// The lock whose holder polls.
-pub const OWNER_LOCK_FILE: &str = "bot-owner.lock";
 
 /// Who this instance is and how it reaches the bot.
 #[derive(Clone)]
@@ -51,7 +57,10 @@ pub struct BotOwnerSettings {
     pub project_dir: PathBuf,
     pub home: PathBuf,
     pub token: String,
-    /// The allow-listed chat; the only one answered.
+    /// The token's bot id: names the bot's owner lock, offset and send budget.
+    pub bot_id: u64,
+    /// This instance's chat; answered, with every other chat a live instance of the
+    /// same bot reports to.
     pub chat_id: i64,
     pub api_url: String,
     /// Long-poll length ([`DEFAULT_POLL_TIMEOUT_SECS`] normally).
@@ -70,6 +79,7 @@ impl std::fmt::Debug for BotOwnerSettings {
             .field("project_dir", &self.project_dir)
             .field("home", &self.home)
             .field("token", &"<redacted>")
+            .field("bot_id", &self.bot_id)
             .field("chat_id", &self.chat_id)
             .field("api_url", &self.api_url)
             .field("poll_timeout_secs", &self.poll_timeout_secs)
@@ -84,7 +94,7 @@ impl std::fmt::Debug for BotOwnerSettings {
 #[rtype(result = "()")]
 pub struct StopPolling;
 
-/// The lock thread got `bot-owner.lock`; `waited` when another instance held it first.
+/// The lock thread got the bot's `owner.lock`; `waited` when another instance held it first.
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
 pub struct OwnershipAcquired {
@@ -145,22 +155,16 @@ impl BotOwnerActor {
 }
 
 impl BotOwnerActor {
-    /// Waits for `bot-owner.lock` in a thread (the wait blocks; on the actor thread it
-    /// would stall every actor) and sends `OwnershipAcquired` when it is ours.
+    /// Waits for the bot's owner lock in a thread (the wait blocks; on the actor thread
+    /// it would stall every actor) and sends `OwnershipAcquired` when it is ours.
     fn wait_for_ownership(&mut self, ctx: &mut Context<Self>) {
-        let path = self.settings.home.join(OWNER_LOCK_FILE);
+        let home = self.settings.home.clone();
+        let bot_id = self.settings.bot_id;
         let me = ctx.address();
         let spawned = std::thread::Builder::new()
             .name("bot-owner-lock".into())
             .spawn(move || {
-                let acquired = match try_lock_exclusive(&path) {
-                    Ok(Some(guard)) => Ok((guard, false)),
-                    Ok(None) => {
-                        tracing::info!("waiting to become bot owner (another instance polls Telegram)");
-                        lock_exclusive(&path).map(|guard| (guard, true))
-                    }
-                    Err(e) => Err(e),
-                };
+                let acquired = acquire_ownership(&home, bot_id);
                 match acquired {
                     // If the actor is gone the message, and with it the lock, is dropped.
                     Ok((guard, waited)) => me.do_send(OwnershipAcquired { guard, waited }),
@@ -169,6 +173,27 @@ impl BotOwnerActor {
             });
         if let Err(e) = spawned {
             tracing::error!(error = %e, "cannot start the bot-owner lock thread");
+        }
+    }
+}
+
+/// Takes the owner lock of `bot_id` in `home`, waiting for it if another instance holds
+/// it; says whether it waited. (The one place ownership is decided: a coordination lease
+/// would be taken here too.)
+fn acquire_ownership(
+    home: &std::path::Path,
+    bot_id: u64,
+) -> Result<(LockGuard, bool), Box<dyn std::error::Error + Send + Sync>> {
+    ensure_bot_dir(home, bot_id)?;
+    let path = owner_lock_path(home, bot_id);
+    match try_lock_exclusive(&path)? {
+        Some(guard) => Ok((guard, false)),
+        None => {
+            tracing::info!(
+                bot_id,
+                "waiting to become bot owner (another instance polls this bot)"
+            );
+            Ok((lock_exclusive(&path)?, true))
         }
     }
 }
@@ -277,13 +302,18 @@ impl Handler<OwnershipAcquired> for BotOwnerActor {
         // this machine is all there is).
         let coordination: SharedCoordination = match &s.coordinator {
             Some(c) => c.shared.clone(),
-            None => std::sync::Arc::new(LocalCoordination::new(s.home.clone())),
+            None => std::sync::Arc::new(LocalCoordination::new(crate::io::home::bot_dir(
+                &s.home, s.bot_id,
+            ))),
         };
         let mut poller = Poller {
             prefix: s.prefix.clone(),
             project_dir: s.project_dir.clone(),
             home: s.home.clone(),
-            chat_id: s.chat_id,
+            own: BotChat {
+                bot_id: s.bot_id,
+                chat_id: s.chat_id,
+            },
             poll_timeout_secs: s.poll_timeout_secs,
             stale_command_secs: s.stale_command_secs,
             notifier: self.notifier.clone(),
@@ -381,7 +411,8 @@ struct Poller {
     prefix: String,
     project_dir: PathBuf,
     home: PathBuf,
-    chat_id: i64,
+    /// The bot and this instance's own chat.
+    own: BotChat,
     poll_timeout_secs: u32,
     stale_command_secs: u64,
     client: TelegramClient,
@@ -575,7 +606,8 @@ impl Poller {
             );
             return;
         };
-        if !is_allowed_chat(chat_id, &[self.chat_id]) {
+        let others = self.other_instances().await;
+        if !is_allowed_chat(chat_id, &allowed_chats(self.own, &others)) {
             tracing::info!(
                 update_id = update.update_id,
                 chat_id,
@@ -594,7 +626,13 @@ impl Poller {
             );
             return;
         };
-        tracing::info!(update_id = update.update_id, ?command, "Telegram command");
+        tracing::info!(
+            update_id = update.update_id,
+            chat_id,
+            ?command,
+            "Telegram command"
+        );
+        let view = ChatView::new(self, chat_id, &others);
         let now = chrono::Utc::now().timestamp();
         let (tag, html) = match &command {
             Command::Control(action, target)
@@ -610,43 +648,62 @@ impl Poller {
                     now,
                     self.stale_command_secs,
                 );
-                (self.prefix.clone(), text)
+                (view.tag(&self.prefix), text)
             }
-            _ => self.answer(command).await,
+            _ => self.answer(command, &view).await,
         };
         // The update counts as handled once its reply was sent (see `QueueReply`).
-        if let Err(e) = self.notifier.send(QueueReply { tag, html }).await {
+        let reply = QueueReply { chat_id, tag, html };
+        if let Err(e) = self.notifier.send(reply).await {
             tracing::warn!(error = %e, "cannot queue a reply to a Telegram command");
         }
     }
 
-    /// The reply to a command and the prefix to tag it with.
-    async fn answer(&self, command: Command) -> (String, String) {
+    /// The reply to a command in `view`'s chat and the prefix to tag it with.
+    async fn answer(&self, command: Command, view: &ChatView) -> (String, String) {
         let own = self.prefix.clone();
+        let tag = view.tag(&own);
         match command {
-            Command::Help => (own, format_help()),
-            Command::Unknown(name) => (own, reply_unknown_command(&name)),
-            Command::Cost(project) => (own, self.cost_reply(project).await),
-            Command::Status(StatusTarget::This) => (own, self.own_status().await),
-            Command::Status(StatusTarget::All) => (own, self.all_status().await),
+            Command::Help => (tag, format_help()),
+            Command::Unknown(name) => (tag, reply_unknown_command(&name)),
+            Command::Cost(project) => {
+                // A chat the owner does not report to sees only its own projects' costs.
+                let only = (!view.owner_in_chat)
+                    .then(|| view.others.iter().map(|i| i.prefix.clone()).collect());
+                (tag, self.cost_reply(project, only).await)
+            }
+            Command::Status(StatusTarget::This) if view.owner_in_chat => {
+                (own, self.own_status().await)
+            }
+            Command::Status(StatusTarget::This) => match view.others.as_slice() {
+                [one] => {
+                    let (status, view) = probe_other(one).await;
+                    (one.prefix.clone(), status_reply(&status, view.as_ref()))
+                }
+                _ => (tag, self.all_status(view).await),
+            },
+            Command::Status(StatusTarget::All) => (tag, self.all_status(view).await),
             Command::Status(StatusTarget::Prefix(target)) => {
-                let others = self.other_instances().await;
-                match route(Some(&target), &own, &others) {
+                match view.route(Some(&target), &own) {
                     Route::Remote(other) => {
                         let (status, view) = probe_other(other).await;
                         (other.prefix.clone(), status_reply(&status, view.as_ref()))
                     }
                     Route::UnknownPrefix { prefix, known } => {
-                        (own, reply_unknown_prefix(&prefix, &known))
+                        (tag, reply_unknown_prefix(&prefix, &known))
                     }
                     Route::Local | Route::AskWhich { .. } => (own.clone(), self.own_status().await),
                 }
             }
             Command::Control(action, target) => {
-                let mut others = self.other_instances().await;
                 // Instances on other machines, from the registry across machines.
-                let elsewhere = self.other_machines(&others).await;
-                others.extend(elsewhere.iter().map(|p| {
+                let local = self.other_instances().await;
+                let elsewhere = self.other_machines(&local).await;
+                let mut view = ChatView {
+                    owner_in_chat: view.owner_in_chat,
+                    others: view.others.clone(),
+                };
+                view.others.extend(elsewhere.iter().map(|p| {
                     Instance::new(
                         p.status.prefix.clone(),
                         p.status.project_dir.clone(),
@@ -655,7 +712,7 @@ impl Poller {
                         "",
                     )
                 }));
-                let reply = match route(target.as_deref(), &own, &others) {
+                let reply = match view.route(target.as_deref(), &own) {
                     Route::Local => self.control_locally(action).await,
                     Route::Remote(other) => match elsewhere.iter().find(|p| {
                         p.status.prefix == other.prefix && p.status.project_dir == other.project_dir
@@ -666,13 +723,14 @@ impl Poller {
                     Route::AskWhich { prefixes } => reply_ask_which(action, &prefixes),
                     Route::UnknownPrefix { prefix, known } => reply_unknown_prefix(&prefix, &known),
                 };
-                (own, reply)
+                (tag, reply)
             }
         }
     }
 
-    /// `/cost [prefix]`: the same report as `piv cost`, in a `<pre>` block.
-    async fn cost_reply(&self, project: Option<String>) -> String {
+    /// `/cost [prefix]`: the same report as `piv cost`, in a `<pre>` block; with `only`,
+    /// restricted to those projects (a chat sees only its own instances).
+    async fn cost_reply(&self, project: Option<String>, only: Option<Vec<String>>) -> String {
         let home = self.home.clone();
         let report = tokio::task::spawn_blocking(move || {
             crate::io::ledger_file::cost_report(
@@ -681,6 +739,10 @@ impl Poller {
                 None,
                 project.as_deref(),
             )
+            .map(|report| match &only {
+                Some(visible) => crate::core::bot_chats::cost_seen_in_chat(report, visible),
+                None => report,
+            })
         })
         .await;
         match report {
@@ -827,20 +889,60 @@ impl Poller {
         status_reply(&status, view.as_ref())
     }
 
-    async fn all_status(&self) -> String {
-        let mut statuses = vec![
-            probe_blocking(self.own_facts(), self.project_dir.clone())
-                .await
-                .0,
-        ];
-        for other in self.other_instances().await {
-            statuses.push(probe_other(&other).await.0);
+    /// `/status all` in `view`'s chat: this instance if it reports there, and the
+    /// chat's other instances.
+    async fn all_status(&self, view: &ChatView) -> String {
+        let mut statuses = Vec::new();
+        if view.owner_in_chat {
+            statuses.push(
+                probe_blocking(self.own_facts(), self.project_dir.clone())
+                    .await
+                    .0,
+            );
+        }
+        for other in &view.others {
+            statuses.push(probe_other(other).await.0);
         }
         // The other machines' instances, from the registry across machines.
         let published = self.coordination.published_instances().await;
         let statuses =
             crate::core::machines::merge(statuses, &crate::io::coordination::hostname(), published);
         multi_status_reply(&statuses)
+    }
+}
+
+/// A chat as a command from it sees the instances: whether the owner itself reports to
+/// it, and the other live instances of the bot that do (`core::bot_chats`).
+struct ChatView {
+    owner_in_chat: bool,
+    others: Vec<Instance>,
+}
+
+impl ChatView {
+    fn new(poller: &Poller, chat_id: i64, others: &[Instance]) -> ChatView {
+        ChatView {
+            owner_in_chat: chat_id == poller.own.chat_id,
+            others: instances_in_chat(others, poller.own, chat_id),
+        }
+    }
+
+    /// The tag of a reply about no one instance: the owner's prefix in its own chat;
+    /// elsewhere the chat's one instance, or `piv`.
+    fn tag(&self, own_prefix: &str) -> String {
+        match (self.owner_in_chat, self.others.as_slice()) {
+            (true, _) => own_prefix.to_string(),
+            (false, [one]) => one.prefix.clone(),
+            (false, _) => "piv".to_string(),
+        }
+    }
+
+    /// Where a command for `target` goes among the instances this chat sees.
+    fn route<'a>(&'a self, target: Option<&str>, own_prefix: &str) -> Route<'a> {
+        if self.owner_in_chat {
+            route(target, own_prefix, &self.others)
+        } else {
+            route_among(target, &self.others)
+        }
     }
 }
 

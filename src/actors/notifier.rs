@@ -1,11 +1,14 @@
 //! The notifier: every instance's one voice. It prints each run event to the terminal and,
 //! when Telegram is configured, writes its HTML to the instance's on-disk outbox
 //! (`io::outbox`) before anything else; one sender task drains that outbox through
-//! `io::chat_sender` (tagged `[prefix] `, split under 4096, spaced by the send budget
-//! shared by every instance of this `$PIV_HOME`, waiting out 429s in full, retrying
-//! outages for as long as they last) and removes each entry once Telegram accepted it.
-//! The bot owner's replies go through the same outbox and go first (`core::outbox`);
-//! a backlog of notifications is coalesced into fewer messages, in order, never dropped.
+//! `io::chat_sender` (tagged `[prefix] `, split under 4096, spaced by the send budget of
+//! the bot shared by every instance of this `$PIV_HOME`, waiting out 429s in full,
+//! retrying outages for as long as they last) and removes each entry once Telegram
+//! accepted it. Notifications go to the instance's own chat. The bot owner's replies go
+//! through the same outbox, to the chat the command came from, and go first: ahead of
+//! this instance's queued notifications (`core::outbox`, and a notification still waiting
+//! for a slot steps aside) and of every instance's in the shared budget
+//! (`core::send_slots`); a backlog of notifications is coalesced into fewer messages, in order, never dropped.
 //! What a killed instance left in the outbox goes out on its next start. A failed send
 //! is logged and never stops a run.
 
@@ -21,16 +24,16 @@ use crate::actors::control::Notify;
 use crate::config::TelegramSettings;
 use crate::core::events::{telegram_html, terminal_line};
 use crate::core::outbox::{next_batch, MessageKind, Queued};
-use crate::io::chat_sender::ChatSender;
+use crate::io::chat_sender::{ChatSender, Sent};
+use crate::io::home::ensure_bot_dir;
 use crate::io::outbox::Outbox;
-use crate::io::send_budget::SendBudget;
 use crate::io::telegram::TelegramClient;
 
 /// At most this many notifications are coalesced into one send.
 const MAX_BATCH: usize = 50;
 
-/// What the notifier needs: the tag, the home holding the shared send budget, the chat
-/// (none = terminal only) and where the outbox lives.
+/// What the notifier needs: the tag, the home holding the bot's shared send budget, the
+/// bot and chat (none = terminal only) and where the outbox lives.
 #[derive(Debug, Clone)]
 pub struct NotifierSettings {
     pub prefix: String,
@@ -56,6 +59,8 @@ pub struct Flush;
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "()")]
 pub struct QueueReply {
+    /// The chat the command came from.
+    pub chat_id: i64,
     pub tag: String,
     pub html: String,
 }
@@ -66,6 +71,8 @@ struct Queue {
     /// Who waits for an entry to be sent, by sequence number.
     waiters: RefCell<HashMap<u64, Vec<oneshot::Sender<()>>>>,
     wake: WakeUp,
+    /// Fired when a reply is queued: a notification waiting for the budget steps aside.
+    reply_queued: WakeUp,
     /// True while nothing is queued or being sent (what [`Flush`] waits for).
     idle: watch::Sender<bool>,
 }
@@ -77,12 +84,13 @@ impl Queue {
             disk: RefCell::new(disk),
             waiters: RefCell::new(HashMap::new()),
             wake: WakeUp::new(),
+            reply_queued: WakeUp::new(),
             idle: watch::Sender::new(idle),
         }
     }
 
-    fn push(&self, kind: MessageKind, tag: &str, html: &str) -> Option<u64> {
-        let seq = match self.disk.borrow_mut().push(kind, tag, html) {
+    fn push(&self, kind: MessageKind, chat: Option<i64>, tag: &str, html: &str) -> Option<u64> {
+        let seq = match self.disk.borrow_mut().push_to(kind, chat, tag, html) {
             Ok(seq) => seq,
             Err(e) => {
                 tracing::error!(error = %e, "cannot queue a Telegram message on disk; it is lost");
@@ -91,6 +99,9 @@ impl Queue {
         };
         self.idle.send_replace(false);
         self.wake.notify_one();
+        if kind == MessageKind::Reply {
+            self.reply_queued.notify_one();
+        }
         Some(seq)
     }
 
@@ -101,9 +112,9 @@ impl Queue {
         rx
     }
 
-    /// The next send: its tag, its body (several notifications joined in order) and the
-    /// entries it removes once sent.
-    fn take_next(&self) -> Option<(String, String, Vec<u64>)> {
+    /// The next send: its chat (`None`: our own), its tag, its body (several
+    /// notifications joined in order) and the entries it removes once sent.
+    fn take_next(&self) -> Option<NextSend> {
         let entries = match self.disk.borrow().list() {
             Ok(entries) => entries,
             Err(e) => {
@@ -133,7 +144,13 @@ impl Queue {
             .map(|e| e.html.as_str())
             .collect::<Vec<_>>()
             .join("\n\n");
-        Some((first.tag.clone(), body, batch))
+        Some(NextSend {
+            chat: first.chat,
+            kind: first.kind,
+            tag: first.tag.clone(),
+            body,
+            seqs: batch,
+        })
     }
 
     fn remove(&self, seqs: &[u64]) {
@@ -149,12 +166,32 @@ impl Queue {
     }
 }
 
-async fn drain(queue: Rc<Queue>, sender: ChatSender) {
+/// One send taken from the outbox.
+#[derive(Debug, PartialEq, Eq)]
+struct NextSend {
+    chat: Option<i64>,
+    kind: MessageKind,
+    tag: String,
+    body: String,
+    seqs: Vec<u64>,
+}
+
+async fn drain(queue: Rc<Queue>, sender: ChatSender, own_chat: i64) {
     loop {
         match queue.take_next() {
-            Some((tag, body, seqs)) => {
-                sender.send_tagged(&tag, &body).await;
-                queue.remove(&seqs);
+            Some(next) => {
+                let chat = next.chat.unwrap_or(own_chat);
+                // A notification kept waiting by the shared budget lets a reply queued
+                // meanwhile go first (it stays queued, and is taken again after it).
+                let preempt =
+                    (next.kind == MessageKind::Notification).then_some(&queue.reply_queued);
+                match sender
+                    .send_tagged(chat, next.kind, &next.tag, &next.body, preempt)
+                    .await
+                {
+                    Sent::Preempted => continue,
+                    Sent::Done { .. } => queue.remove(&next.seqs),
+                }
             }
             None => {
                 queue.idle.send_replace(true);
@@ -167,6 +204,8 @@ async fn drain(queue: Rc<Queue>, sender: ChatSender) {
 /// Prints run events to the terminal and queues them for Telegram (see the module docs).
 pub struct NotifierActor {
     prefix: String,
+    /// The chat notifications go to (set with Telegram).
+    own_chat: i64,
     sender: Option<ChatSender>,
     queue: Option<Rc<Queue>>,
     panic_on_first_event: bool,
@@ -175,12 +214,15 @@ pub struct NotifierActor {
 impl NotifierActor {
     pub fn new(settings: NotifierSettings) -> Self {
         let sender = settings.telegram.as_ref().and_then(|tg| {
+            let bot_dir = match ensure_bot_dir(&settings.home, tg.bot_id) {
+                Ok(dir) => dir,
+                Err(e) => {
+                    tracing::error!(error = %e, "Telegram notifications disabled: no bot directory");
+                    return None;
+                }
+            };
             match TelegramClient::new(&tg.token, &tg.api_url, 30) {
-                Ok(client) => Some(ChatSender::new(
-                    client,
-                    SendBudget::new(&settings.home, tg.chat_id),
-                    tg.chat_id,
-                )),
+                Ok(client) => Some(ChatSender::new(client, bot_dir)),
                 Err(e) => {
                     tracing::error!(error = %e, "Telegram notifications disabled");
                     None
@@ -199,6 +241,7 @@ impl NotifierActor {
                 });
         Self {
             prefix: settings.prefix,
+            own_chat: settings.telegram.as_ref().map_or(0, |tg| tg.chat_id),
             sender: queue.as_ref().and(sender),
             queue,
             panic_on_first_event: settings.panic_on_first_event,
@@ -211,7 +254,7 @@ impl Actor for NotifierActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         if let (Some(sender), Some(queue)) = (self.sender.clone(), self.queue.clone()) {
-            ctx.spawn(drain(queue, sender).into_actor(self));
+            ctx.spawn(drain(queue, sender, self.own_chat).into_actor(self));
         }
     }
 }
@@ -229,7 +272,7 @@ impl Handler<Notify> for NotifierActor {
         tracing::info!(target: "piv::events", "{line}");
         if let Some(queue) = &self.queue {
             if let Some(html) = telegram_html(&event) {
-                queue.push(MessageKind::Notification, &self.prefix, &html);
+                queue.push(MessageKind::Notification, None, &self.prefix, &html);
             }
         }
     }
@@ -241,7 +284,12 @@ impl Handler<QueueReply> for NotifierActor {
     fn handle(&mut self, reply: QueueReply, _: &mut Self::Context) -> Self::Result {
         let sent = self.queue.as_ref().and_then(|queue| {
             queue
-                .push(MessageKind::Reply, &reply.tag, &reply.html)
+                .push(
+                    MessageKind::Reply,
+                    (reply.chat_id != self.own_chat).then_some(reply.chat_id),
+                    &reply.tag,
+                    &reply.html,
+                )
                 .map(|seq| queue.sent(seq))
         });
         Box::pin(async move {
@@ -276,19 +324,28 @@ mod tests {
         let queue = Queue::new(Outbox::open_dir(dir.path().join("o")).unwrap());
         assert_eq!(queue.take_next(), None);
         assert!(*queue.idle.borrow());
-        queue.push(MessageKind::Notification, "a", "one");
+        queue.push(MessageKind::Notification, None, "a", "one");
         assert!(!*queue.idle.borrow());
-        queue.push(MessageKind::Notification, "a", "two");
-        queue.push(MessageKind::Reply, "a", "answer");
-        let (tag, body, seqs) = queue.take_next().unwrap();
+        queue.push(MessageKind::Notification, None, "a", "two");
+        queue.push(MessageKind::Reply, Some(-7), "a", "answer");
+        let next = queue.take_next().unwrap();
         assert_eq!(
-            (tag.as_str(), body.as_str(), seqs.clone()),
-            ("a", "answer", vec![3])
+            next,
+            NextSend {
+                chat: Some(-7),
+                kind: MessageKind::Reply,
+                tag: "a".into(),
+                body: "answer".into(),
+                seqs: vec![3]
+            }
         );
-        queue.remove(&seqs);
-        let (_, body, seqs) = queue.take_next().unwrap();
-        assert_eq!((body.as_str(), seqs.clone()), ("one\n\ntwo", vec![1, 2]));
-        queue.remove(&seqs);
+        queue.remove(&next.seqs);
+        let next = queue.take_next().unwrap();
+        assert_eq!(
+            (next.chat, next.body.as_str(), next.seqs.clone()),
+            (None, "one\n\ntwo", vec![1, 2])
+        );
+        queue.remove(&next.seqs);
         assert_eq!(queue.take_next(), None);
     }
 }

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
+use crate::core::bot_chats::BotChat;
 use crate::core::registry::Instance;
 use crate::io::registry_store::{Registration, RegistryError, RegistryStore};
 
@@ -52,6 +53,8 @@ pub struct InstanceIdentity {
     pub manifest_path: String,
     /// RFC 3339.
     pub started_at: String,
+    /// The Telegram bot and chat this instance reports to (none without Telegram).
+    pub chat: Option<BotChat>,
 }
 
 /// Owns this instance's registration.
@@ -138,11 +141,12 @@ impl Handler<Register> for RegistryActor {
                 existing.store().ensure_registered(existing)?;
                 return Ok(existing.instance().clone());
             }
-            let registration = store.register(
+            let registration = store.register_reporting_to(
                 &id.prefix,
                 &id.project_dir,
                 &id.manifest_path,
                 &id.started_at,
+                id.chat,
             )?;
             let instance = registration.instance().clone();
             *guard = Some(registration);

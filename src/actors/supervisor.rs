@@ -27,6 +27,7 @@ use crate::actors::phase_runner::{PhaseRunnerActor, RunEnded, StartRun, StopRun,
 use crate::actors::registry::{Deregister, InstanceIdentity, Register, RegistryActor};
 use crate::actors::signal_watcher::{SignalReceived, SignalWatcherActor};
 use crate::config::RunConfig;
+use crate::core::bot_chats::BotChat;
 use crate::core::control::{ControlAction, ControlReply};
 use crate::core::events::RunEvent;
 use crate::core::manifest::ManifestUpdate;
@@ -106,6 +107,10 @@ impl SupervisorActor {
                     .display()
                     .to_string(),
                 started_at: cfg.started_at.clone(),
+                chat: cfg.telegram.as_ref().map(|tg| BotChat {
+                    bot_id: tg.bot_id,
+                    chat_id: tg.chat_id,
+                }),
             };
             let store = RegistryStore::new(cfg.home.clone());
             let registry = RegistryActor::new(
@@ -181,6 +186,7 @@ impl SupervisorActor {
                 project_dir: cfg.project_dir.clone(),
                 home: cfg.home.clone(),
                 token: tg.token.clone(),
+                bot_id: tg.bot_id,
                 chat_id: tg.chat_id,
                 api_url: tg.api_url.clone(),
                 poll_timeout_secs: crate::actors::bot_owner::DEFAULT_POLL_TIMEOUT_SECS,

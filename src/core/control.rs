@@ -80,11 +80,45 @@ impl std::fmt::Display for ControlAction {
     }
 }
 
+/// How long something has been running, in the short form of the replies and statuses:
+/// `12s`, `4m`, `1h05m`.
+pub fn running_for(secs: u64) -> String {
+    let (h, m) = (secs / 3600, (secs % 3600) / 60);
+    if h > 0 {
+        format!("{h}h{m:02}m")
+    } else if m > 0 {
+        format!("{m}m")
+    } else {
+        format!("{secs}s")
+    }
+}
+
+/// The one wording of a pending pause, for the control reply and every status:
+/// "pausing after execute, running 4m". `step` is the step the pause waits for (its
+/// label, as in the status); `running_secs` how long that step has run. Without a known
+/// step (between steps, or a wait) the pause waits for "the current step".
+pub fn pausing_words(step: Option<&str>, running_secs: Option<u64>) -> String {
+    match (step, running_secs) {
+        (Some(step), Some(secs)) => {
+            format!("pausing after {step}, running {}", running_for(secs))
+        }
+        (Some(step), None) => format!("pausing after {step}"),
+        (None, _) => "pausing after the current step".to_string(),
+    }
+}
+
 /// What a control action did; [`text`](Self::text) is the reply shown in the chat or
 /// the terminal.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ControlReply {
+    /// The pause is taken; no step was running, so it holds before the next one.
     Paused,
+    /// The pause is taken and waits for `step`, which has run `running_secs` (the state
+    /// is `pausing` until it ends).
+    Pausing {
+        step: String,
+        running_secs: u64,
+    },
     AlreadyPaused,
     Resumed,
     NotPaused,
@@ -98,9 +132,32 @@ pub enum ControlReply {
 }
 
 impl ControlReply {
-    /// The reply texts, as the earlier version words them.
-    pub fn text(self) -> &'static str {
-        match self {
+    /// The answer to a pause that was taken: it names the step it waits for when a
+    /// step's session is running (`step` and `step_started_at`, RFC 3339, as the runner
+    /// publishes them), else it holds before the next step.
+    pub fn pause_taken(
+        step: Option<&str>,
+        step_started_at: Option<&str>,
+        now_unix_secs: i64,
+    ) -> ControlReply {
+        match (step, step_started_at) {
+            (Some(step), Some(started)) => ControlReply::Pausing {
+                step: step.to_string(),
+                running_secs: crate::core::status::secs_since(started, now_unix_secs).unwrap_or(0),
+            },
+            _ => ControlReply::Paused,
+        }
+    }
+
+    /// The reply texts, as the earlier version words them; a pause that waits for a
+    /// running step names it ([`pausing_words`]).
+    pub fn text(&self) -> String {
+        let text = match self {
+            ControlReply::Pausing { step, running_secs } => {
+                let words = pausing_words(Some(step), Some(*running_secs));
+                // "pausing …" starts the reply, capitalised.
+                return format!("⏸ P{}...", &words[1..]);
+            }
             ControlReply::Paused => "⏸ Pausing after current step completes...",
             ControlReply::AlreadyPaused => "⚠️ Already paused.",
             ControlReply::Resumed => "▶️ Resuming execution...",
@@ -110,13 +167,14 @@ impl ControlReply {
             ControlReply::NothingRunning => "⚠️ Nothing is running to pause.",
             ControlReply::ShuttingDown => "🛑 Shutting down...",
             ControlReply::RunnerUnavailable => "⚠️ Could not reach the runner.",
-        }
+        };
+        text.to_string()
     }
 
     /// What a signal's receiver tells its terminal and chat about it: the reply text,
     /// except for a shutdown (the ordered shutdown announces itself) and a runner that
     /// could not be reached (logged, not announced).
-    pub fn announcement(self) -> Option<&'static str> {
+    pub fn announcement(&self) -> Option<String> {
         match self {
             ControlReply::ShuttingDown | ControlReply::RunnerUnavailable => None,
             other => Some(other.text()),
@@ -195,7 +253,106 @@ mod tests {
         ];
         for (reply, text, announced) in table {
             assert_eq!(reply.text(), text);
-            assert_eq!(reply.announcement(), announced.then_some(text), "{reply:?}");
+            assert_eq!(
+                reply.announcement().as_deref(),
+                announced.then_some(text),
+                "{reply:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn pausing_reply_names_the_step_and_how_long_it_runs() {
+        // (step, running secs, reply)
+        let table = [
+            ("execute", 240, "⏸ Pausing after execute, running 4m..."),
+            (
+                "plan-feature",
+                12,
+                "⏸ Pausing after plan-feature, running 12s...",
+            ),
+            ("validate", 0, "⏸ Pausing after validate, running 0s..."),
+            ("commit", 3900, "⏸ Pausing after commit, running 1h05m..."),
+        ];
+        for (step, running_secs, text) in table {
+            let reply = ControlReply::Pausing {
+                step: step.into(),
+                running_secs,
+            };
+            assert_eq!(reply.text(), text);
+            assert_eq!(reply.announcement().as_deref(), Some(text));
+        }
+    }
+
+    #[test]
+    fn pause_taken_table() {
+        let started = "1970-01-01T00:01:00Z";
+        let pausing = |step: &str, running_secs| ControlReply::Pausing {
+            step: step.into(),
+            running_secs,
+        };
+        // (step, step started at, now, reply)
+        let table = [
+            (Some("execute"), Some(started), 300, pausing("execute", 240)),
+            (Some("validate"), Some(started), 60, pausing("validate", 0)),
+            // A clock that went back: not negative.
+            (Some("validate"), Some(started), 0, pausing("validate", 0)),
+            // An unreadable start: the step is still named.
+            (
+                Some("commit"),
+                Some("a while ago"),
+                300,
+                pausing("commit", 0),
+            ),
+            // No session running (between steps): held before the next one.
+            (Some("execute"), None, 300, ControlReply::Paused),
+            (None, None, 300, ControlReply::Paused),
+            (None, Some(started), 300, ControlReply::Paused),
+        ];
+        for (step, at, now, want) in table {
+            assert_eq!(
+                ControlReply::pause_taken(step, at, now),
+                want,
+                "{step:?} {at:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn pausing_words_table() {
+        // (step, running secs, words)
+        let table = [
+            (
+                Some("execute"),
+                Some(240),
+                "pausing after execute, running 4m",
+            ),
+            (
+                Some("execute"),
+                Some(59),
+                "pausing after execute, running 59s",
+            ),
+            (
+                Some("execute"),
+                Some(60),
+                "pausing after execute, running 1m",
+            ),
+            (
+                Some("execute"),
+                Some(3599),
+                "pausing after execute, running 59m",
+            ),
+            (
+                Some("execute"),
+                Some(7200),
+                "pausing after execute, running 2h00m",
+            ),
+            (Some("execute"), None, "pausing after execute"),
+            (None, Some(5), "pausing after the current step"),
+            (None, None, "pausing after the current step"),
+        ];
+        for (step, secs, words) in table {
+            assert_eq!(pausing_words(step, secs), words, "{step:?} {secs:?}");
         }
     }
 }

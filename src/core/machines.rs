@@ -83,27 +83,15 @@ pub fn merge(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::status::RunState;
 
     fn status(prefix: &str, dir: &str) -> InstanceStatus {
-        InstanceStatus {
+        let facts = crate::core::status::InstanceFacts {
             prefix: prefix.into(),
             project_dir: dir.into(),
             pid: Some(1),
-            is_bot_owner: false,
-            state: RunState::Running,
-            phase: None,
-            step: None,
-            next: None,
-            cost_usd: 0.0,
-            started_at: None,
-            last_activity: None,
-            uptime_secs: None,
-            phases_done: 0,
-            phases_total: 0,
-            why: None,
-            error: None,
-        }
+            ..Default::default()
+        };
+        crate::core::status::build_status(&facts, None, Ok(Default::default()), 0)
     }
 
     fn published(host: &str, prefix: &str, dir: &str) -> PublishedInstance {

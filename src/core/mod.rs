@@ -2,6 +2,7 @@
 //! tokio and no clock (callers pass `now` in). Actors load, call into here, and carry out
 //! the answer. Everything here is unit-tested beside the code.
 
+pub mod bot_chats;
 pub mod buttons;
 pub mod commands;
 pub mod control;
@@ -21,6 +22,7 @@ pub mod progress;
 pub mod rate_limit;
 pub mod registry;
 pub mod room_replies;
+pub mod send_slots;
 pub mod session_outcome;
 pub mod signal;
 pub mod status;

@@ -9,7 +9,9 @@
 //!
 //! The JSON shape and camelCase names are the reference's (`prefix`, `projectDir`, `pid`,
 //! `startedAt`, `manifestPath`, `isBotOwner`, top-level `lastUpdated`), plus our optional
-//! `instanceLock`. Fields we do not know, at either level, are kept in `extra` and written
+//! `instanceLock`, `botId` and `chatId` (the Telegram bot and chat an instance reports
+//! to; absent in older entries, which still parse). Fields we do not know, at either
+//! level, are kept in `extra` and written
 //! back unchanged so an older or newer piv sharing the home loses nothing.
 
 use serde::{Deserialize, Serialize};
@@ -46,6 +48,13 @@ pub struct Instance {
     /// which fall back to a PID check.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance_lock: Option<String>,
+    /// The Telegram bot this instance uses (the token's numeric id, never the token);
+    /// absent without Telegram and in entries of an older piv or the reference.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bot_id: Option<u64>,
+    /// The chat this instance reports to (`TELEGRAM_CHAT_ID`); absent as `bot_id` is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chat_id: Option<i64>,
     /// Entry fields piv does not model, preserved in order.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -68,6 +77,8 @@ impl Instance {
             manifest_path: manifest_path.into(),
             is_bot_owner: false,
             instance_lock: None,
+            bot_id: None,
+            chat_id: None,
             extra: Map::new(),
         }
     }
@@ -298,6 +309,24 @@ mod tests {
         );
         assert_eq!(registry.extra["schema"], 7);
         assert_eq!(registry.to_json_pretty(), SEED);
+    }
+
+    #[test]
+    fn bot_and_chat_round_trip_and_old_entries_have_none() {
+        let old = Registry::parse(SEED).unwrap();
+        assert!(old
+            .instances
+            .iter()
+            .all(|i| i.bot_id.is_none() && i.chat_id.is_none()));
+        let mut registry = old.clone();
+        registry.instances[1].bot_id = Some(123_456);
+        registry.instances[1].chat_id = Some(-100_200);
+        let text = registry.to_json_pretty();
+        assert!(text.contains("\"botId\": 123456"), "{text}");
+        assert!(text.contains("\"chatId\": -100200"), "{text}");
+        let again = Registry::parse(&text).unwrap();
+        assert_eq!(again, registry);
+        assert_eq!(again.instances[0].extra["color"], "blue");
     }
 
     #[test]

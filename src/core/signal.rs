@@ -94,8 +94,8 @@ pub fn parse_signal(bytes: &[u8]) -> Result<SignalMessage, SignalError> {
     })
 }
 
-/// Prefix of every queue file name; anything else in the directory is ignored by the
-/// reader (temp files, `rejected/`, claimed files).
+/// Prefix of the queue file names piv writes (the reader takes any `*.json` name: see
+/// [`classify_queue_name`]).
 const QUEUE_PREFIX: &str = "sig-";
 const QUEUE_SUFFIX: &str = ".json";
 
@@ -123,9 +123,84 @@ pub fn is_queue_file_name(name: &str) -> bool {
             && [t, p, s].iter().all(|x| x.bytes().all(|b| b.is_ascii_digit())))
 }
 
+/// What the reader does with a name it finds in the signals directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueueEntry {
+    /// A signal file (`*.json`, piv's own queue names or any other program's): claimed,
+    /// checked and delivered in name order with the rest, or rejected with its reason.
+    Signal,
+    /// Left alone: a file still being written (a dot-file or a temp name that a writer
+    /// renames into place), piv's own claimed files, the `rejected/` directory.
+    Ignore,
+    /// Not a signal file name: moved to `rejected/` with this reason, so nothing lies in
+    /// the queue unexplained.
+    Reject(String),
+}
+
+/// The directory inside the queue that keeps rejected files.
+pub const REJECTED_NAME: &str = "rejected";
+
+/// Endings of the temp files writers rename into place (`mktemp`, `curl -o x.part`,
+/// editors' backups and swap files); they are not signals yet.
+const TEMP_SUFFIXES: [&str; 5] = [".tmp", ".part", ".swp", ".swx", "~"];
+
+/// Decides what a name in `.agents/signals/` is. Every `*.json` name is a signal (piv's
+/// queue names are only the ones it writes itself; a script may use any name); a
+/// dot-name or a temp name is ignored; anything else is rejected with a reason.
+pub fn classify_queue_name(name: &str) -> QueueEntry {
+    if name.starts_with('.') || name == REJECTED_NAME {
+        return QueueEntry::Ignore;
+    }
+    if TEMP_SUFFIXES.iter().any(|s| name.ends_with(s)) {
+        return QueueEntry::Ignore;
+    }
+    if name.len() > QUEUE_SUFFIX.len() && name.ends_with(QUEUE_SUFFIX) {
+        return QueueEntry::Signal;
+    }
+    QueueEntry::Reject(format!(
+        "not a signal file name: {name:?} does not end in .json (write a signal to a dot-file or *.tmp, then rename it to <name>.json)"
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn queue_name_table() {
+        let reject = |n: &str| matches!(classify_queue_name(n), QueueEntry::Reject(r) if r.contains(n) && r.contains(".json"));
+        // (name, signal, ignored, rejected)
+        let table = [
+            // piv's own queue names
+            (queue_file_name(1, 2, 3), true, false, false),
+            // any other program's JSON file
+            ("zz-my-script.json".to_string(), true, false, false),
+            ("pause.json".to_string(), true, false, false),
+            ("0001.json".to_string(), true, false, false),
+            // writers' temp files, piv's claimed files, the rejected directory
+            (".sig-x.tmp-1-1".to_string(), false, true, false),
+            (".claimed-sig-1.json".to_string(), false, true, false),
+            (".hidden.json".to_string(), false, true, false),
+            ("pause.json.tmp".to_string(), false, true, false),
+            ("pause.json.part".to_string(), false, true, false),
+            ("pause.json~".to_string(), false, true, false),
+            ("pause.json.swp".to_string(), false, true, false),
+            ("rejected".to_string(), false, true, false),
+            // junk: rejected with a reason
+            ("README".to_string(), false, false, true),
+            ("pause.txt".to_string(), false, false, true),
+            ("pause".to_string(), false, false, true),
+            ("pause.JSON".to_string(), false, false, true),
+            (".json".to_string(), false, true, false),
+            ("x.json.bak".to_string(), false, false, true),
+        ];
+        for (name, signal, ignored, rejected) in table {
+            let got = classify_queue_name(&name);
+            assert_eq!(got == QueueEntry::Signal, signal, "{name}: {got:?}");
+            assert_eq!(got == QueueEntry::Ignore, ignored, "{name}: {got:?}");
+            assert_eq!(reject(&name), rejected, "{name}: {got:?}");
+        }
+    }
 
     fn check(input: &str, expected: Result<ControlAction, SignalError>) {
         let got = parse_signal(input.as_bytes()).map(|m| m.action);

@@ -16,6 +16,10 @@ use crate::core::registry::Instance;
 pub enum RunState {
     /// A step is running or about to start.
     Running,
+    /// A pause was asked for while a step runs: the step goes on to its end, then the
+    /// state becomes `paused`. `step` names the step it waits for, `stepStartedAt` since
+    /// when it runs, `pauseRequestedAt` when the pause was asked for.
+    Pausing,
     /// Paused by a signal or a command; holds before the next step.
     Paused,
     /// Stopped for a human (escalation, exhausted retries, cost cap, missing PRD).
@@ -32,6 +36,7 @@ impl RunState {
     pub fn as_str(self) -> &'static str {
         match self {
             RunState::Running => "running",
+            RunState::Pausing => "pausing",
             RunState::Paused => "paused",
             RunState::WaitingForHuman => "waiting_for_human",
             RunState::Idle => "idle",
@@ -58,6 +63,17 @@ pub struct RuntimeState {
     /// Why the instance waits for a human, when it does.
     #[serde(default)]
     pub why: Option<String>,
+    /// When the agent session of the current step started (RFC 3339); null between
+    /// sessions.
+    #[serde(default)]
+    pub step_started_at: Option<String>,
+    /// When a pause was asked for (RFC 3339), while `pausing` or `paused`.
+    #[serde(default)]
+    pub pause_requested_at: Option<String>,
+    /// Who asked for the pause (`telegram`, `signal from <prefix>`), with
+    /// `pause_requested_at`.
+    #[serde(default)]
+    pub pause_requested_by: Option<String>,
 }
 
 /// One instance in `piv status --json` (and the source of the table and `/status all`).
@@ -83,6 +99,14 @@ pub struct InstanceStatus {
     pub why: Option<String>,
     /// Null, or why the manifest could not be read.
     pub error: Option<String>,
+    /// When the running agent session of `step` started; null between sessions.
+    pub step_started_at: Option<String>,
+    /// How long that session has run, in seconds (from `stepStartedAt` and now).
+    pub step_running_secs: Option<u64>,
+    /// When a pause was asked for, while the state is `pausing` or `paused`.
+    pub pause_requested_at: Option<String>,
+    /// Who asked for that pause.
+    pub pause_requested_by: Option<String>,
 }
 
 /// The manifest-derived part of a status (computed by the caller from the manifest).
@@ -124,6 +148,12 @@ pub fn unix_secs(rfc3339: &str) -> Option<i64> {
     chrono::DateTime::parse_from_rfc3339(rfc3339)
         .ok()
         .map(|d| d.timestamp())
+}
+
+/// Whole seconds from an RFC 3339 timestamp to `now_unix_secs` (0 if it lies ahead);
+/// `None` if it does not parse.
+pub fn secs_since(rfc3339: &str, now_unix_secs: i64) -> Option<u64> {
+    unix_secs(rfc3339).map(|t| now_unix_secs.saturating_sub(t).max(0) as u64)
 }
 
 /// Builds one instance's status from what could be read. `runtime` is `None` when the
@@ -176,6 +206,12 @@ pub fn build_status(
         phases_total: summary.phases_total,
         why: runtime.and_then(|r| r.why.clone()),
         error,
+        step_started_at: runtime.and_then(|r| r.step_started_at.clone()),
+        step_running_secs: runtime
+            .and_then(|r| r.step_started_at.as_deref())
+            .and_then(|t| secs_since(t, now_unix_secs)),
+        pause_requested_at: runtime.and_then(|r| r.pause_requested_at.clone()),
+        pause_requested_by: runtime.and_then(|r| r.pause_requested_by.clone()),
     }
 }
 
@@ -214,6 +250,9 @@ mod tests {
             started_at: "2026-01-01T00:00:00.000Z".into(),
             last_activity: "2026-01-01T00:01:00.000Z".into(),
             why: None,
+            step_started_at: None,
+            pause_requested_at: None,
+            pause_requested_by: None,
         }
     }
 
@@ -236,6 +275,61 @@ mod tests {
         assert_eq!(s.uptime_secs, Some(100));
         assert_eq!(s.cost_usd, 1.5);
         assert!(s.error.is_none());
+    }
+
+    #[test]
+    fn a_pending_pause_shows_its_step_since_when_and_who_asked() {
+        let mut r = runtime(RunState::Pausing);
+        r.step_started_at = Some("1970-01-01T00:01:00.000Z".into());
+        r.pause_requested_at = Some("1970-01-01T00:04:00.000Z".into());
+        r.pause_requested_by = Some("telegram".into());
+        let s = build_status(
+            &facts("a", Some(42), false, Some(0)),
+            Some(&r),
+            Ok(ManifestSummary::default()),
+            300,
+        );
+        assert_eq!(s.state, RunState::Pausing);
+        assert_eq!(s.step.as_deref(), Some("execute"));
+        assert_eq!(s.step_running_secs, Some(240));
+        let v = serde_json::to_value(&s).unwrap();
+        assert_eq!(v["state"], "pausing");
+        assert_eq!(v["stepStartedAt"], "1970-01-01T00:01:00.000Z");
+        assert_eq!(v["stepRunningSecs"], 240);
+        assert_eq!(v["pauseRequestedAt"], "1970-01-01T00:04:00.000Z");
+        assert_eq!(v["pauseRequestedBy"], "telegram");
+        // No session running: nothing to time.
+        let s = build_status(
+            &facts("a", Some(42), false, Some(0)),
+            Some(&runtime(RunState::Running)),
+            Ok(ManifestSummary::default()),
+            300,
+        );
+        assert_eq!((s.step_started_at, s.step_running_secs), (None, None));
+    }
+
+    #[test]
+    fn state_names_table() {
+        for (state, name) in [
+            (RunState::Running, "running"),
+            (RunState::Pausing, "pausing"),
+            (RunState::Paused, "paused"),
+            (RunState::WaitingForHuman, "waiting_for_human"),
+            (RunState::Idle, "idle"),
+            (RunState::Done, "done"),
+            (RunState::Stopped, "stopped"),
+        ] {
+            assert_eq!(state.as_str(), name);
+            assert_eq!(serde_json::to_value(state).unwrap(), name);
+        }
+    }
+
+    #[test]
+    fn a_state_file_of_an_older_piv_still_reads() {
+        let old = r#"{"pid":1,"prefix":"a","state":"running","phase":null,"step":null,"costUsd":0.0,"startedAt":"x","lastActivity":"y","why":null}"#;
+        let r: RuntimeState = serde_json::from_str(old).unwrap();
+        assert_eq!(r.step_started_at, None);
+        assert_eq!(r.pause_requested_at, None);
     }
 
     #[test]
@@ -271,6 +365,10 @@ mod tests {
             "startedAt",
             "lastActivity",
             "error",
+            "stepStartedAt",
+            "stepRunningSecs",
+            "pauseRequestedAt",
+            "pauseRequestedBy",
         ] {
             assert!(v.get(key).is_some(), "missing {key} in {v}");
         }
@@ -292,6 +390,9 @@ mod tests {
 
     #[test]
     fn parses_rfc3339() {
+        assert_eq!(secs_since("1970-01-01T00:01:00.000Z", 300), Some(240));
+        assert_eq!(secs_since("1970-01-01T00:01:00.000Z", 30), Some(0));
+        assert_eq!(secs_since("soon", 30), None);
         assert_eq!(unix_secs("1970-01-01T00:01:00.000Z"), Some(60));
         assert_eq!(unix_secs("1970-01-01T01:01:00+01:00"), Some(60));
         assert_eq!(unix_secs("nope"), None);

@@ -3,6 +3,7 @@
 //! view, for the phases table) to them. Every format of an [`InstanceStatus`] lives here.
 
 use crate::core::commands::reply_status_unreadable;
+use crate::core::control::pausing_words;
 use crate::core::manifest::ManifestView;
 use crate::core::status::{InstanceStatus, RunState};
 use crate::core::telegram_text::escape_html;
@@ -117,6 +118,8 @@ pub struct MultiStatusEntry {
     pub phase: Option<u32>,
     pub step: Option<String>,
     pub paused: bool,
+    /// A pending pause, worded ("pausing after execute, running 4m").
+    pub pausing: Option<String>,
     pub done_phases: usize,
     pub total_phases: usize,
     /// Next action: command and argument.
@@ -166,6 +169,9 @@ pub fn format_multi_status(entries: &[MultiStatusEntry]) -> String {
         if e.paused {
             line.push_str(" — ⏸ paused");
         }
+        if let Some(pausing) = &e.pausing {
+            line.push_str(&format!(" — ⏸ {}", escape_html(pausing)));
+        }
         match &e.next {
             Some((cmd, arg)) => {
                 line.push_str(&format!(" → {}", escape_html(cmd)));
@@ -199,13 +205,23 @@ pub fn multi_status_reply(statuses: &[InstanceStatus]) -> String {
     format_multi_status(&entries)
 }
 
-/// "running · Phase 2 · execute · $1.23 this run".
+/// A pending pause in words, when the status has one.
+fn pausing(status: &InstanceStatus) -> Option<String> {
+    (status.state == RunState::Pausing)
+        .then(|| pausing_words(status.step.as_deref(), status.step_running_secs))
+}
+
+/// "running · Phase 2 · execute · $1.23 this run"; while a pause waits for a step,
+/// "pausing after execute, running 4m · Phase 2 · $1.23 this run".
 fn state_line(status: &InstanceStatus) -> String {
-    let mut parts = vec![status.state.as_str().to_string()];
+    let pending = pausing(status);
+    let mut parts = vec![pending
+        .clone()
+        .unwrap_or_else(|| status.state.as_str().to_string())];
     if let Some(phase) = status.phase {
         parts.push(format!("Phase {phase}"));
     }
-    if let Some(step) = &status.step {
+    if let Some(step) = status.step.as_ref().filter(|_| pending.is_none()) {
         parts.push(step.clone());
     }
     parts.push(format!("${:.2} this run", status.cost_usd));
@@ -262,6 +278,7 @@ fn multi_entry(status: &InstanceStatus) -> MultiStatusEntry {
         phase: status.phase,
         step: status.step.clone(),
         paused: status.state == RunState::Paused,
+        pausing: pausing(status),
         done_phases: status.phases_done,
         total_phases: status.phases_total,
         next: status
@@ -347,6 +364,14 @@ pub fn render_table(rows: &[InstanceStatus]) -> String {
         if let Some(why) = &r.why {
             out.push_str(&format!("[{}] waiting for a human: {why}\n", r.prefix));
         }
+        if let Some(words) = pausing(r) {
+            let asked = match (&r.pause_requested_by, &r.pause_requested_at) {
+                (Some(by), Some(at)) => format!(" (asked by {by} at {at})"),
+                (None, Some(at)) => format!(" (asked at {at})"),
+                _ => String::new(),
+            };
+            out.push_str(&format!("[{}] {words}{asked}\n", r.prefix));
+        }
     }
     out
 }
@@ -379,7 +404,52 @@ mod tests {
             phases_total: 3,
             why: None,
             error: None,
+            step_started_at: None,
+            step_running_secs: None,
+            pause_requested_at: None,
+            pause_requested_by: None,
         }
+    }
+
+    fn pausing_status() -> InstanceStatus {
+        let mut s = status(RunState::Pausing);
+        s.step_started_at = Some("2026-01-01T00:00:00.000Z".into());
+        s.step_running_secs = Some(240);
+        s.pause_requested_at = Some("2026-01-01T00:04:00.000Z".into());
+        s.pause_requested_by = Some("telegram".into());
+        s
+    }
+
+    #[test]
+    fn a_pending_pause_is_shown_everywhere_with_its_step() {
+        let s = pausing_status();
+        let chat = status_reply(&s, None);
+        assert!(
+            chat.contains(
+                "<b>State:</b> pausing after execute, running 4m · Phase 2 · $1.23 this run"
+            ),
+            "{chat}"
+        );
+        let all = multi_status_reply(std::slice::from_ref(&s));
+        assert!(
+            all.contains("Phase 2: execute — ⏸ pausing after execute, running 4m → execute"),
+            "{all}"
+        );
+        assert!(!all.contains("⏸ paused"), "{all}");
+        let table = render_table(std::slice::from_ref(&s));
+        let row = table.lines().nth(1).unwrap();
+        assert!(row.contains(" pausing "), "{table}");
+        assert!(
+            table.contains(
+                "[a] pausing after execute, running 4m (asked by telegram at 2026-01-01T00:04:00.000Z)"
+            ),
+            "{table}"
+        );
+        // Once paused, no pending pause is shown.
+        let mut paused = s.clone();
+        paused.state = RunState::Paused;
+        assert!(!render_table(&[paused.clone()]).contains("pausing"));
+        assert!(multi_status_reply(&[paused]).contains("⏸ paused"));
     }
 
     #[test]

@@ -1,6 +1,9 @@
-//! The bot offset file, `$PIV_HOME/bot-offset.json`: the last Telegram update the bot
-//! owner handled, shared by successive owners so that none answers an update twice
-//! (`{"lastUpdateId": N}`; an unreadable file is set aside, never overwritten).
+//! The bot offset file, `$PIV_HOME/bots/<bot id>/offset.json`: the last Telegram update
+//! the owner of that bot handled, shared by its successive owners so that none answers an
+//! update twice (`{"lastUpdateId": N}`; an unreadable file is set aside, never
+//! overwritten). Functions take the bot's directory (`io::home::bot_dir`): update ids
+//! belong to a bot, so a new token never inherits another bot's offset. (The root-level
+//! `bot-offset.json` of earlier versions names no bot and is not read.)
 
 use std::path::Path;
 
@@ -8,19 +11,19 @@ use serde::{Deserialize, Serialize};
 
 use crate::io::atomic_file;
 
-/// The file's name in `$PIV_HOME`.
-pub const OFFSET_FILE: &str = "bot-offset.json";
+/// The file's name in the bot's directory.
+pub const OFFSET_FILE: &str = "offset.json";
 
-/// `bot-offset.json`.
+/// `offset.json`.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct OffsetFile {
     last_update_id: i64,
 }
 
-/// The last handled update id persisted in `home`; an unreadable file is set aside.
-pub fn read_last_handled(home: &Path) -> Option<i64> {
-    let path = home.join(OFFSET_FILE);
+/// The last handled update id persisted in `bot_dir`; an unreadable file is set aside.
+pub fn read_last_handled(bot_dir: &Path) -> Option<i64> {
+    let path = bot_dir.join(OFFSET_FILE);
     let bytes = std::fs::read(&path).ok()?;
     match serde_json::from_slice::<OffsetFile>(&bytes) {
         Ok(file) => Some(file.last_update_id),
@@ -38,7 +41,11 @@ pub fn read_last_handled(home: &Path) -> Option<i64> {
     }
 }
 
-pub fn write_last_handled(home: &Path, update_id: i64) -> Result<(), atomic_file::AtomicFileError> {
+/// Records `update_id` as the last handled update of the bot in `bot_dir`.
+pub fn write_last_handled(
+    bot_dir: &Path,
+    update_id: i64,
+) -> Result<(), atomic_file::AtomicFileError> {
     let json = serde_json::to_vec(&OffsetFile {
         last_update_id: update_id,
     })
@@ -46,7 +53,7 @@ pub fn write_last_handled(home: &Path, update_id: i64) -> Result<(), atomic_file
     // Between sending a reply and recording it, a killed owner leaves the next owner to
     // answer again. Unsynced (rename only: visible to every process at once, lost only in
     // a power cut) keeps that window to microseconds instead of two fsyncs.
-    atomic_file::write_unsynced(&home.join(OFFSET_FILE), &json)
+    atomic_file::write_unsynced(&bot_dir.join(OFFSET_FILE), &json)
 }
 
 #[cfg(test)]

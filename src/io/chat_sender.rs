@@ -1,13 +1,16 @@
-//! [`ChatSender`]: the single routine that puts a message into the chat (a slot in the
-//! send budget shared by every instance of this `$PIV_HOME`, the send, 429 and error
-//! handling). The notifier drains its on-disk outbox (run events and the bot owner's
-//! replies) through it. Network errors, timeouts and 5xx are retried for as long as it
+//! [`ChatSender`]: the single routine that puts a message into a chat (a slot in the
+//! bot's send budget shared by every instance of this `$PIV_HOME` using the bot, the
+//! send, 429 and error handling). The notifier drains its on-disk outbox (run events and the bot owner's
+//! replies) through it; a reply books its slot ahead of every instance's queued
+//! notifications. Network errors, timeouts and 5xx are retried for as long as it
 //! takes, with a capped backoff; only a message Telegram can never accept is given up.
 
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
+use crate::core::outbox::MessageKind;
 use crate::core::telegram_text::{split_tagged, TELEGRAM_LIMIT};
-use crate::io::send_budget::{interval_for_chat, SendBudget};
+use crate::io::send_budget::{interval_for_chat, Reservation, SendBudget};
 use crate::io::telegram::{TelegramClient, TelegramError};
 
 /// First pause after a failed send; doubles per attempt...
@@ -35,51 +38,76 @@ pub fn is_permanent(error: &TelegramError) -> bool {
     }
 }
 
-/// Sends messages to one chat through the token's shared send budget.
+/// Sends messages to the chats of one bot through the bot's shared send budget.
 #[derive(Clone, Debug)]
 pub struct ChatSender {
     client: TelegramClient,
-    budget: SendBudget,
-    chat_id: i64,
+    /// The bot's directory, holding its send budget (`io::home::bot_dir`).
+    bot_dir: PathBuf,
 }
 
 impl ChatSender {
-    pub fn new(client: TelegramClient, budget: SendBudget, chat_id: i64) -> Self {
-        Self {
-            client,
-            budget,
-            chat_id,
+    pub fn new(client: TelegramClient, bot_dir: PathBuf) -> Self {
+        Self { client, bot_dir }
+    }
+
+    fn budget(&self, chat_id: i64) -> SendBudget {
+        SendBudget::new(&self.bot_dir, chat_id)
+    }
+
+    /// Waits for a slot of `chat_id` in the shared budget (the file lock blocks, so it is
+    /// taken off the actor thread). A reply books the next slot at once; a notification
+    /// may be told to ask again later while the budget is booked ahead (replies first,
+    /// `core::send_slots`).
+    ///
+    /// Returns `false`, having booked nothing, when `preempt` fires while a notification
+    /// waits to ask again (a reply of this instance was queued: it goes first).
+    async fn wait_for_slot(
+        &self,
+        chat_id: i64,
+        kind: MessageKind,
+        preempt: Option<&tokio::sync::Notify>,
+    ) -> bool {
+        loop {
+            let budget = self.budget(chat_id);
+            // The wait is measured from the booking (the clock is read once the budget's
+            // lock is held), not from when this task resumes.
+            let booked = tokio::task::spawn_blocking(move || {
+                let result = budget.book_now(kind);
+                (result, tokio::time::Instant::now())
+            })
+            .await;
+            let (reservation, from) = match booked {
+                Ok((Ok(reservation), at)) => (reservation, at),
+                Ok((Err(e), at)) => {
+                    tracing::warn!(error = %e, "send budget unavailable; spacing this send locally");
+                    (Reservation::SendIn(interval_for_chat(chat_id)), at)
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "send budget task failed; spacing this send locally");
+                    let wait = interval_for_chat(chat_id);
+                    (Reservation::SendIn(wait), tokio::time::Instant::now())
+                }
+            };
+            match reservation {
+                Reservation::SendIn(wait) => {
+                    tokio::time::sleep_until(from + wait).await;
+                    return true;
+                }
+                Reservation::AskAgainIn(wait) => match preempt {
+                    Some(preempt) => tokio::select! {
+                        _ = tokio::time::sleep_until(from + wait) => {}
+                        _ = preempt.notified() => return false,
+                    },
+                    None => tokio::time::sleep_until(from + wait).await,
+                },
+            }
         }
     }
 
-    /// Waits for this sender's next slot in the shared budget (the file lock blocks, so
-    /// it is taken off the actor thread).
-    async fn wait_for_slot(&self) {
-        let budget = self.budget.clone();
-        // The wait is measured from the booking (the clock is read once the budget's lock
-        // is held), not from when this task resumes.
-        let booked = tokio::task::spawn_blocking(move || {
-            let result = budget.reserve_now();
-            (result, tokio::time::Instant::now())
-        })
-        .await;
-        let (wait, from) = match booked {
-            Ok((Ok(wait), at)) => (wait, at),
-            Ok((Err(e), at)) => {
-                tracing::warn!(error = %e, "send budget unavailable; spacing this send locally");
-                (interval_for_chat(self.chat_id), at)
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "send budget task failed; spacing this send locally");
-                (interval_for_chat(self.chat_id), tokio::time::Instant::now())
-            }
-        };
-        tokio::time::sleep_until(from + wait).await;
-    }
-
     /// Records a 429 for every process of this home; if that fails, waits it out here.
-    async fn back_off_for(&self, retry_after: Duration) {
-        let budget = self.budget.clone();
+    async fn back_off_for(&self, chat_id: i64, retry_after: Duration) {
+        let budget = self.budget(chat_id);
         let until = SystemTime::now() + retry_after;
         let recorded = tokio::task::spawn_blocking(move || budget.push_back(until)).await;
         if !matches!(recorded, Ok(Ok(()))) {
@@ -93,19 +121,30 @@ impl ChatSender {
     /// same part, however often it comes; network errors, timeouts and 5xx are retried
     /// with a capped backoff until they pass. Only an error that sending the same text
     /// again cannot cure is returned.
-    pub async fn send_part(&self, html: &str) -> Result<(), TelegramError> {
+    ///
+    /// `preempt` (see [`ChatSender::send_tagged`]) may end the wait for a slot before
+    /// anything was sent: then `Ok(false)`.
+    pub async fn send_part(
+        &self,
+        chat_id: i64,
+        kind: MessageKind,
+        html: &str,
+        preempt: Option<&tokio::sync::Notify>,
+    ) -> Result<bool, TelegramError> {
         let mut attempts = 0u32;
         let mut backoff = FIRST_RETRY_BACKOFF;
         loop {
-            self.wait_for_slot().await;
-            match self.client.send_html(self.chat_id, html).await {
-                Ok(()) => return Ok(()),
+            if !self.wait_for_slot(chat_id, kind, preempt).await {
+                return Ok(false);
+            }
+            match self.client.send_html(chat_id, html).await {
+                Ok(()) => return Ok(true),
                 Err(TelegramError::RetryAfter(retry_after)) => {
                     tracing::info!(
                         ?retry_after,
                         "Telegram rate limit; retrying the same message after the wait"
                     );
-                    self.back_off_for(retry_after).await;
+                    self.back_off_for(chat_id, retry_after).await;
                 }
                 // Sending the same text again cannot succeed.
                 Err(e) if is_permanent(&e) => return Err(e),
@@ -123,16 +162,45 @@ impl ChatSender {
     }
 
     /// Tags `body` with `[prefix] `, splits it under Telegram's limit and sends every
-    /// part in order. A part Telegram can never accept is logged and skipped. Returns
-    /// whether every part went out.
-    pub async fn send_tagged(&self, prefix: &str, body: &str) -> bool {
+    /// part to `chat_id` in order. A part Telegram can never accept is logged and
+    /// skipped.
+    ///
+    /// While a notification waits for the budget to let it book, `preempt` firing (this
+    /// instance queued a reply) gives up before the first part is sent: the caller sends
+    /// the reply first and this message later, whole. Once a part went out the rest
+    /// follows.
+    pub async fn send_tagged(
+        &self,
+        chat_id: i64,
+        kind: MessageKind,
+        prefix: &str,
+        body: &str,
+        preempt: Option<&tokio::sync::Notify>,
+    ) -> Sent {
         let mut all_sent = true;
-        for part in split_tagged(prefix, body, TELEGRAM_LIMIT) {
-            if let Err(e) = self.send_part(&part).await {
-                tracing::warn!(error = %e, "Telegram refused a message part for good; skipped");
-                all_sent = false;
+        for (i, part) in split_tagged(prefix, body, TELEGRAM_LIMIT)
+            .iter()
+            .enumerate()
+        {
+            let preempt = if i == 0 { preempt } else { None };
+            match self.send_part(chat_id, kind, part, preempt).await {
+                Ok(true) => {}
+                Ok(false) => return Sent::Preempted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "Telegram refused a message part for good; skipped");
+                    all_sent = false;
+                }
             }
         }
-        all_sent
+        Sent::Done { all_sent }
     }
+}
+
+/// How [`ChatSender::send_tagged`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sent {
+    /// Every part was sent, or given up on for good (`all_sent: false`).
+    Done { all_sent: bool },
+    /// Nothing was sent: a reply was queued first.
+    Preempted,
 }

@@ -3,6 +3,10 @@
 //!
 //! Callers read the environment and pass the value in, so tests never touch the real
 //! home. Nothing else lives here: the registry store and the owner lock use the paths.
+//!
+//! What belongs to a Telegram bot rather than to the home lives in `bots/<bot id>/`
+//! ([`bot_dir`]): the owner lock, the stored offset, the send budget. The directory is
+//! named by the token's numeric bot id (`core::bot_chats::bot_id_of`), never the token.
 
 use std::ffi::OsStr;
 use std::fs;
@@ -13,6 +17,10 @@ use std::path::{Path, PathBuf};
 pub const DEFAULT_DIR_NAME: &str = ".piv-orchestrator";
 /// Subdirectory holding the per-instance liveness lock files.
 pub const INSTANCES_DIR: &str = "instances";
+/// Subdirectory holding one directory per Telegram bot.
+pub const BOTS_DIR: &str = "bots";
+/// In a bot's directory: the lock whose holder polls the bot.
+pub const OWNER_LOCK_FILE: &str = "owner.lock";
 /// Mode of the home and its subdirectories: it names projects and chats.
 const DIR_MODE: u32 = 0o700;
 
@@ -47,6 +55,26 @@ pub fn resolve_home(env_value: Option<&OsStr>) -> Result<PathBuf, HomeError> {
 /// The lock-file directory inside `home`.
 pub fn instances_dir(home: &Path) -> PathBuf {
     home.join(INSTANCES_DIR)
+}
+
+/// The directory of bot `bot_id` in `home`: `bots/<bot_id>/`.
+pub fn bot_dir(home: &Path, bot_id: u64) -> PathBuf {
+    home.join(BOTS_DIR).join(bot_id.to_string())
+}
+
+/// The bot owner's lock of `bot_id`: whoever holds it polls that bot.
+pub fn owner_lock_path(home: &Path, bot_id: u64) -> PathBuf {
+    bot_dir(home, bot_id).join(OWNER_LOCK_FILE)
+}
+
+/// Creates `home` (as [`ensure_home`]) and the directory of `bot_id` in it, mode 0700;
+/// returns the bot's directory.
+pub fn ensure_bot_dir(home: &Path, bot_id: u64) -> Result<PathBuf, HomeError> {
+    ensure_home(home)?;
+    ensure_private_dir(&home.join(BOTS_DIR))?;
+    let dir = bot_dir(home, bot_id);
+    ensure_private_dir(&dir)?;
+    Ok(dir)
 }
 
 /// Creates `home` and `home/instances` with mode 0700, tightening the mode of either if
@@ -116,6 +144,22 @@ mod tests {
         ensure_home(&home).unwrap();
         assert_eq!(mode(&home), 0o700);
         assert_eq!(mode(&instances_dir(&home)), 0o700);
+    }
+
+    #[test]
+    fn bot_dirs_are_named_by_the_bot_id_and_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().join("home");
+        let bot = ensure_bot_dir(&home, 123_456).unwrap();
+        assert_eq!(bot, home.join("bots").join("123456"));
+        assert_eq!(mode(&bot), 0o700);
+        assert_eq!(mode(&home.join("bots")), 0o700);
+        assert_eq!(
+            owner_lock_path(&home, 123_456),
+            home.join("bots/123456/owner.lock")
+        );
+        // A second bot has a directory of its own.
+        assert_ne!(ensure_bot_dir(&home, 7).unwrap(), bot);
     }
 
     #[test]

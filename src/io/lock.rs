@@ -16,8 +16,8 @@
 //! |---|---|---|---|
 //! | `$PIV_HOME/registry.lock` | any process doing a registry read-modify-write | the duration of one operation (milliseconds) | every other registry operation |
 //! | `$PIV_HOME/instances/<prefix>-<pid>-<nonce>.lock` | one live `piv run` | its whole life: the entry is alive iff the lock is held | only liveness probes (`try_lock`, released at once) |
-//! | `$PIV_HOME/bot-owner.lock` | the bot owner | as long as it polls `getUpdates` | standby instances waiting to take over |
-//! | `$PIV_HOME/send-budget.lock` | any instance about to send a Telegram message | the read-modify-write of the shared send budget | other senders |
+//! | `$PIV_HOME/bots/<bot id>/owner.lock` | the owner of that bot | as long as it polls `getUpdates` | standby instances of the same bot waiting to take over |
+//! | `$PIV_HOME/bots/<bot id>/send-budget.lock` | any instance of that bot about to send a Telegram message | the read-modify-write of the bot's send budget | other senders of the bot |
 //! | `$PIV_HOME/usage.lock` | any instance before an agent session or after one that reported on the subscription | the read-modify-write of `usage.json` (usage limit, resume order, overage, daily-cap message) | other instances checking or recording |
 //!
 //! A holder writes its pid into the lock file (only ever that), so a waiter can say whom
@@ -28,10 +28,11 @@
 //!
 //! # Acquisition order
 //! A process that needs several locks takes them in this order and releases in reverse:
-//! the instance lock (first, for life), then `bot-owner.lock`, then `registry.lock`,
+//! the instance lock (first, for life), then its bot's `owner.lock`, then `registry.lock`,
 //! `send-budget.lock` or `usage.lock` briefly (never two of them; never wait for another
-//! lock while holding one). `registry.lock` is never held while waiting for `bot-owner.lock`, so a
-//! standby blocked on ownership cannot stall the registry.
+//! lock while holding one). `registry.lock` is never held while waiting for `owner.lock`, so a
+//! standby blocked on ownership cannot stall the registry. Bots are named by the token's
+//! numeric id, never by the token.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};

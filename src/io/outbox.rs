@@ -3,7 +3,8 @@
 //! only once Telegram accepted it, so a crash, a SIGKILL or an outage loses nothing.
 //!
 //! One file per message, `<seq>.json` with a zero-padded sequence number (the queue
-//! order), holding `{"kind", "tag", "html"}`. Why `.agents/` and not `$PIV_HOME`: the
+//! order), holding `{"kind", "tag", "html"}` and, for a reply to a chat other than the
+//! instance's own, `"chat"` (the chat it answers; absent: the instance's own chat). Why `.agents/` and not `$PIV_HOME`: the
 //! outbox belongs to the instance, and an instance is its project — the project lock
 //! (`.agents/orchestrator.lock`) already makes this process its only writer, and the next
 //! `piv run` of the same project finds it whatever its prefix, home or token. It is
@@ -46,6 +47,8 @@ impl PathIoError for OutboxError {
 pub struct Entry {
     pub seq: u64,
     pub kind: MessageKind,
+    /// The chat it goes to; `None`: the instance's own chat.
+    pub chat: Option<i64>,
     /// The `[tag] ` prefix it is sent under.
     pub tag: String,
     /// The body, Telegram HTML, untagged and unsplit.
@@ -55,6 +58,8 @@ pub struct Entry {
 #[derive(Debug, Serialize, Deserialize)]
 struct EntryFile {
     kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    chat: Option<i64>,
     tag: String,
     html: String,
 }
@@ -108,11 +113,24 @@ impl Outbox {
             .collect())
     }
 
-    /// Queues a message durably; returns its sequence number.
+    /// Queues a message for the instance's own chat durably; returns its sequence number.
     pub fn push(&mut self, kind: MessageKind, tag: &str, html: &str) -> Result<u64, OutboxError> {
+        self.push_to(kind, None, tag, html)
+    }
+
+    /// Queues a message for `chat` (`None`: the instance's own chat) durably; returns its
+    /// sequence number.
+    pub fn push_to(
+        &mut self,
+        kind: MessageKind,
+        chat: Option<i64>,
+        tag: &str,
+        html: &str,
+    ) -> Result<u64, OutboxError> {
         let seq = self.next;
         let json = serde_json::to_vec(&EntryFile {
             kind: kind.as_str().to_string(),
+            chat,
             tag: tag.to_string(),
             html: html.to_string(),
         })
@@ -143,6 +161,7 @@ impl Outbox {
                 Some((kind, f)) => entries.push(Entry {
                     seq,
                     kind,
+                    chat: f.chat,
                     tag: f.tag,
                     html: f.html,
                 }),
@@ -201,6 +220,7 @@ mod tests {
             vec![(1, "one"), (2, "two")]
         );
         assert_eq!(listed[1].kind, MessageKind::Reply);
+        assert_eq!(listed[1].chat, None);
         // New entries come after the old ones, also after a removal.
         again.remove(&[1, 2]).unwrap();
         assert_eq!(
@@ -208,6 +228,29 @@ mod tests {
             3
         );
         assert_eq!(again.list().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_reply_keeps_the_chat_it_answers() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut outbox = Outbox::open(dir.path()).unwrap();
+        outbox
+            .push_to(MessageKind::Reply, Some(-1_005), "b", "answer")
+            .unwrap();
+        // An entry written before entries named their chat still reads (own chat).
+        std::fs::write(
+            outbox.dir().join(file_name(9)),
+            r#"{"kind":"notification","tag":"a","html":"old"}"#,
+        )
+        .unwrap();
+        let listed = Outbox::open(dir.path()).unwrap().list().unwrap();
+        assert_eq!(
+            listed
+                .iter()
+                .map(|e| (e.seq, e.chat, e.html.as_str()))
+                .collect::<Vec<_>>(),
+            vec![(1, Some(-1_005), "answer"), (9, None, "old")]
+        );
     }
 
     #[test]

@@ -31,6 +31,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::core::bot_chats::BotChat;
 use crate::core::registry::{Instance, Registry};
 use crate::io::atomic_file::{self, AtomicFileError};
 use crate::io::home::{self, HomeError};
@@ -126,6 +127,20 @@ impl RegistryStore {
         manifest_path: &str,
         started_at: &str,
     ) -> Result<Registration, RegistryError> {
+        self.register_reporting_to(prefix, project_dir, manifest_path, started_at, None)
+    }
+
+    /// [`register`](Self::register), recording the Telegram bot and chat the instance
+    /// reports to (`botId`, `chatId`): the bot's owner answers that chat and shows it
+    /// this instance.
+    pub fn register_reporting_to(
+        &self,
+        prefix: &str,
+        project_dir: &str,
+        manifest_path: &str,
+        started_at: &str,
+        chat: Option<BotChat>,
+    ) -> Result<Registration, RegistryError> {
         let pid = std::process::id();
         let mut taken_lock = None;
         let instance = self.modify(|registry, store| {
@@ -148,6 +163,8 @@ impl RegistryStore {
             let (guard, path) = store.new_instance_lock(prefix)?;
             let mut instance = Instance::new(prefix, project_dir, pid, started_at, manifest_path);
             instance.instance_lock = Some(path.to_string_lossy().into_owned());
+            instance.bot_id = chat.map(|c| c.bot_id);
+            instance.chat_id = chat.map(|c| c.chat_id);
             registry.upsert(instance.clone());
             taken_lock = Some(guard);
             Ok(instance)

@@ -1,11 +1,16 @@
-//! The send budget of one bot token, shared by every piv process of one `$PIV_HOME`: who may send to a chat, and when.
+//! The send budget of one bot, shared by every piv process of one `$PIV_HOME` using it: who may send to a chat, and when.
 //!
 //! Telegram's per-chat limits (about one message a second to a private chat, twenty a
-//! minute to a group) belong to the token, so several instances sending to one chat must
-//! take turns. Each send first [`SendBudget::reserve`]s the next free slot: under an
-//! exclusive lock on `$PIV_HOME/send-budget.lock` it reads the last reserved slot from
-//! `$PIV_HOME/send-budget.json`, books the next one, writes it back atomically and
-//! returns how long the caller must wait. A 429 from Telegram is recorded with
+//! minute to a group) belong to the bot, so several instances sending to one chat must
+//! take turns. The budget lives in the bot's directory (`$PIV_HOME/bots/<bot id>/`, see
+//! `io::home::bot_dir`): slots per bot and chat, a 429 back-off per bot. Each send first
+//! [`SendBudget::reserve`]s the next free slot: under an exclusive lock on
+//! `send-budget.lock` it reads the last reserved slot from `send-budget.json`, books the
+//! next one, writes it back atomically and
+//! returns how long the caller must wait. Replies go first: a notification books only a
+//! slot at most one interval away and otherwise asks again later, a reply books the next
+//! slot regardless (`core::send_slots`, [`SendBudget::book_now`]), so a reply never waits
+//! behind a backlog of other instances' notifications. A 429 from Telegram is recorded with
 //! [`SendBudget::push_back`] so every process waits it out, not just the one that got it.
 //!
 //! The lock wait blocks: callers on an actor thread run this in `spawn_blocking` or a
@@ -19,6 +24,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use crate::core::outbox::MessageKind;
+use crate::core::send_slots::{book, Booking};
 use crate::io::atomic_file::{self, AtomicFileError};
 use crate::io::PathIoError;
 
@@ -37,32 +44,21 @@ pub fn interval_for_chat(chat_id: i64) -> Duration {
     }
 }
 
-/// A booked slot further ahead than this is taken for a clock that went backwards, and
-/// ignored, rather than silencing every instance for that long.
-pub const MAX_AHEAD: Duration = Duration::from_secs(3600);
-/// A 429's back-off is honoured in full however long Telegram asks (an hour-long flood
-/// ban is an hour without sends on the token); only one further ahead than this is
-/// taken for a clock that went backwards.
-pub const MAX_BACKOFF_AHEAD: Duration = Duration::from_secs(48 * 3600);
+/// The budget's state file in the bot's directory.
+pub const STATE_FILE: &str = "send-budget.json";
+/// The lock serialising its read-modify-writes.
+pub const LOCK_FILE: &str = "send-budget.lock";
 
-/// The slot (ms since the epoch) a new send gets: no earlier than now, one interval after
-/// the last reserved slot, and not before a 429 back-off ends.
-pub fn next_slot_ms(
-    now_ms: u64,
-    last_slot_ms: Option<u64>,
-    blocked_until_ms: Option<u64>,
-    interval_ms: u64,
-) -> u64 {
-    let ahead = |from: u64, by: Duration| from.saturating_add(by.as_millis() as u64);
-    let blocked = blocked_until_ms
-        .filter(|t| *t <= ahead(now_ms, MAX_BACKOFF_AHEAD))
-        .unwrap_or(0);
-    // Slots queue up behind a long back-off too.
-    let last_horizon = ahead(now_ms.max(blocked), MAX_AHEAD);
-    let after_last = last_slot_ms
-        .filter(|t| *t <= last_horizon)
-        .map_or(0, |last| last.saturating_add(interval_ms));
-    now_ms.max(after_last).max(blocked)
+pub use crate::core::send_slots::{next_slot_ms, MAX_AHEAD, MAX_BACKOFF_AHEAD};
+
+/// What [`SendBudget::book_now`] gives a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reservation {
+    /// A slot is booked: send after this wait.
+    SendIn(Duration),
+    /// Nothing booked (a notification while the budget is booked ahead): ask again after
+    /// this wait.
+    AskAgainIn(Duration),
 }
 
 /// Failures of the send budget; each names the file and the step.
@@ -113,16 +109,17 @@ fn ms_since_epoch(t: SystemTime) -> u64 {
 }
 
 impl SendBudget {
-    /// The budget for `chat_id` in `home` (which must exist), spaced as Telegram asks.
-    pub fn new(home: &Path, chat_id: i64) -> Self {
-        Self::with_interval(home, chat_id, interval_for_chat(chat_id))
+    /// The budget for `chat_id` of the bot whose directory is `bot_dir` (which must
+    /// exist), spaced as Telegram asks.
+    pub fn new(bot_dir: &Path, chat_id: i64) -> Self {
+        Self::with_interval(bot_dir, chat_id, interval_for_chat(chat_id))
     }
 
     /// As [`SendBudget::new`] with another spacing (tests, a self-hosted server).
-    pub fn with_interval(home: &Path, chat_id: i64, interval: Duration) -> Self {
+    pub fn with_interval(bot_dir: &Path, chat_id: i64, interval: Duration) -> Self {
         Self {
-            lock_path: home.join("send-budget.lock"),
-            state_path: home.join("send-budget.json"),
+            lock_path: bot_dir.join(LOCK_FILE),
+            state_path: bot_dir.join(STATE_FILE),
             chat_id,
             interval,
         }
@@ -171,7 +168,47 @@ impl SendBudget {
         }
     }
 
-    /// Books the next send slot for this chat and returns how long to wait before sending.
+    /// Books a slot for a message of `kind` under the rule of `core::send_slots` (the
+    /// clock is read once the lock is held): a reply always gets one; a notification only
+    /// when it is at most one interval away.
+    pub fn book_now(&self, kind: MessageKind) -> Result<Reservation, SendBudgetError> {
+        self.book_with(kind, SystemTime::now)
+    }
+
+    /// [`book_now`](Self::book_now) at `now`.
+    pub fn book(&self, kind: MessageKind, now: SystemTime) -> Result<Reservation, SendBudgetError> {
+        self.book_with(kind, || now)
+    }
+
+    fn book_with(
+        &self,
+        kind: MessageKind,
+        clock: impl FnOnce() -> SystemTime,
+    ) -> Result<Reservation, SendBudgetError> {
+        let key = self.chat_id.to_string();
+        let interval_ms = self.interval.as_millis() as u64;
+        self.with_state(|state| {
+            let now_ms = ms_since_epoch(clock());
+            match book(
+                kind,
+                now_ms,
+                state.last_slot_ms.get(&key).copied(),
+                state.blocked_until_ms,
+                interval_ms,
+            ) {
+                Booking::Slot(slot) => {
+                    state.last_slot_ms.insert(key, slot);
+                    Reservation::SendIn(Duration::from_millis(slot - now_ms))
+                }
+                Booking::AskAgainAt(at) => {
+                    Reservation::AskAgainIn(Duration::from_millis(at.saturating_sub(now_ms)))
+                }
+            }
+        })
+    }
+
+    /// Books the next send slot for this chat first-come (FIFO, whatever is booked ahead:
+    /// what a reply does) and returns how long to wait before sending.
     pub fn reserve(&self, now: SystemTime) -> Result<Duration, SendBudgetError> {
         self.reserve_with(|| now)
     }
@@ -214,29 +251,6 @@ impl SendBudget {
 mod tests {
     use super::*;
     use std::sync::{Arc, Barrier};
-
-    #[test]
-    fn next_slot_table() {
-        // (now, last, blocked, interval) -> slot
-        let cases = [
-            (1000, None, None, 1100, 1000),
-            (1000, Some(500), None, 1100, 1600),
-            (5000, Some(500), None, 1100, 5000),
-            (1000, Some(500), Some(9000), 1100, 9000),
-            (1000, None, Some(200), 1100, 1000),
-            // Far-future values mean the clock went back: ignored.
-            (1000, Some(u64::MAX), None, 1100, 1000),
-            (1000, None, Some(1000 + 172_800_001), 1100, 1000),
-            // A 429's back-off is honoured in full, an hour and more.
-            (1000, None, Some(1000 + 3_600_000), 1100, 3_601_000),
-            (1000, None, Some(1000 + 7_200_000), 1100, 7_201_000),
-            // Sends booked behind a two-hour back-off keep their spacing.
-            (1000, Some(7_201_000), Some(7_201_000), 1100, 7_202_100),
-        ];
-        for (now, last, blocked, interval, want) in cases {
-            assert_eq!(next_slot_ms(now, last, blocked, interval), want);
-        }
-    }
 
     #[test]
     fn interval_depends_on_chat_kind() {
@@ -332,6 +346,93 @@ mod tests {
         assert_eq!(waits.len(), threads * per_thread);
         for (i, w) in waits.iter().enumerate() {
             assert_eq!(*w, interval * i as u32, "slot {i}");
+        }
+    }
+
+    /// Item 3 of issue 13 on real files: eight threads (each opening the budget itself, as
+    /// instances do) flood one chat with notifications; a reply booked in the middle of
+    /// the backlog gets a slot within two intervals and goes ahead of every notification
+    /// that was already waiting.
+    #[test]
+    fn a_reply_overtakes_a_backlog_of_other_instances_notifications() {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        use std::sync::Mutex;
+        let home = tempfile::tempdir().unwrap();
+        let interval = Duration::from_millis(50);
+        let ms = |t: SystemTime| ms_since_epoch(t);
+        let stop = Arc::new(AtomicBool::new(false));
+        let booked = Arc::new(AtomicUsize::new(0));
+        // (first asked, slot) of every notification sent.
+        let sent: Arc<Mutex<Vec<(u64, u64)>>> = Arc::default();
+        let flooders: Vec<_> = (0..8)
+            .map(|_| {
+                let budget = SendBudget::with_interval(home.path(), 9, interval);
+                let (stop, booked, sent) = (stop.clone(), booked.clone(), sent.clone());
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::SeqCst) {
+                        let asked = ms(SystemTime::now());
+                        loop {
+                            let now = SystemTime::now();
+                            match budget.book(MessageKind::Notification, now).unwrap() {
+                                Reservation::SendIn(wait) => {
+                                    sent.lock()
+                                        .unwrap()
+                                        .push((asked, ms(now) + wait.as_millis() as u64));
+                                    booked.fetch_add(1, Ordering::SeqCst);
+                                    // The send itself: the slot is the instance's until then.
+                                    std::thread::sleep(wait);
+                                    break;
+                                }
+                                Reservation::AskAgainIn(wait) => std::thread::sleep(wait),
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        while booked.load(Ordering::SeqCst) < 20 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the flood never started"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let reply_budget = SendBudget::with_interval(home.path(), 9, interval);
+        let asked = SystemTime::now();
+        let Reservation::SendIn(wait) = reply_budget.book(MessageKind::Reply, asked).unwrap()
+        else {
+            panic!("a reply always books");
+        };
+        let reply_slot = ms(asked) + wait.as_millis() as u64;
+        // Let the notifications waiting at that moment book their slots.
+        let settle = booked.load(Ordering::SeqCst) + 16;
+        while booked.load(Ordering::SeqCst) < settle {
+            assert!(std::time::Instant::now() < deadline, "the flood stalled");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        stop.store(true, Ordering::SeqCst);
+        for f in flooders {
+            f.join().unwrap();
+        }
+        assert!(
+            wait <= interval * 2,
+            "the reply waited {wait:?} behind the backlog"
+        );
+        let sent = sent.lock().unwrap();
+        let overtaken = sent
+            .iter()
+            .filter(|(first_asked, slot)| *first_asked <= ms(asked) && *slot > reply_slot)
+            .count();
+        assert!(
+            overtaken >= 3,
+            "the reply went ahead of {overtaken} waiting notifications: {sent:?}"
+        );
+        // Notifications keep their spacing among themselves and with the reply.
+        let mut slots: Vec<u64> = sent.iter().map(|s| s.1).chain([reply_slot]).collect();
+        slots.sort_unstable();
+        for pair in slots.windows(2) {
+            assert!(pair[1] - pair[0] >= interval.as_millis() as u64, "{pair:?}");
         }
     }
 }

@@ -6,7 +6,11 @@
 //! # Exactly once, in order
 //! A sender writes a temp file (a dot-name the reader ignores), fsyncs it and renames it
 //! to [`queue_file_name`], whose zero-padded send time, pid and sequence number make name
-//! order equal send order and never collide. The reader lists queue names in order and
+//! order equal send order and never collide. Any other `*.json` name (a script's) is a
+//! signal too and takes its place in name order; dot-names and temp names (`*.tmp`,
+//! `*.part`, `*~`, …) are left to their writers; any other name is rejected (see
+//! `core::signal::classify_queue_name`), so no file lies in the queue unexplained. The
+//! reader lists the signal names in order and
 //! *claims* each by renaming it to `.claimed-<name>` before reading it: a file can be
 //! renamed away only once, so even two drainers could not both deliver it. The claimed
 //! file is removed before its message is returned. A crash between the claim and the
@@ -35,7 +39,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::core::control::ControlAction;
 use crate::core::signal::{
-    is_queue_file_name, parse_signal, queue_file_name, SignalMessage, MAX_SIGNAL_BYTES,
+    classify_queue_name, parse_signal, queue_file_name, QueueEntry, SignalMessage, MAX_SIGNAL_BYTES,
 };
 use crate::io::atomic_file::{self, AtomicFileError};
 use crate::io::PathIoError;
@@ -43,7 +47,7 @@ use crate::io::PathIoError;
 /// The queue directory, relative to the project.
 pub const SIGNALS_DIR: &str = ".agents/signals";
 /// Where invalid files go, inside the queue directory.
-pub const REJECTED_DIR: &str = "rejected";
+pub const REJECTED_DIR: &str = crate::core::signal::REJECTED_NAME;
 /// The reference's single signal file, relative to the project.
 pub const LEGACY_SIGNAL_FILE: &str = ".agents/orchestrator.signal";
 const CLAIMED_PREFIX: &str = ".claimed-";
@@ -143,18 +147,36 @@ pub struct DrainResult {
 pub fn drain_ready(project_dir: &Path, not_before: Option<SystemTime>) -> DrainResult {
     let mut result = DrainResult::default();
     let dir = signals_dir(project_dir);
-    let mut names: Vec<String> = match fs::read_dir(&dir) {
-        Ok(entries) => entries
-            .flatten()
-            .filter_map(|e| e.file_name().into_string().ok())
-            .filter(|n| is_queue_file_name(n))
-            .collect(),
+    let found: Vec<std::ffi::OsString> = match fs::read_dir(&dir) {
+        Ok(entries) => entries.flatten().map(|e| e.file_name()).collect(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
         Err(e) => {
             result.errors.push(SignalQueueError::io("list", &dir)(e));
             Vec::new()
         }
     };
+    let mut names = Vec::new();
+    for found in found {
+        let name = match found.into_string() {
+            Ok(name) => name,
+            Err(raw) => {
+                // Not UTF-8: no signal name; set aside under a printable name.
+                let label = raw.to_string_lossy().replace('\u{fffd}', "_");
+                let reason = "not a signal file name: not valid UTF-8";
+                reject(project_dir, &dir.join(&raw), &label, reason, &mut result);
+                continue;
+            }
+        };
+        match classify_queue_name(&name) {
+            QueueEntry::Signal => names.push(name),
+            QueueEntry::Ignore => {}
+            QueueEntry::Reject(reason) => {
+                reject(project_dir, &dir.join(&name), &name, &reason, &mut result)
+            }
+        }
+    }
+    // Name order is delivery order: piv's own names sort by send time; another
+    // program's file takes its place among them by its name.
     names.sort();
     for name in names {
         let path = dir.join(&name);
@@ -301,6 +323,8 @@ fn reject(project_dir: &Path, path: &Path, name: &str, reason: &str, result: &mu
         fs::rename(path, &target).map(|()| target)
     });
     match moved {
+        // Another drainer (or the writer) took it first.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Ok(target) => {
             tracing::warn!(file = name, reason, rejected_to = %target.display(),
                 "rejected an invalid signal file");
@@ -326,6 +350,7 @@ fn reject(project_dir: &Path, path: &Path, name: &str, reason: &str, result: &mu
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::signal::is_queue_file_name;
 
     #[test]
     fn enqueue_then_drain_round_trip() {
@@ -352,14 +377,25 @@ mod tests {
     }
 
     #[test]
-    fn temp_and_unrelated_files_are_ignored() {
+    fn temp_files_are_left_and_junk_is_rejected_with_its_reason() {
         let dir = tempfile::tempdir().unwrap();
         let signals = signals_dir(dir.path());
         fs::create_dir_all(&signals).unwrap();
-        fs::write(signals.join(".sig-x.tmp-1-1"), "{").unwrap();
+        for temp in [".sig-x.tmp-1-1", "pause.json.tmp", "pause.json~"] {
+            fs::write(signals.join(temp), "{").unwrap();
+        }
         fs::write(signals.join("README"), "hi").unwrap();
         let result = drain_ready(dir.path(), None);
-        assert!(result.delivered.is_empty() && result.rejected.is_empty());
-        assert!(signals.join("README").exists());
+        assert!(result.delivered.is_empty() && result.errors.is_empty());
+        // Writers' temp files are theirs until renamed into place.
+        for temp in [".sig-x.tmp-1-1", "pause.json.tmp", "pause.json~"] {
+            assert!(signals.join(temp).exists(), "{temp}");
+        }
+        // Anything else is set aside, never left lying in the queue.
+        assert_eq!(
+            result.rejected,
+            vec![rejected_dir(dir.path()).join("README")]
+        );
+        assert!(!signals.join("README").exists());
     }
 }

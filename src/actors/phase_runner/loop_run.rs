@@ -133,6 +133,11 @@ impl LoopRun {
         self.cost.borrow().spent
     }
 
+    /// Whether a pause is pending (asked for, not yet held).
+    pub(super) fn pause_pending(&self) -> bool {
+        matches!(*self.control.borrow(), Control::Paused { .. })
+    }
+
     pub(super) fn stopping(&self) -> Option<String> {
         match &*self.control.borrow() {
             Control::Stopping { by } => Some(by.clone()),
@@ -166,6 +171,8 @@ impl LoopRun {
                         self.publish(|s| {
                             s.state = RunState::Running;
                             s.why = None;
+                            s.pause_requested_at = None;
+                            s.pause_requested_by = None;
                         });
                         self.emit(RunEvent::Resumed {
                             by: "resume".into(),

@@ -135,6 +135,9 @@ impl PhaseRunnerActor {
             started_at: settings.started_at.clone(),
             last_activity: now_rfc3339(),
             why: None,
+            step_started_at: None,
+            pause_requested_at: None,
+            pause_requested_by: None,
         };
         let published = Rc::new(RefCell::new(Published {
             state,
@@ -218,6 +221,12 @@ impl PhaseRunnerActor {
     fn loop_ended(&mut self, outcome: Result<StopReason, String>) {
         self.loop_running = false;
         let mut published = self.published.borrow_mut();
+        // No step runs any more, and a pause asked for is moot: the loop has ended.
+        published.set(|s| {
+            s.step_started_at = None;
+            s.pause_requested_at = None;
+            s.pause_requested_by = None;
+        });
         match &outcome {
             Ok(StopReason::Done) => published.set(|s| {
                 s.state = RunState::Done;
@@ -254,7 +263,7 @@ impl Actor for PhaseRunnerActor {
         if !heartbeat.is_zero() {
             ctx.run_interval(heartbeat, |act, _ctx| {
                 let p = act.published.borrow();
-                if p.state.state == RunState::Running {
+                if matches!(p.state.state, RunState::Running | RunState::Pausing) {
                     act.events.do_send(Notify(RunEvent::Heartbeat {
                         phase: p.state.phase,
                     }));
@@ -285,7 +294,8 @@ impl Handler<StartRun> for PhaseRunnerActor {
 }
 
 impl PhaseRunnerActor {
-    /// Hold before the next step.
+    /// Hold before the next step. The state is `pausing` (published at once, naming the
+    /// step it waits for) until the loop reaches its next step and holds (`paused`).
     fn pause(&mut self, by: String) -> ControlReply {
         if !self.loop_running {
             return ControlReply::NothingRunning;
@@ -295,18 +305,42 @@ impl PhaseRunnerActor {
             Control::Stopping { .. } => return ControlReply::NothingRunning,
             Control::Run => {}
         }
-        let _ = self.control.send(Control::Paused { by });
-        ControlReply::Paused
+        let _ = self.control.send(Control::Paused { by: by.clone() });
+        let mut published = self.published.borrow_mut();
+        published.set(|s| {
+            s.state = RunState::Pausing;
+            s.pause_requested_at = Some(now_rfc3339());
+            s.pause_requested_by = Some(by);
+        });
+        let state = &published.state;
+        ControlReply::pause_taken(
+            state.step.as_deref(),
+            state.step_started_at.as_deref(),
+            chrono::Utc::now().timestamp(),
+        )
     }
 
-    /// Continue after a pause.
+    /// Continue after a pause (or call off one still waiting for its step).
     fn resume(&mut self) -> ControlReply {
         let paused = matches!(*self.control.borrow(), Control::Paused { .. });
         if !paused {
             return ControlReply::NotPaused;
         }
         let _ = self.control.send(Control::Run);
+        self.call_off_pause();
         ControlReply::Resumed
+    }
+
+    /// A pause called off before its step ended: the run is simply running again. (A
+    /// pause already held is published as running by the loop when it wakes.)
+    fn call_off_pause(&self) {
+        self.published.borrow_mut().set(|s| {
+            if s.state == RunState::Pausing {
+                s.state = RunState::Running;
+            }
+            s.pause_requested_at = None;
+            s.pause_requested_by = None;
+        });
     }
 
     /// Start the loop if it is not running (re-reading the manifest, so new phases run),
@@ -315,12 +349,17 @@ impl PhaseRunnerActor {
         if self.loop_running {
             if matches!(*self.control.borrow(), Control::Paused { .. }) {
                 let _ = self.control.send(Control::Run);
+                self.call_off_pause();
                 tracing::info!("go from {by}: resuming");
                 return ControlReply::Resumed;
             }
             return ControlReply::AlreadyRunning;
         }
         tracing::info!("go from {by}: starting the loop");
+        // A pause left from the run that ended does not hold the new one: `/go` runs.
+        if matches!(*self.control.borrow(), Control::Paused { .. }) {
+            let _ = self.control.send(Control::Run);
+        }
         self.start_loop(ctx);
         ControlReply::Started
     }

@@ -245,10 +245,17 @@ impl LoopRun {
         prompts: &[String],
         turns: &[u32],
     ) -> PairingOutcome {
+        // A pause asked for earlier in this step still waits for the step's end.
+        let state = if self.pause_pending() {
+            RunState::Pausing
+        } else {
+            RunState::Running
+        };
         self.publish(|s| {
-            s.state = RunState::Running;
+            s.state = state;
             s.phase = phase.or(s.phase);
             s.step = Some(label.to_string());
+            s.step_started_at = Some(now_rfc3339());
         });
         self.emit(RunEvent::StepStarted {
             phase,
@@ -271,7 +278,10 @@ impl LoopRun {
             cost.spent
         };
         self.last_stderr_tail = outcome.last.stderr_tail.clone();
-        self.publish(|s| s.cost_usd = cost);
+        self.publish(|s| {
+            s.cost_usd = cost;
+            s.step_started_at = None;
+        });
         self.emit(RunEvent::StepEnded {
             phase,
             step: label.to_string(),

@@ -1,6 +1,7 @@
 //! Single-machine coordination: the kernel lock on `bot-owner.lock` (taken by the bot
 //! owner before it asks for a lease) is all there is, so the lease is held at once and
-//! for good, and the offset is the file in `$PIV_HOME` (`io::bot_offset`).
+//! for good, and the offset is the bot's file in `$PIV_HOME/bots/<bot id>/`
+//! (`io::bot_offset`).
 
 use std::path::PathBuf;
 
@@ -12,12 +13,13 @@ use crate::io::bot_offset::{read_last_handled, write_last_handled};
 /// One machine, one `$PIV_HOME`.
 #[derive(Debug, Clone)]
 pub struct LocalCoordination {
-    home: PathBuf,
+    bot_dir: PathBuf,
 }
 
 impl LocalCoordination {
-    pub fn new(home: PathBuf) -> LocalCoordination {
-        LocalCoordination { home }
+    /// `bot_dir`: `$PIV_HOME/bots/<bot id>/`.
+    pub fn new(bot_dir: PathBuf) -> LocalCoordination {
+        LocalCoordination { bot_dir }
     }
 }
 
@@ -52,7 +54,7 @@ impl Coordination for LocalCoordination {
     }
 
     fn read_offset(&self) -> BoxFuture<'_, Option<i64>> {
-        let home = self.home.clone();
+        let home = self.bot_dir.clone();
         Box::pin(async move {
             tokio::task::spawn_blocking(move || read_last_handled(&home))
                 .await
@@ -65,7 +67,7 @@ impl Coordination for LocalCoordination {
         _lease: &'a dyn PollerLease,
         update_id: i64,
     ) -> BoxFuture<'a, Result<(), CoordinationError>> {
-        let home = self.home.clone();
+        let home = self.bot_dir.clone();
         Box::pin(async move {
             match tokio::task::spawn_blocking(move || write_last_handled(&home, update_id)).await {
                 Ok(Ok(())) => Ok(()),

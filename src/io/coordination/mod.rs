@@ -241,8 +241,13 @@ pub async fn choose(
     home: &std::path::Path,
     project_dir: &std::path::Path,
 ) -> Result<Coordinator, CoordinationError> {
+    // This machine only: the offset is the bot's file in `$PIV_HOME/bots/<bot id>/`.
+    let bot_dir = match bot_id.and_then(|id| id.parse::<u64>().ok()) {
+        Some(id) => crate::io::home::bot_dir(home, id),
+        None => home.to_path_buf(),
+    };
     let local = |note: Option<String>| Coordinator {
-        shared: Arc::new(local::LocalCoordination::new(home.to_path_buf())),
+        shared: Arc::new(local::LocalCoordination::new(bot_dir.clone())),
         fallback_note: note,
     };
     let Some(settings) = settings else {

@@ -28,7 +28,7 @@ fn err(code: u16, description: &str) -> (u16, Value) {
     (code, api_error(code, description, None))
 }
 
-fn percent_decode(s: &str) -> String {
+pub(super) fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -155,12 +155,12 @@ pub(super) fn handle(inner: &Inner, mut request: tiny_http::Request) {
         } else {
             match method.as_str() {
                 "getme" => ok(json!({
-                    "id": BOT_ID, "is_bot": true, "first_name": "Piv Test Bot",
+                    "id": bot_id_of(&inner.token), "is_bot": true, "first_name": "Piv Test Bot",
                     "username": BOT_USERNAME, "can_join_groups": true,
                     "can_read_all_group_messages": false, "supports_inline_queries": false,
                     "can_connect_to_business": false, "has_main_web_app": false
                 })),
-                "getupdates" => get_updates(inner, &params, pid, remote),
+                "getupdates" => timed_poll(inner, pid, || get_updates(inner, &params, pid, remote)),
                 "sendmessage" => send_message(inner, &params, pid),
                 "setmycommands" => set_my_commands(inner, &params),
                 "deletewebhook" => ok(json!(true)),
@@ -200,6 +200,23 @@ fn fail_as(request: tiny_http::Request, kind: Outage) {
             let _ = writer.flush();
         }
     }
+}
+
+/// Runs one `getUpdates` and records its span (arrival to answer) and caller.
+fn timed_poll(
+    inner: &Inner,
+    pid: Option<u32>,
+    poll: impl FnOnce() -> (u16, Value),
+) -> (u16, Value) {
+    let started = Instant::now();
+    let (status, body) = poll();
+    inner.lock().poll_spans.push(super::PollSpan {
+        pid,
+        started,
+        ended: Instant::now(),
+        status,
+    });
+    (status, body)
 }
 
 fn get_updates(
@@ -396,7 +413,7 @@ fn send_message(inner: &Inner, params: &Params, pid: Option<u32>) -> (u16, Value
         "message_id": message_id,
         "date": unix_now(),
         "chat": chat_json(chat),
-        "from": {"id": BOT_ID, "is_bot": true, "first_name": "Piv Test Bot", "username": BOT_USERNAME},
+        "from": {"id": bot_id_of(&inner.token), "is_bot": true, "first_name": "Piv Test Bot", "username": BOT_USERNAME},
         "text": visible,
     }))
 }

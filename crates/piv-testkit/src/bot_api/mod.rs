@@ -16,6 +16,8 @@
 //!   respected or a forced 429 storm is on.
 //! - `getMe` with every field teloxide requires; `setMyCommands` recorded.
 //! - A wrong token gets 401 `Unauthorized`.
+//! - Several bots on one port ([`BotApiStandIn::start_bots`]): each token has its own
+//!   updates, polls (a 409 ends only a poll on the same token), sends and test API handle.
 //!
 //! The test API (thread-safe methods on [`BotApiStandIn`]) injects chat messages and
 //! reads back what was sent; the same is reachable over HTTP under `/__test/…` for a
@@ -83,6 +85,19 @@ pub struct PollStart {
     pub remote: Option<SocketAddr>,
 }
 
+/// One `getUpdates` call from its arrival to its answer, as the stand-in saw it (a
+/// poll still waiting is not listed yet). A killed caller's poll ends when the stand-in
+/// answers it, which may be long after the caller died: a test compares spans by time
+/// and cuts a killed caller's span at the kill.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PollSpan {
+    pub pid: Option<u32>,
+    pub started: Instant,
+    pub ended: Instant,
+    /// The HTTP status of the answer (200, or 409 when a newer poll ended it).
+    pub status: u16,
+}
+
 /// A running `getUpdates` ended with 409 by a newer one. The stand-in cannot see that a
 /// killed poller's socket is gone, so a dead poller's pending poll is counted too; the
 /// pids let a test tell.
@@ -114,6 +129,7 @@ struct State {
     poll_generation: u64,
     active_poll: Option<(u64, Option<u32>, Option<SocketAddr>)>,
     poll_starts: Vec<PollStart>,
+    poll_spans: Vec<PollSpan>,
     conflicts: Vec<Conflict>,
     sent: Vec<SentMessage>,
     rejected: Vec<RejectedSend>,
@@ -163,11 +179,15 @@ impl Inner {
     }
 }
 
-/// A Bot API server on a local port. Stops when dropped.
+/// A Bot API server on a local port, or one bot of a server serving several
+/// ([`BotApiStandIn::start_bots`]). Stops when dropped (the first bot of a server stops
+/// them all).
 pub struct BotApiStandIn {
     inner: Arc<Inner>,
     server: Arc<tiny_http::Server>,
     acceptor: Mutex<Option<JoinHandle<()>>>,
+    /// Every bot of the server, stopped with it (only the handle owning the acceptor).
+    all: Vec<Arc<Inner>>,
     url: String,
 }
 
@@ -182,42 +202,63 @@ impl std::fmt::Debug for BotApiStandIn {
 impl BotApiStandIn {
     /// Serves the Bot API for `token` on `127.0.0.1` at a free port.
     pub fn start(token: &str) -> BotApiStandIn {
+        Self::start_bots(&[token]).remove(0)
+    }
+
+    /// Serves several bots on one port (one `TELEGRAM_API_URL` for instances with
+    /// different tokens): one handle per token, in order, each with its own updates,
+    /// polls, 409s and sends. A request is routed by the token in its path (an unknown
+    /// token gets 401 from the first bot); `/__test/…` reaches the first bot. Dropping
+    /// the first handle stops the server.
+    pub fn start_bots(tokens: &[&str]) -> Vec<BotApiStandIn> {
+        assert!(!tokens.is_empty(), "at least one token");
         let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").expect("bind 127.0.0.1:0"));
         let addr = server.server_addr().to_ip().expect("an IP listener");
-        let inner = Arc::new(Inner {
-            token: token.to_string(),
-            state: Mutex::new(State {
-                next_update_id: 100_000,
-                next_message_id: 1,
-                ..State::default()
-            }),
-            changed: Condvar::new(),
-            started: Instant::now(),
-        });
+        let bots: Vec<Arc<Inner>> = tokens
+            .iter()
+            .map(|token| {
+                Arc::new(Inner {
+                    token: token.to_string(),
+                    state: Mutex::new(State {
+                        next_update_id: 100_000,
+                        next_message_id: 1,
+                        ..State::default()
+                    }),
+                    changed: Condvar::new(),
+                    started: Instant::now(),
+                })
+            })
+            .collect();
         let acceptor = {
             let server = server.clone();
-            let inner = inner.clone();
+            let bots = bots.clone();
             std::thread::Builder::new()
                 .name("bot-api-stand-in".into())
                 .spawn(move || {
                     while let Ok(request) = server.recv() {
+                        let inner = bot_for(&bots, request.url()).clone();
                         if inner.lock().stopping {
                             let _ = request.respond(reply(503, &api_error(503, "stopping", None)));
                             break;
                         }
-                        let inner = inner.clone();
                         // One thread per request: a long poll must not hold up a send.
                         std::thread::spawn(move || handle(&inner, request));
                     }
                 })
                 .expect("spawn acceptor")
         };
-        BotApiStandIn {
-            inner,
-            server,
-            acceptor: Mutex::new(Some(acceptor)),
-            url: format!("http://{addr}"),
-        }
+        let url = format!("http://{addr}");
+        let mut acceptor = Some(acceptor);
+        bots.iter()
+            .enumerate()
+            .map(|(i, inner)| BotApiStandIn {
+                inner: inner.clone(),
+                server: server.clone(),
+                acceptor: Mutex::new(acceptor.take()),
+                all: if i == 0 { bots.clone() } else { Vec::new() },
+                url: url.clone(),
+            })
+            .collect()
     }
 
     /// The API base URL, for `TELEGRAM_API_URL`.
@@ -315,6 +356,11 @@ impl BotApiStandIn {
         self.inner.lock().poll_starts.clone()
     }
 
+    /// Every answered `getUpdates`, from arrival to answer, in the order answered.
+    pub fn poll_spans(&self) -> Vec<PollSpan> {
+        self.inner.lock().poll_spans.clone()
+    }
+
     /// How many running polls were ended with 409 by a newer one.
     pub fn conflicts_409(&self) -> usize {
         self.inner.lock().conflicts.len()
@@ -394,6 +440,14 @@ impl BotApiStandIn {
     pub fn stop(&self) {
         self.inner.lock().stopping = true;
         self.inner.changed.notify_all();
+        if self.all.is_empty() {
+            // Another bot's handle owns the server.
+            return;
+        }
+        for bot in &self.all {
+            bot.lock().stopping = true;
+            bot.changed.notify_all();
+        }
         self.server.unblock();
         if let Some(handle) = self
             .acceptor
@@ -410,6 +464,26 @@ impl Drop for BotApiStandIn {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// The bot a request is for: the one whose token is in the path (`/bot<token>/…`), else
+/// the first (which answers 401 to a wrong token, and serves `/__test`).
+fn bot_for<'a>(bots: &'a [Arc<Inner>], url: &str) -> &'a Arc<Inner> {
+    let first = url.trim_start_matches('/').split('/').next().unwrap_or("");
+    let token = http::percent_decode(first);
+    token
+        .strip_prefix("bot")
+        .and_then(|t| bots.iter().find(|b| b.token == t))
+        .unwrap_or(&bots[0])
+}
+
+/// The bot id of a token (the digits before ':'), as `getMe` reports it; [`BOT_ID`] for
+/// a token without one.
+fn bot_id_of(token: &str) -> i64 {
+    token
+        .split_once(':')
+        .and_then(|(id, _)| id.parse().ok())
+        .unwrap_or(BOT_ID)
 }
 
 // ---------------------------------------------------------------------------------------

@@ -25,9 +25,16 @@ impl Ctx<'_> {
             // 2.1.197 answers a command it does not list locally, before any model call.
             return self.unknown_command_answer(out);
         }
+        if let Action::WaitForFile { path } = &self.rule.action {
+            out.line(&self.assistant("Working on it...", &self.model(), None));
+            let path = self.cwd.join(path);
+            while !path.exists() {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
         match &self.rule.action {
-            Action::Succeed if unknown => self.plain_text_answer(out),
-            Action::Succeed => self.succeed(out),
+            Action::Succeed | Action::WaitForFile { .. } if unknown => self.plain_text_answer(out),
+            Action::Succeed | Action::WaitForFile { .. } => self.succeed(out),
             Action::Fail {
                 subtype,
                 is_error,

@@ -1,4 +1,4 @@
-//! A scripted stand-in for the `claude` CLI that speaks real stream-json: told per command to succeed, fail, exit non-zero, hang, print garbage, or fail the way the API fails (unreachable, overloaded, rejected credentials, usage limits).
+//! A scripted stand-in for the `claude` CLI that speaks real stream-json: told per command to succeed, fail, exit non-zero, hang, wait for a file, print garbage, or fail the way the API fails (unreachable, overloaded, rejected credentials, usage limits).
 //!
 //! It accepts the real CLI's flags, refuses what the real CLI refuses (stream-json without
 //! `--verbose`, `--dangerously-skip-permissions` as root without `IS_SANDBOX`, `--resume`
@@ -119,6 +119,10 @@ pub enum Action {
     SucceedWithoutEffects,
     /// Writes `path` (relative to the project), then an error result.
     WriteThenFail { path: String },
+    /// Print `init` and a line of work, then wait until `path` exists (absolute, or
+    /// relative to the project), then succeed as [`Action::Succeed`]: a step held until
+    /// the test releases it, without killing anything.
+    WaitForFile { path: String },
 }
 
 fn default_fail_subtype() -> String {
@@ -457,6 +461,7 @@ fn action_name(a: &Action) -> &'static str {
         Action::AuthRetry => "auth_retry",
         Action::SucceedWithoutEffects => "succeed_without_effects",
         Action::WriteThenFail { .. } => "write_then_fail",
+        Action::WaitForFile { .. } => "wait_for_file",
     }
 }
 
