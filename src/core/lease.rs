@@ -45,6 +45,17 @@ pub fn replicas(cluster_size: usize, overridden: Option<usize>) -> usize {
     overridden.unwrap_or(3).clamp(1, size)
 }
 
+/// The cluster's size as a client can tell it: 1 for a lone server; in a cluster, the
+/// larger of the client URLs the server advertises (which fills in as the routes gossip,
+/// so it can be short just after a start) and the servers the user listed.
+pub fn cluster_size(clustered: bool, advertised_urls: usize, configured_servers: usize) -> usize {
+    if clustered {
+        advertised_urls.max(configured_servers).max(1)
+    } else {
+        1
+    }
+}
+
 /// How often the holder renews: about a third of the TTL, so two renewals can fail
 /// before the lease runs out.
 pub fn renew_every(ttl: Duration) -> Duration {
@@ -200,6 +211,27 @@ mod tests {
         ];
         for (size, over, want) in table {
             assert_eq!(replicas(size, over), want, "size {size} override {over:?}");
+        }
+    }
+
+    #[test]
+    fn cluster_size_from_what_the_client_sees() {
+        // (clustered, advertised, configured, size)
+        let table = [
+            (false, 0, 1, 1),
+            (false, 3, 3, 1),
+            (true, 3, 1, 3),
+            // The INFO right after a start may list only part of the cluster.
+            (true, 2, 3, 3),
+            (true, 0, 0, 1),
+            (true, 5, 3, 5),
+        ];
+        for (clustered, advertised, configured, size) in table {
+            assert_eq!(
+                cluster_size(clustered, advertised, configured),
+                size,
+                "{clustered} {advertised} {configured}"
+            );
         }
     }
 

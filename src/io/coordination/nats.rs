@@ -81,11 +81,11 @@ pub async fn connect(
         Err(_) => return Err(unreachable("JetStream did not answer in time".into())),
     }
     let info = client.server_info();
-    let cluster_size = if info.cluster.is_some() {
-        info.connect_urls.len().max(1)
-    } else {
-        1
-    };
+    let cluster_size = crate::core::lease::cluster_size(
+        info.cluster.is_some(),
+        info.connect_urls.len(),
+        settings.servers.len(),
+    );
     let bucket = bot_bucket(bot_id);
     let replicas = replicas(cluster_size, settings.replicas);
     let kv = open_bucket(

@@ -105,14 +105,14 @@ pub async fn list_with(
 }
 
 /// The replicas for a bucket on the cluster `client` is connected to.
-pub fn replicas_for(client: &async_nats::Client, overridden: Option<usize>) -> usize {
+pub fn replicas_for(client: &async_nats::Client, settings: &CoordinationSettings) -> usize {
     let info = client.server_info();
-    let size = if info.cluster.is_some() {
-        info.connect_urls.len().max(1)
-    } else {
-        1
-    };
-    replicas(size, overridden)
+    let size = crate::core::lease::cluster_size(
+        info.cluster.is_some(),
+        info.connect_urls.len(),
+        settings.servers.len(),
+    );
+    replicas(size, settings.replicas)
 }
 
 /// Publishes this instance's status every `coordination.registry_every()` until the

@@ -216,7 +216,7 @@ pub async fn send_with(
             reason: e.to_string(),
         }
     })?;
-    let replicas = super::registry_kv::replicas_for(&client, settings.replicas);
+    let replicas = super::registry_kv::replicas_for(&client, settings);
     let js = jetstream::new(client);
     let failed = |reason: String| super::CoordinationError::JetStream {
         step: "send a signal",
