@@ -574,3 +574,39 @@ fn piv_signal_reaches_another_machine_exactly_once() {
     assert_eq!(out.status.code(), Some(2));
     drop(procs);
 }
+
+/// Unreachable but optional, with Telegram: the run goes on on this machine only and
+/// says so in the chat, and it polls (the kernel lock alone decides).
+#[test]
+fn optional_coordination_falls_back_and_says_so_in_the_chat() {
+    let api = BotApiStandIn::start(TOKEN);
+    let a = machine("a");
+    let url = format!("nats://127.0.0.1:{}", free_port());
+    let t0 = Instant::now();
+    let procs = Kill(vec![start_with_telegram(
+        &a,
+        &api,
+        (TOKEN, CHAT),
+        "a",
+        &[],
+        &[
+            ("PIV_COORDINATION", url.as_str()),
+            ("PIV_COORDINATION_OPTIONAL", "1"),
+        ],
+    )]);
+    let a_pid = procs.0[0].id();
+    assert!(
+        wait_until(DEADLINE, || !replies_after(
+            &api,
+            t0,
+            "Coordination across machines is off"
+        )
+        .is_empty()),
+        "the chat hears it\n{}",
+        output_of(&a, "a")
+    );
+    assert!(wait_until(DEADLINE, || first_poll_by(&api, a_pid, t0).is_some()));
+    let out = output_of(&a, "a");
+    assert!(out.contains(&url), "{out}");
+    assert!(out.contains("this machine only"), "{out}");
+}
