@@ -424,6 +424,17 @@ fn status_all_lists_every_machine() {
     );
     let reply = replies_after(&api, t, "All Instances").remove(0);
     assert!(reply.contains("[a") && reply.contains("[b"), "{reply}");
+    // `/status b` on a's bot: b's status as b published it.
+    let t = Instant::now();
+    api.inject_message(CHAT, "/status b");
+    assert!(
+        wait_until(DEADLINE, || api.sent_messages().iter().any(|m| m.at >= t
+            && m.text.starts_with("[b] ")
+            && m.text.contains("PIV Orchestrator Status"))),
+        "b's status from another machine: {:#?}\n{}",
+        replies_after(&api, t, ""),
+        output_of(&a, "a")
+    );
 
     // b SIGKILLed: its entry expires (three publications' worth) and drops out.
     let mut b_child = procs.0.remove(1);

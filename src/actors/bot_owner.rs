@@ -684,11 +684,16 @@ impl Poller {
             },
             Command::Status(StatusTarget::All) => (tag, self.all_status(view).await),
             Command::Status(StatusTarget::Prefix(target)) => {
+                let (view, elsewhere) = self.with_other_machines(view).await;
                 match view.route(Some(&target), &own) {
-                    Route::Remote(other) => {
-                        let (status, view) = probe_other(other).await;
-                        (other.prefix.clone(), status_reply(&status, view.as_ref()))
-                    }
+                    Route::Remote(other) => match find_published(&elsewhere, other) {
+                        // On another machine: the status it published.
+                        Some(p) => (other.prefix.clone(), status_reply(&p.status, None)),
+                        None => {
+                            let (status, view) = probe_other(other).await;
+                            (other.prefix.clone(), status_reply(&status, view.as_ref()))
+                        }
+                    },
                     Route::UnknownPrefix { prefix, known } => {
                         (tag, reply_unknown_prefix(&prefix, &known))
                     }
@@ -696,27 +701,10 @@ impl Poller {
                 }
             }
             Command::Control(action, target) => {
-                // Instances on other machines, from the registry across machines.
-                let local = self.other_instances().await;
-                let elsewhere = self.other_machines(&local).await;
-                let mut view = ChatView {
-                    owner_in_chat: view.owner_in_chat,
-                    others: view.others.clone(),
-                };
-                view.others.extend(elsewhere.iter().map(|p| {
-                    Instance::new(
-                        p.status.prefix.clone(),
-                        p.status.project_dir.clone(),
-                        p.status.pid.unwrap_or(0),
-                        "",
-                        "",
-                    )
-                }));
+                let (view, elsewhere) = self.with_other_machines(view).await;
                 let reply = match view.route(target.as_deref(), &own) {
                     Route::Local => self.control_locally(action).await,
-                    Route::Remote(other) => match elsewhere.iter().find(|p| {
-                        p.status.prefix == other.prefix && p.status.project_dir == other.project_dir
-                    }) {
+                    Route::Remote(other) => match find_published(&elsewhere, other) {
                         Some(target) => self.signal_other_machine(target, action).await,
                         None => self.signal_other(other, action).await,
                     },
@@ -793,6 +781,31 @@ impl Poller {
             }
             Err(e) => format!("⚠️ Could not send /{}: {e}", action.as_str()),
         }
+    }
+
+    /// `view` with the instances on other machines added (from the registry across
+    /// machines), and those instances as they published themselves.
+    async fn with_other_machines(
+        &self,
+        view: &ChatView,
+    ) -> (ChatView, Vec<crate::core::machines::PublishedInstance>) {
+        let local = self.other_instances().await;
+        let elsewhere = self.other_machines(&local).await;
+        let mut others = view.others.clone();
+        others.extend(elsewhere.iter().map(|p| {
+            Instance::new(
+                p.status.prefix.clone(),
+                p.status.project_dir.clone(),
+                p.status.pid.unwrap_or(0),
+                "",
+                "",
+            )
+        }));
+        let view = ChatView {
+            owner_in_chat: view.owner_in_chat,
+            others,
+        };
+        (view, elsewhere)
     }
 
     /// The instances the registry across machines lists that this machine's does not
@@ -944,6 +957,16 @@ impl ChatView {
             route_among(target, &self.others)
         }
     }
+}
+
+/// The published entry `other` was made from, when it is on another machine.
+fn find_published<'a>(
+    elsewhere: &'a [crate::core::machines::PublishedInstance],
+    other: &Instance,
+) -> Option<&'a crate::core::machines::PublishedInstance> {
+    elsewhere
+        .iter()
+        .find(|p| p.status.prefix == other.prefix && p.status.project_dir == other.project_dir)
 }
 
 /// A status and its manifest view (for the phase table), read off the actor thread.
