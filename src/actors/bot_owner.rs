@@ -41,7 +41,7 @@ use crate::core::status_report::{multi_status_reply, status_reply};
 use crate::core::telegram_poll::{is_new, next_offset, PollOutcome, PollPacer};
 use crate::core::telegram_text::format_help;
 use crate::io::coordination::local::LocalCoordination;
-use crate::io::coordination::{Coordinator, PollerLease, SharedCoordination};
+use crate::io::coordination::{elsewhere, Coordinator, PollerLease, SharedCoordination};
 use crate::io::home::{ensure_bot_dir, owner_lock_path};
 use crate::io::lock::{lock_exclusive, try_lock_exclusive, LockGuard};
 use crate::io::telegram::{IncomingUpdate, TelegramClient, TelegramError};
@@ -686,7 +686,7 @@ impl Poller {
             Command::Status(StatusTarget::Prefix(target)) => {
                 let (view, elsewhere) = self.with_other_machines(view).await;
                 match view.route(Some(&target), &own) {
-                    Route::Remote(other) => match find_published(&elsewhere, other) {
+                    Route::Remote(other) => match elsewhere::find_published(&elsewhere, other) {
                         // On another machine: the status it published.
                         Some(p) => (other.prefix.clone(), status_reply(&p.status, None)),
                         None => {
@@ -704,8 +704,11 @@ impl Poller {
                 let (view, elsewhere) = self.with_other_machines(view).await;
                 let reply = match view.route(target.as_deref(), &own) {
                     Route::Local => self.control_locally(action).await,
-                    Route::Remote(other) => match find_published(&elsewhere, other) {
-                        Some(target) => self.signal_other_machine(target, action).await,
+                    Route::Remote(other) => match elsewhere::find_published(&elsewhere, other) {
+                        Some(target) => {
+                            elsewhere::signal(&*self.coordination, target, action, &self.prefix)
+                                .await
+                        }
                         None => self.signal_other(other, action).await,
                     },
                     Route::AskWhich { prefixes } => reply_ask_which(action, &prefixes),
@@ -790,79 +793,15 @@ impl Poller {
         view: &ChatView,
     ) -> (ChatView, Vec<crate::core::machines::PublishedInstance>) {
         let local = self.other_instances().await;
-        let elsewhere = self.other_machines(&local).await;
+        let elsewhere =
+            elsewhere::other_machines(&*self.coordination, &self.project_dir, &local).await;
         let mut others = view.others.clone();
-        others.extend(elsewhere.iter().map(|p| {
-            Instance::new(
-                p.status.prefix.clone(),
-                p.status.project_dir.clone(),
-                p.status.pid.unwrap_or(0),
-                "",
-                "",
-            )
-        }));
+        others.extend(elsewhere.iter().map(elsewhere::as_instance));
         let view = ChatView {
             owner_in_chat: view.owner_in_chat,
             others,
         };
         (view, elsewhere)
-    }
-
-    /// The instances the registry across machines lists that this machine's does not
-    /// (`local`: this machine's others), this instance left out.
-    async fn other_machines(
-        &self,
-        local: &[Instance],
-    ) -> Vec<crate::core::machines::PublishedInstance> {
-        let published = self.coordination.published_instances().await;
-        if published.is_empty() {
-            return published;
-        }
-        let own_dir = self.project_dir.display().to_string();
-        let mut dirs: Vec<&str> = local.iter().map(|i| i.project_dir.as_str()).collect();
-        dirs.push(&own_dir);
-        crate::core::machines::not_listed_here(
-            published,
-            &crate::io::coordination::hostname(),
-            &dirs,
-        )
-    }
-
-    /// A control command for an instance on another machine: published for it; the reply
-    /// says whether it acknowledged within a few seconds or is queued.
-    async fn signal_other_machine(
-        &self,
-        target: &crate::core::machines::PublishedInstance,
-        action: ControlAction,
-    ) -> String {
-        let message = crate::core::signal::SignalMessage {
-            action,
-            timestamp: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-            from: self.prefix.clone(),
-        };
-        match self.coordination.send_signal(target, message).await {
-            Ok(crate::io::coordination::signals_nats::Delivery::Applied) => {
-                tracing::info!(to = %target.status.prefix, host = %target.hostname,
-                    action = action.as_str(), "a signal for another machine was acknowledged");
-                reply_sent(action, &target.status.prefix)
-            }
-            Ok(crate::io::coordination::signals_nats::Delivery::Queued) => {
-                crate::core::machines::reply_queued(
-                    action.as_str(),
-                    &target.status.prefix,
-                    &target.hostname,
-                )
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot send a signal to another machine");
-                format!(
-                    "⚠️ Could not send /{} to [{}]: {}",
-                    action.as_str(),
-                    crate::core::telegram_text::escape_html(&target.status.prefix),
-                    crate::core::telegram_text::escape_html(&e.to_string())
-                )
-            }
-        }
     }
 
     /// The registered instances other than this one (none without a registry).
@@ -957,16 +896,6 @@ impl ChatView {
             route_among(target, &self.others)
         }
     }
-}
-
-/// The published entry `other` was made from, when it is on another machine.
-fn find_published<'a>(
-    elsewhere: &'a [crate::core::machines::PublishedInstance],
-    other: &Instance,
-) -> Option<&'a crate::core::machines::PublishedInstance> {
-    elsewhere
-        .iter()
-        .find(|p| p.status.prefix == other.prefix && p.status.project_dir == other.project_dir)
 }
 
 /// A status and its manifest view (for the phase table), read off the actor thread.

@@ -9,6 +9,7 @@
 //! The decisions (names, replicas, the renewal schedule, fencing) are
 //! `core::lease`'s; this module only talks to the outside.
 
+pub mod elsewhere;
 pub mod local;
 pub mod nats;
 pub mod registry_kv;
