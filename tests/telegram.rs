@@ -79,6 +79,7 @@ impl World {
                 OUTBOXES.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
             )),
             panic_on_first_event: false,
+            coordinator: None,
         })
         .start()
     }

@@ -44,6 +44,8 @@ pub struct NotifierSettings {
     /// Test hook (`PIV_FAULT_INJECT=notifier_panic`): panic on the first event, to
     /// exercise the panic hook and the ordered shutdown for a crash outside the loop.
     pub panic_on_first_event: bool,
+    /// Coordination across machines, when chosen: the send budget is shared through it.
+    pub coordinator: Option<crate::io::coordination::Coordinator>,
 }
 
 /// Resolves once every queued message has been sent or given up on. Callers bound it
@@ -222,7 +224,10 @@ impl NotifierActor {
                 }
             };
             match TelegramClient::new(&tg.token, &tg.api_url, 30) {
-                Ok(client) => Some(ChatSender::new(client, bot_dir)),
+                Ok(client) => Some(
+                    ChatSender::new(client, bot_dir)
+                        .with_coordination(settings.coordinator.as_ref().map(|c| c.shared.clone())),
+                ),
                 Err(e) => {
                     tracing::error!(error = %e, "Telegram notifications disabled");
                     None

@@ -169,6 +169,7 @@ impl SupervisorActor {
                 .join(".agents")
                 .join(crate::io::outbox::OUTBOX_DIR),
             panic_on_first_event: cfg.faults.notifier_panic,
+            coordinator: cfg.coordinator.clone(),
         })
         .start();
         self.notifier = Some(notifier.clone());

@@ -33,6 +33,15 @@ pub fn registry_key(hostname: &str, project_dir: &str) -> String {
     format!("{host}_{hash:016x}")
 }
 
+/// How many machines (distinct host names) the shared registry shows.
+pub fn machines_in(published: &[PublishedInstance]) -> usize {
+    published
+        .iter()
+        .map(|p| p.hostname.as_str())
+        .collect::<std::collections::BTreeSet<_>>()
+        .len()
+}
+
 /// The published instances this machine does not list itself (not the same host and
 /// project directory as one of `local_dirs`).
 pub fn not_listed_here(
@@ -98,6 +107,29 @@ mod tests {
         PublishedInstance {
             hostname: host.into(),
             status: status(prefix, dir),
+        }
+    }
+
+    #[test]
+    fn machines_are_distinct_host_names() {
+        let table: Vec<(Vec<PublishedInstance>, usize)> = vec![
+            (vec![], 0),
+            (vec![published("h1", "a", "/p/a")], 1),
+            (
+                vec![published("h1", "a", "/p/a"), published("h1", "b", "/p/b")],
+                1,
+            ),
+            (
+                vec![
+                    published("h1", "a", "/p/a"),
+                    published("h2", "a", "/p/a"),
+                    published("h3", "c", "/p/c"),
+                ],
+                3,
+            ),
+        ];
+        for (list, want) in table {
+            assert_eq!(machines_in(&list), want, "{list:?}");
         }
     }
 

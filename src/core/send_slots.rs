@@ -13,6 +13,10 @@
 //! order per instance and their spacing, and only a reply can book further ahead.
 //! Why not a priority queue on disk: every instance would have to announce what it wants
 //! to send; this rule needs nothing but the one number the budget already keeps.
+//!
+//! Across machines (`PIV_COORDINATION`) the same rule books in a NATS KV key per chat;
+//! when NATS does not answer, each machine books in its own file budget at a
+//! conservative share of the chat's rate ([`degraded_interval_ms`]).
 
 use std::time::Duration;
 
@@ -75,10 +79,42 @@ pub fn book(
     }
 }
 
+/// Machines assumed sharing the chat when the shared budget cannot be reached, however
+/// few were last seen: another may have started since.
+pub const MIN_MACHINES_WHEN_DEGRADED: usize = 2;
+
+/// The spacing one machine keeps in its own file budget while the budget shared across
+/// machines is unreachable: the chat's interval times the machines last seen in the
+/// shared registry (at least [`MIN_MACHINES_WHEN_DEGRADED`]), so that together they stay
+/// within the chat's rate without talking to each other.
+pub fn degraded_interval_ms(interval_ms: u64, machines_last_seen: usize) -> u64 {
+    interval_ms.saturating_mul(machines_last_seen.max(MIN_MACHINES_WHEN_DEGRADED) as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use MessageKind::*;
+
+    #[test]
+    fn degraded_interval_table() {
+        // (interval, machines last seen) -> spacing on this machine
+        let cases = [
+            (1100, 0, 2200),
+            (1100, 1, 2200),
+            (1100, 2, 2200),
+            (1100, 3, 3300),
+            (3000, 5, 15_000),
+            (u64::MAX, 3, u64::MAX),
+        ];
+        for (interval, machines, want) in cases {
+            assert_eq!(
+                degraded_interval_ms(interval, machines),
+                want,
+                "{interval} ms × {machines} machines"
+            );
+        }
+    }
 
     #[test]
     fn next_slot_table() {

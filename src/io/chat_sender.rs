@@ -4,12 +4,22 @@
 //! replies) through it; a reply books its slot ahead of every instance's queued
 //! notifications. Network errors, timeouts and 5xx are retried for as long as it
 //! takes, with a capped backoff; only a message Telegram can never accept is given up.
+//!
+//! Across machines (`PIV_COORDINATION`) the slot is booked in the budget shared through
+//! NATS (`io::coordination::budget_nats`), each attempt bounded by [`SHARED_BUDGET_TIMEOUT`];
+//! when it fails, the slot is booked in this machine's file budget at a conservative
+//! share (`core::send_slots::degraded_interval_ms`), and the log says so once, and once
+//! more when the budget is shared again.
 
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::core::outbox::MessageKind;
+use crate::core::send_slots::{degraded_interval_ms, Booking};
 use crate::core::telegram_text::{split_tagged, TELEGRAM_LIMIT};
+use crate::io::coordination::SharedCoordination;
 use crate::io::send_budget::{interval_for_chat, Reservation, SendBudget};
 use crate::io::telegram::{TelegramClient, TelegramError};
 
@@ -17,6 +27,9 @@ use crate::io::telegram::{TelegramClient, TelegramError};
 const FIRST_RETRY_BACKOFF: Duration = Duration::from_millis(500);
 /// ...up to this, for as long as the failure lasts.
 const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(30);
+/// The longest a booking in (or a 429 written to) the budget shared across machines may
+/// take before this send books in the file budget instead: a send never hangs on NATS.
+pub const SHARED_BUDGET_TIMEOUT: Duration = Duration::from_millis(750);
 
 /// Whether sending the same message again can never succeed: it is too long, refused
 /// (400, 403: bad HTML, chat not found, bot blocked), the token is revoked, the chat
@@ -39,20 +52,132 @@ pub fn is_permanent(error: &TelegramError) -> bool {
 }
 
 /// Sends messages to the chats of one bot through the bot's shared send budget.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ChatSender {
     client: TelegramClient,
     /// The bot's directory, holding its send budget (`io::home::bot_dir`).
     bot_dir: PathBuf,
+    /// The coordination across machines, when there is one: the budget is booked there.
+    shared: Option<SharedCoordination>,
+    /// Whether the last booking across machines failed (the log says so once).
+    degraded: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for ChatSender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChatSender")
+            .field("bot_dir", &self.bot_dir)
+            .field("shared", &self.shared.as_ref().map(|c| c.describe()))
+            .finish_non_exhaustive()
+    }
+}
+
+fn ms_since_epoch(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 impl ChatSender {
     pub fn new(client: TelegramClient, bot_dir: PathBuf) -> Self {
-        Self { client, bot_dir }
+        Self {
+            client,
+            bot_dir,
+            shared: None,
+            degraded: Arc::default(),
+        }
     }
 
+    /// Books slots through `coordination` when it shares the budget across machines.
+    pub fn with_coordination(mut self, coordination: Option<SharedCoordination>) -> Self {
+        self.shared = coordination;
+        self
+    }
+
+    /// The file budget: this `$PIV_HOME`'s, at the chat's interval — or, while the budget
+    /// across machines does not answer, at this machine's conservative share of it.
     fn budget(&self, chat_id: i64) -> SendBudget {
-        SendBudget::new(&self.bot_dir, chat_id)
+        let interval = interval_for_chat(chat_id);
+        match &self.shared {
+            Some(shared) if self.degraded.load(Ordering::SeqCst) => {
+                let share =
+                    degraded_interval_ms(interval.as_millis() as u64, shared.machines_last_seen());
+                SendBudget::with_interval(&self.bot_dir, chat_id, Duration::from_millis(share))
+            }
+            _ => SendBudget::with_interval(&self.bot_dir, chat_id, interval),
+        }
+    }
+
+    /// Books in the budget shared across machines: None when there is none or it did not
+    /// answer in time (then the file budget books, at this machine's share).
+    async fn book_shared(
+        &self,
+        chat_id: i64,
+        kind: MessageKind,
+    ) -> Option<(Reservation, tokio::time::Instant)> {
+        let shared = self.shared.as_ref()?;
+        let booking = shared.book_send(chat_id, kind, interval_for_chat(chat_id))?;
+        let failure = match tokio::time::timeout(SHARED_BUDGET_TIMEOUT, booking).await {
+            Ok(Ok(booking)) => {
+                if self.degraded.swap(false, Ordering::SeqCst) {
+                    tracing::warn!("send budget shared across machines again (NATS answers)");
+                }
+                // Slots are wall-clock times: the wait is counted from now.
+                let (now, at) = (
+                    ms_since_epoch(SystemTime::now()),
+                    tokio::time::Instant::now(),
+                );
+                let reservation = match booking {
+                    Booking::Slot(slot) => {
+                        Reservation::SendIn(Duration::from_millis(slot.saturating_sub(now)))
+                    }
+                    Booking::AskAgainAt(t) => {
+                        Reservation::AskAgainIn(Duration::from_millis(t.saturating_sub(now)))
+                    }
+                };
+                return Some((reservation, at));
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer within {SHARED_BUDGET_TIMEOUT:?}"),
+        };
+        if !self.degraded.swap(true, Ordering::SeqCst) {
+            let share = degraded_interval_ms(
+                interval_for_chat(chat_id).as_millis() as u64,
+                shared.machines_last_seen(),
+            );
+            tracing::warn!(error = %failure, share_ms = share,
+                "send budget across machines unavailable; booking in this machine's budget at a \
+                 conservative share until NATS answers again");
+        }
+        None
+    }
+
+    /// Books in this home's file budget (the lock blocks, so off the actor thread); the
+    /// wait is measured from the booking (the clock is read once the budget's lock is
+    /// held), not from when this task resumes.
+    async fn book_in_file(
+        &self,
+        chat_id: i64,
+        kind: MessageKind,
+    ) -> (Reservation, tokio::time::Instant) {
+        let budget = self.budget(chat_id);
+        let booked = tokio::task::spawn_blocking(move || {
+            let result = budget.book_now(kind);
+            (result, tokio::time::Instant::now())
+        })
+        .await;
+        match booked {
+            Ok((Ok(reservation), at)) => (reservation, at),
+            Ok((Err(e), at)) => {
+                tracing::warn!(error = %e, "send budget unavailable; spacing this send locally");
+                (Reservation::SendIn(interval_for_chat(chat_id)), at)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "send budget task failed; spacing this send locally");
+                let wait = interval_for_chat(chat_id);
+                (Reservation::SendIn(wait), tokio::time::Instant::now())
+            }
+        }
     }
 
     /// Waits for a slot of `chat_id` in the shared budget (the file lock blocks, so it is
@@ -69,25 +194,9 @@ impl ChatSender {
         preempt: Option<&tokio::sync::Notify>,
     ) -> bool {
         loop {
-            let budget = self.budget(chat_id);
-            // The wait is measured from the booking (the clock is read once the budget's
-            // lock is held), not from when this task resumes.
-            let booked = tokio::task::spawn_blocking(move || {
-                let result = budget.book_now(kind);
-                (result, tokio::time::Instant::now())
-            })
-            .await;
-            let (reservation, from) = match booked {
-                Ok((Ok(reservation), at)) => (reservation, at),
-                Ok((Err(e), at)) => {
-                    tracing::warn!(error = %e, "send budget unavailable; spacing this send locally");
-                    (Reservation::SendIn(interval_for_chat(chat_id)), at)
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "send budget task failed; spacing this send locally");
-                    let wait = interval_for_chat(chat_id);
-                    (Reservation::SendIn(wait), tokio::time::Instant::now())
-                }
+            let (reservation, from) = match self.book_shared(chat_id, kind).await {
+                Some(booked) => booked,
+                None => self.book_in_file(chat_id, kind).await,
             };
             match reservation {
                 Reservation::SendIn(wait) => {
@@ -105,12 +214,28 @@ impl ChatSender {
         }
     }
 
-    /// Records a 429 for every process of this home; if that fails, waits it out here.
+    /// Records a 429 for every process of this home, and of every machine when the budget
+    /// is shared across them; if neither can be recorded, waits it out here.
     async fn back_off_for(&self, chat_id: i64, retry_after: Duration) {
         let budget = self.budget(chat_id);
         let until = SystemTime::now() + retry_after;
+        let shared = match self.shared.as_ref().and_then(|s| s.push_back_send(until)) {
+            Some(write) => match tokio::time::timeout(SHARED_BUDGET_TIMEOUT, write).await {
+                Ok(Ok(())) => true,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "cannot share the rate limit across machines");
+                    false
+                }
+                Err(_) => {
+                    tracing::warn!("cannot share the rate limit across machines: no answer");
+                    false
+                }
+            },
+            None => false,
+        };
+        // Kept in the file too: it is what this machine books in should NATS stop answering.
         let recorded = tokio::task::spawn_blocking(move || budget.push_back(until)).await;
-        if !matches!(recorded, Ok(Ok(()))) {
+        if !shared && !matches!(recorded, Ok(Ok(()))) {
             tracing::warn!("cannot record the rate limit in the send budget; waiting locally");
             tokio::time::sleep(retry_after).await;
         }

@@ -4,11 +4,14 @@
 //! and [`nats::NatsCoordination`] (several machines, opt-in with `PIV_COORDINATION`: a
 //! poller lease and the offset in a JetStream KV bucket per bot). The bot owner asks it
 //! for a poller lease once its local kernel lock is won, fences every `getUpdates` and
-//! every offset write with it, and reads and writes the offset through it.
+//! every offset write with it, and reads and writes the offset through it. The notifier's
+//! `io::chat_sender` books its send slots through it when it is shared across machines
+//! (`budget_nats`), and in the file budget otherwise.
 //!
 //! The decisions (names, replicas, the renewal schedule, fencing) are
 //! `core::lease`'s; this module only talks to the outside.
 
+pub mod budget_nats;
 pub mod elsewhere;
 pub mod local;
 pub mod nats;
@@ -156,6 +159,30 @@ pub trait Coordination: Send + Sync {
     /// none to receive).
     fn spawn_signal_receiver(&self, _home: PathBuf) -> Option<tokio::task::JoinHandle<()>> {
         None
+    }
+    /// Books a send slot of `chat_id` in the budget shared across machines
+    /// (`budget_nats`; slots in ms since the epoch). None: there is none, this machine's
+    /// file budget (`io::send_budget`) is all there is.
+    fn book_send(
+        &self,
+        _chat_id: i64,
+        _kind: crate::core::outbox::MessageKind,
+        _interval: Duration,
+    ) -> Option<BoxFuture<'_, Result<crate::core::send_slots::Booking, CoordinationError>>> {
+        None
+    }
+    /// Records a 429's back-off in the budget shared across machines, so every machine
+    /// waits it out. None: there is none.
+    fn push_back_send(
+        &self,
+        _until: std::time::SystemTime,
+    ) -> Option<BoxFuture<'_, Result<(), CoordinationError>>> {
+        None
+    }
+    /// How many machines the shared registry showed when last listed (0: never listed,
+    /// or there is none).
+    fn machines_last_seen(&self) -> usize {
+        0
     }
     /// Every status published in the shared registry, this machine's included.
     fn published_instances(&self) -> BoxFuture<'_, Vec<crate::core::machines::PublishedInstance>> {

@@ -53,6 +53,8 @@ pub struct NatsCoordination {
     registry_key: String,
     project_dir: std::path::PathBuf,
     replicas: usize,
+    /// Machines in the shared registry when last listed (the degraded budget's share).
+    machines_seen: std::sync::atomic::AtomicUsize,
 }
 
 /// Connects to `settings.servers` and opens (or creates) the bot's bucket. Fails when no
@@ -116,6 +118,7 @@ pub async fn connect(
         ),
         project_dir: project_dir.to_path_buf(),
         replicas,
+        machines_seen: std::sync::atomic::AtomicUsize::new(0),
     })
 }
 
@@ -183,14 +186,14 @@ pub(super) async fn open_bucket(
 
 /// A compare-and-set write that failed.
 #[derive(Debug)]
-enum CasFailed {
+pub(super) enum CasFailed {
     /// The server refused: the key's revision is not the one expected.
     Refused,
     /// No answer, or another error.
     NoAnswer(String),
 }
 
-async fn cas_put(
+pub(super) async fn cas_put(
     js: &jetstream::Context,
     bucket: &str,
     key: &str,
@@ -227,6 +230,13 @@ enum Attempt {
 }
 
 impl NatsCoordination {
+    fn note_machines(&self, list: &[crate::core::machines::PublishedInstance]) {
+        self.machines_seen.store(
+            crate::core::machines::machines_in(list),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
     fn now(&self) -> Duration {
         self.origin.elapsed()
     }
@@ -491,6 +501,15 @@ impl Coordination for NatsCoordination {
             {
                 tracing::debug!(error = %e, "cannot publish this instance in the shared registry");
             }
+            // Kept for the budget's share should NATS stop answering.
+            if let Ok(Ok(list)) = tokio::time::timeout(
+                Duration::from_secs(1),
+                super::registry_kv::list(&self.registry),
+            )
+            .await
+            {
+                self.note_machines(&list);
+            }
         })
     }
 
@@ -543,7 +562,10 @@ impl Coordination for NatsCoordination {
     fn published_instances(&self) -> BoxFuture<'_, Vec<crate::core::machines::PublishedInstance>> {
         Box::pin(async move {
             match tokio::time::timeout(self.ttl, super::registry_kv::list(&self.registry)).await {
-                Ok(Ok(list)) => list,
+                Ok(Ok(list)) => {
+                    self.note_machines(&list);
+                    list
+                }
                 Ok(Err(e)) => {
                     tracing::warn!(error = %e, "cannot list the shared registry");
                     Vec::new()
@@ -554,6 +576,41 @@ impl Coordination for NatsCoordination {
                 }
             }
         })
+    }
+
+    fn book_send(
+        &self,
+        chat_id: i64,
+        kind: crate::core::outbox::MessageKind,
+        interval: Duration,
+    ) -> Option<BoxFuture<'_, Result<crate::core::send_slots::Booking, CoordinationError>>> {
+        Some(Box::pin(async move {
+            super::budget_nats::book(&self.js, &self.kv, &self.bucket, chat_id, kind, interval)
+                .await
+                .map_err(|reason| CoordinationError::JetStream {
+                    step: "book a send slot",
+                    reason,
+                })
+        }))
+    }
+
+    fn push_back_send(
+        &self,
+        until: std::time::SystemTime,
+    ) -> Option<BoxFuture<'_, Result<(), CoordinationError>>> {
+        Some(Box::pin(async move {
+            super::budget_nats::push_back(&self.js, &self.kv, &self.bucket, until)
+                .await
+                .map_err(|reason| CoordinationError::JetStream {
+                    step: "record a rate limit",
+                    reason,
+                })
+        }))
+    }
+
+    fn machines_last_seen(&self) -> usize {
+        self.machines_seen
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn acquire_poller_lease(
