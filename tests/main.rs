@@ -11,6 +11,7 @@ mod corpus;
 mod dry_run;
 mod lifecycle;
 mod nats;
+mod nats_budget;
 mod overnight;
 mod pause_visible;
 mod real_cli;
