@@ -8,6 +8,8 @@
 use std::process::Child;
 use std::time::{Duration, Instant};
 
+use piv::core::send_slots::degraded_interval_ms;
+
 use piv::io::send_budget::PRIVATE_CHAT_INTERVAL;
 use piv_testkit::bot_api::{BotApiStandIn, SentMessage};
 
@@ -24,13 +26,18 @@ const TOLERANCE: Duration = Duration::from_millis(150);
 
 /// A "machine": its own project tree and `$PIV_HOME`; phases enough for a steady stream of
 /// notifications.
-fn machine(name: &str, session_ms: u64) -> Sandbox {
-    let sb = Sandbox::new(name, &ready_manifest(6));
+fn machine(name: &str, phases: u32, session_ms: u64) -> Sandbox {
+    let sb = Sandbox::new(name, &ready_manifest(phases));
     sb.scenario(slow(session_ms));
     sb
 }
 
-fn start_on(sb: &Sandbox, api: &BotApiStandIn, cluster: Option<&NatsCluster>, prefix: &str) -> Child {
+fn start_on(
+    sb: &Sandbox,
+    api: &BotApiStandIn,
+    cluster: Option<&NatsCluster>,
+    prefix: &str,
+) -> Child {
     let urls = cluster.map(|c| c.urls());
     let mut env = vec![
         ("PIV_LEASE_TTL_SECS", "2"),
@@ -68,8 +75,8 @@ fn two_machines_sending(
     cluster: Option<&NatsCluster>,
     each: usize,
 ) -> (Vec<SentMessage>, String) {
-    let a = machine("a", 300);
-    let b = machine("b", 300);
+    let a = machine("a", 6, 300);
+    let b = machine("b", 6, 300);
     let procs = Kill(vec![
         start_on(&a, api, cluster, "a"),
         start_on(&b, api, cluster, "b"),
@@ -107,4 +114,148 @@ fn two_machines_keep_the_chats_interval_only_when_they_share_the_budget() {
         gaps_alone.iter().any(|g| *g < floor),
         "without coordination the machines' sends interleave closer than the interval: {gaps_alone:?}"
     );
+}
+
+/// All NATS nodes down: both machines still send, each spacing its own sends by its
+/// conservative share (the interval × the machines last seen, at least 2); the log says
+/// once that the budget fell back, and once that it is shared again when NATS is back.
+#[test]
+fn with_nats_down_each_machine_sends_at_its_conservative_share() {
+    let Some(mut cluster) = NatsCluster::start_or_skip("nats_budget::degraded_share") else {
+        return;
+    };
+    let api = BotApiStandIn::start(TOKEN);
+    let a = machine("a", 12, 800);
+    let b = machine("b", 12, 800);
+    let procs = Kill(vec![
+        start_on(&a, &api, Some(&cluster), "a"),
+        start_on(&b, &api, Some(&cluster), "b"),
+    ]);
+    let pids = [procs.0[0].id(), procs.0[1].id()];
+    let logs = || format!("{}\n{}", output_of(&a, "a"), output_of(&b, "b"));
+    assert!(
+        wait_until(DEADLINE, || pids.iter().all(|p| count_by(&api, *p) >= 2)),
+        "both machines send\n{}",
+        logs()
+    );
+    cluster.kill_all();
+    let down = Instant::now();
+    let after_down = |pid: u32| -> Vec<SentMessage> {
+        sends_by(&api, &[pid])
+            .into_iter()
+            .filter(|m| m.at > down)
+            .collect()
+    };
+    assert!(
+        wait_until(DEADLINE * 2, || pids
+            .iter()
+            .all(|p| after_down(*p).len() >= 4)),
+        "sends go on with NATS down: {:?}\n{}",
+        pids.map(|p| after_down(p).len()),
+        logs()
+    );
+    // Both run on this host: one machine seen, so the share is twice the interval. The
+    // first send after the kill may have been booked in NATS before it.
+    let share = Duration::from_millis(degraded_interval_ms(
+        PRIVATE_CHAT_INTERVAL.as_millis() as u64,
+        1,
+    ));
+    for pid in pids {
+        let sent = after_down(pid);
+        let spaced = gaps(&sent[1..]);
+        eprintln!("NATS down, pid {pid}: gaps {spaced:?}");
+        assert!(
+            spaced.iter().all(|g| *g >= share - TOLERANCE),
+            "pid {pid} sent closer than its share {share:?}: {spaced:?}\n{}",
+            logs()
+        );
+    }
+    let fell_back = |sb: &Sandbox, prefix: &str| {
+        output_of(sb, prefix)
+            .matches("send budget across machines unavailable")
+            .count()
+    };
+    assert!(
+        fell_back(&a, "a") >= 1 && fell_back(&b, "b") >= 1,
+        "the log says the budget fell back\n{}",
+        logs()
+    );
+    cluster.restart_all();
+    let back = |sb: &Sandbox, prefix: &str| {
+        output_of(sb, prefix).contains("send budget shared across machines again")
+    };
+    assert!(
+        wait_until(DEADLINE * 2, || back(&a, "a") || back(&b, "b")),
+        "the log says the budget is shared again\n{}",
+        logs()
+    );
+}
+
+/// A 429 with retry_after that one machine gets silences the other machine too: no send
+/// from either until the back-off ends.
+#[test]
+fn a_rate_limit_seen_by_one_machine_silences_the_other() {
+    let Some(cluster) = NatsCluster::start_or_skip("nats_budget::shared_429") else {
+        return;
+    };
+    let api = BotApiStandIn::start(TOKEN);
+    let a = machine("a", 12, 300);
+    let b = machine("b", 12, 300);
+    let procs = Kill(vec![
+        start_on(&a, &api, Some(&cluster), "a"),
+        start_on(&b, &api, Some(&cluster), "b"),
+    ]);
+    let pids = [procs.0[0].id(), procs.0[1].id()];
+    let logs = || format!("{}\n{}", output_of(&a, "a"), output_of(&b, "b"));
+    assert!(
+        wait_until(DEADLINE, || pids.iter().all(|p| count_by(&api, *p) >= 2)),
+        "both machines send\n{}",
+        logs()
+    );
+    let retry_after = Duration::from_secs(4);
+    api.force_429_retry_after(1, retry_after.as_secs());
+    assert!(
+        wait_until(DEADLINE, || api
+            .rejected_sends()
+            .iter()
+            .any(|r| r.error_code == 429)),
+        "a send gets the 429\n{}",
+        logs()
+    );
+    let rejected = api
+        .rejected_sends()
+        .into_iter()
+        .find(|r| r.error_code == 429)
+        .unwrap();
+    let limited = rejected.pid.expect("the sender's pid");
+    let other = *pids.iter().find(|p| **p != limited).unwrap();
+    // Both machines had more to send: each sends again after the back-off.
+    assert!(
+        wait_until(DEADLINE, || pids
+            .iter()
+            .all(|p| sends_by(&api, &[*p]).iter().any(|m| m.at > rejected.at))),
+        "both send again after the back-off\n{}",
+        logs()
+    );
+    let first_after = |pid: u32| {
+        sends_by(&api, &[pid])
+            .into_iter()
+            .find(|m| m.at > rejected.at)
+            .unwrap()
+            .at
+            - rejected.at
+    };
+    eprintln!(
+        "429 retry_after {retry_after:?}: the limited machine sent again after {:?}, the other after {:?}",
+        first_after(limited),
+        first_after(other)
+    );
+    for pid in pids {
+        assert!(
+            first_after(pid) >= retry_after - TOLERANCE,
+            "pid {pid} sent {:?} after the 429 (retry_after {retry_after:?}; {limited} got it)\n{}",
+            first_after(pid),
+            logs()
+        );
+    }
 }

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::core::outbox::MessageKind;
-use crate::core::send_slots::{degraded_interval_ms, Booking};
+use crate::core::send_slots::{degraded_interval_ms, Booking, MAX_BACKOFF_AHEAD};
 use crate::core::telegram_text::{split_tagged, TELEGRAM_LIMIT};
 use crate::io::coordination::SharedCoordination;
 use crate::io::send_budget::{interval_for_chat, Reservation, SendBudget};
@@ -152,6 +152,30 @@ impl ChatSender {
         None
     }
 
+    /// Another machine may have got a 429 since this slot was booked: when the back-off
+    /// recorded across machines has not ended, waits it out and says so (true). A read
+    /// that fails or takes too long lets the send go (false).
+    async fn wait_out_shared_back_off(&self) -> bool {
+        // Booked in the file budget (NATS does not answer): no second wait on NATS.
+        if self.degraded.load(Ordering::SeqCst) {
+            return false;
+        }
+        let Some(read) = self.shared.as_ref().and_then(|s| s.send_blocked_until()) else {
+            return false;
+        };
+        let Ok(Ok(Some(until))) = tokio::time::timeout(SHARED_BUDGET_TIMEOUT, read).await else {
+            return false;
+        };
+        let now = ms_since_epoch(SystemTime::now());
+        // One further ahead than any back-off is taken for a clock that went backwards.
+        let horizon = now.saturating_add(MAX_BACKOFF_AHEAD.as_millis() as u64);
+        if until <= now || until > horizon {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(until - now)).await;
+        true
+    }
+
     /// Books in this home's file budget (the lock blocks, so off the actor thread); the
     /// wait is measured from the booking (the clock is read once the budget's lock is
     /// held), not from when this task resumes.
@@ -201,6 +225,10 @@ impl ChatSender {
             match reservation {
                 Reservation::SendIn(wait) => {
                     tokio::time::sleep_until(from + wait).await;
+                    if self.wait_out_shared_back_off().await {
+                        // The slot passed during another machine's back-off: book anew.
+                        continue;
+                    }
                     return true;
                 }
                 Reservation::AskAgainIn(wait) => match preempt {

@@ -82,6 +82,11 @@ pub async fn book(
     Err("the budget kept changing under this booking".into())
 }
 
+/// The end of the token's last 429 back-off (ms since the epoch), if one was recorded.
+pub async fn blocked_until(store: &kv::Store) -> Result<Option<u64>, String> {
+    Ok(read_ms(store, BLOCKED_KEY).await?.0)
+}
+
 /// Records a 429 for every machine: nobody on the token sends before `until`. An earlier
 /// back-off never shortens a later one.
 pub async fn push_back(

@@ -179,6 +179,12 @@ pub trait Coordination: Send + Sync {
     ) -> Option<BoxFuture<'_, Result<(), CoordinationError>>> {
         None
     }
+    /// The end (ms since the epoch) of the 429 back-off recorded across machines, if any:
+    /// checked once more when a booked slot comes, since another machine may have got a
+    /// 429 after the booking. None: there is no budget across machines.
+    fn send_blocked_until(&self) -> Option<BoxFuture<'_, Result<Option<u64>, CoordinationError>>> {
+        None
+    }
     /// How many machines the shared registry showed when last listed (0: never listed,
     /// or there is none).
     fn machines_last_seen(&self) -> usize {

@@ -608,6 +608,17 @@ impl Coordination for NatsCoordination {
         }))
     }
 
+    fn send_blocked_until(&self) -> Option<BoxFuture<'_, Result<Option<u64>, CoordinationError>>> {
+        Some(Box::pin(async move {
+            super::budget_nats::blocked_until(&self.kv)
+                .await
+                .map_err(|reason| CoordinationError::JetStream {
+                    step: "read the rate limit",
+                    reason,
+                })
+        }))
+    }
+
     fn machines_last_seen(&self) -> usize {
         self.machines_seen
             .load(std::sync::atomic::Ordering::Relaxed)
