@@ -170,22 +170,25 @@ fn with_nats_down_each_machine_sends_at_its_conservative_share() {
             logs()
         );
     }
-    let fell_back = |sb: &Sandbox, prefix: &str| {
-        output_of(sb, prefix)
+    // Said once per machine in its log, however many sends it booked meanwhile.
+    let fell_back = |sb: &Sandbox| {
+        sb.log()
             .matches("send budget across machines unavailable")
             .count()
     };
     assert!(
-        fell_back(&a, "a") >= 1 && fell_back(&b, "b") >= 1,
-        "the log says the budget fell back\n{}",
+        fell_back(&a) == 1 && fell_back(&b) == 1,
+        "the log says once that the budget fell back\n{}",
         logs()
     );
     cluster.restart_all();
-    let back = |sb: &Sandbox, prefix: &str| {
-        output_of(sb, prefix).contains("send budget shared across machines again")
+    // The owner at least has something to send (coordination is back).
+    let back = |sb: &Sandbox| {
+        sb.log()
+            .contains("send budget shared across machines again")
     };
     assert!(
-        wait_until(DEADLINE * 2, || back(&a, "a") || back(&b, "b")),
+        wait_until(DEADLINE * 2, || back(&a) || back(&b)),
         "the log says the budget is shared again\n{}",
         logs()
     );
