@@ -13,6 +13,10 @@
 //! behind a backlog of other instances' notifications. A 429 from Telegram is recorded with
 //! [`SendBudget::push_back`] so every process waits it out, not just the one that got it.
 //!
+//! With `PIV_COORDINATION` the budget is booked across machines instead
+//! (`io::coordination::budget_nats`, same rule); this file budget then serves only while
+//! NATS does not answer, at a conservative share of the interval (`io::chat_sender`).
+//!
 //! The lock wait blocks: callers on an actor thread run this in `spawn_blocking` or a
 //! thread of their own.
 
