@@ -20,9 +20,12 @@ use crate::support::*;
 const TOKEN: &str = "880018:budget-token-SECRET-abc";
 /// A private chat: 1.1 s between two sends (a group's 3 s would make the tests slow).
 const CHAT: i64 = 181_818;
-/// What the recorded gap may fall short of the interval: the stand-in stamps a send when
-/// its request arrives, a little after the slot (load only makes gaps longer).
-const TOLERANCE: Duration = Duration::from_millis(150);
+/// What a recorded gap may fall short of the interval. The booked slots are exact, but the
+/// stand-in stamps a send when its request arrives: a send that load delays arrives late
+/// and shortens the gap after it by as much (seen: 170 ms on a loaded 2-core machine).
+/// Still discriminating: two machines pacing only themselves interleave at gaps under
+/// half the interval (µs in practice).
+const TOLERANCE: Duration = Duration::from_millis(400);
 
 /// A "machine": its own project tree and `$PIV_HOME`; phases enough for a steady stream of
 /// notifications.
@@ -103,6 +106,14 @@ fn two_machines_keep_the_chats_interval_only_when_they_share_the_budget() {
     assert!(
         gaps_shared.iter().all(|g| *g >= floor),
         "two sends closer than {floor:?} with the budget shared: {gaps_shared:?}\n{logs}"
+    );
+    // Over the whole train jitter cancels out: n sends span n - 1 intervals.
+    let span = sent.last().unwrap().at - sent[0].at;
+    let slots = PRIVATE_CHAT_INTERVAL * (sent.len() as u32 - 1);
+    assert!(
+        span + TOLERANCE >= slots,
+        "{} sends in {span:?}, less than {slots:?}\n{logs}",
+        sent.len()
     );
 
     // The same without PIV_COORDINATION: each machine spaces only its own sends.

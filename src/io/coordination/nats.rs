@@ -218,8 +218,19 @@ pub(super) async fn cas_put(
         Err(e) if e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence => {
             Err(CasFailed::Refused)
         }
+        // A clustered stream may refuse with the constant variant (10164) while another
+        // write to the key is in flight: a refusal too, not a missing answer.
+        Err(e) if is_wrong_last_sequence_constant(&e) => Err(CasFailed::Refused),
         Err(e) => Err(CasFailed::NoAnswer(e.to_string())),
     }
+}
+
+fn is_wrong_last_sequence_constant(e: &jetstream::context::PublishError) -> bool {
+    std::error::Error::source(e)
+        .and_then(|source| source.downcast_ref::<jetstream::Error>())
+        .is_some_and(|js| {
+            js.error_code() == jetstream::ErrorCode::STREAM_WRONG_LAST_SEQUENCE_CONSTANT
+        })
 }
 
 /// What an attempt to take the lease came to.
