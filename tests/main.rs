@@ -7,6 +7,7 @@ mod agent_run;
 mod bot_api_standin;
 mod bots;
 mod chaos;
+mod chat_standin;
 mod corpus;
 mod dry_run;
 mod lifecycle;
