@@ -219,6 +219,16 @@ pub struct RunArgs {
         value_name = "URL"
     )]
     pub telegram_api_url: String,
+    /// In a supergroup with topics on, give each project its own forum topic (`on`, the
+    /// default) or keep every message in General with `[prefix] ` tags (`off`).
+    #[arg(
+        long,
+        env = "PIV_TELEGRAM_TOPICS",
+        default_value = "on",
+        value_parser = ["on", "off"],
+        value_name = "on|off"
+    )]
+    pub telegram_topics: String,
     /// Keep ANTHROPIC_API_KEY in the agent's environment (API billing). By default it is
     /// removed so sessions bill the subscription through CLAUDE_CODE_OAUTH_TOKEN.
     #[arg(long, env = "PIV_ALLOW_API_KEY", value_parser = clap::builder::FalseyValueParser::new())]

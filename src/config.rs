@@ -53,6 +53,8 @@ pub struct TelegramSettings {
     pub bot_id: u64,
     pub chat_id: i64,
     pub api_url: String,
+    /// A forum topic per project when the chat has topics (`PIV_TELEGRAM_TOPICS`).
+    pub topics: bool,
 }
 
 impl std::fmt::Debug for TelegramSettings {
@@ -62,6 +64,7 @@ impl std::fmt::Debug for TelegramSettings {
             .field("bot_id", &self.bot_id)
             .field("chat_id", &self.chat_id)
             .field("api_url", &self.api_url)
+            .field("topics", &self.topics)
             .finish()
     }
 }
@@ -292,6 +295,7 @@ fn telegram_settings(args: &RunArgs) -> Result<Option<TelegramSettings>, ConfigE
                 bot_id,
                 chat_id,
                 api_url: crate::io::telegram::normalise_api_url(&args.telegram_api_url),
+                topics: args.telegram_topics != "off",
             }),
             Err(_) => {
                 eprintln!(
@@ -365,6 +369,7 @@ mod tests {
             bot_id: 123,
             chat_id: 1,
             api_url: "http://x".into(),
+            topics: true,
         };
         assert!(!format!("{s:?}").contains("secret-token-value"));
     }

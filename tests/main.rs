@@ -8,6 +8,7 @@ mod bot_api_standin;
 mod bots;
 mod chaos;
 mod chat_standin;
+mod chat_topics;
 mod corpus;
 mod dry_run;
 mod lifecycle;

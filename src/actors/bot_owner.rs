@@ -29,8 +29,9 @@ use crate::actors::notifier::{NotifierActor, QueueReply};
 use crate::actors::registry::{ListInstances, RegistryActor, SetBotOwner};
 use crate::core::bot_chats::{allowed_chats, instances_in_chat, route_among, BotChat};
 use crate::core::commands::{
-    acts, command_menu, is_allowed_chat, is_stale, parse_command, reply_ask_which, reply_sent,
-    reply_stale, reply_unknown_command, reply_unknown_prefix, route, Command, Route, StatusTarget,
+    acts, command_menu, in_topic_of, is_allowed_chat, is_stale, parse_command, reply_ask_which,
+    reply_sent, reply_stale, reply_unknown_command, reply_unknown_prefix, route, Command, Route,
+    StatusTarget,
 };
 use crate::core::control::ControlAction;
 use crate::core::events::RunEvent;
@@ -525,6 +526,11 @@ impl Poller {
             );
             return;
         };
+        // Typed inside a project's forum topic: for that project (issue 14).
+        let command = match self.project_of_topic(chat_id, update.topic).await {
+            Some(prefix) => in_topic_of(command, &prefix),
+            None => command,
+        };
         tracing::info!(
             update_id = update.update_id,
             chat_id,
@@ -552,10 +558,31 @@ impl Poller {
             _ => self.answer(command, &view).await,
         };
         // The update counts as handled once its reply was sent (see `QueueReply`).
-        let reply = QueueReply { chat_id, tag, html };
+        let reply = QueueReply {
+            chat_id,
+            thread: update.topic,
+            tag,
+            html,
+        };
         if let Err(e) = self.notifier.send(reply).await {
             tracing::warn!(error = %e, "cannot queue a reply to a Telegram command");
         }
+    }
+
+    /// The project whose forum topic `topic` is in `chat_id` (the bot's topic store).
+    async fn project_of_topic(&self, chat_id: i64, topic: Option<i64>) -> Option<String> {
+        topic?;
+        let store = crate::io::topic_store::TopicStore::new(&self.bot_dir);
+        let topics = tokio::task::spawn_blocking(move || store.topics_of_chat(chat_id))
+            .await
+            .ok()?
+            .map_err(|e| tracing::warn!(error = %e, "cannot read the remembered topics"))
+            .ok()?;
+        let by_prefix: std::collections::BTreeMap<String, i64> = topics
+            .into_iter()
+            .map(|t| (t.prefix, t.thread_id))
+            .collect();
+        crate::core::forum::project_of_topic(topic, &by_prefix).map(str::to_string)
     }
 
     /// The reply to a command in `view`'s chat and the prefix to tag it with.

@@ -11,9 +11,14 @@
 //! (`core::send_slots`); a backlog of notifications is coalesced into fewer messages, in order, never dropped.
 //! What a killed instance left in the outbox goes out on its next start. A failed send
 //! is logged and never stops a run.
+//!
+//! In a supergroup with topics on (issue 14) the project's notifications go to its own
+//! forum topic, untagged (`io::topic_route` finds, creates and repairs it; a deleted topic
+//! is recreated and the message sent again); a reply goes back to the topic its command
+//! was typed in, or to General.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::rc::Rc;
 
@@ -23,11 +28,14 @@ use tokio::sync::{oneshot, watch, Notify as WakeUp};
 use crate::actors::control::Notify;
 use crate::config::TelegramSettings;
 use crate::core::events::{telegram_html, terminal_line};
+use crate::core::forum::{fallback_notice, placement, Placement, TopicState};
 use crate::core::outbox::{next_batch, MessageKind, Queued};
 use crate::io::chat_sender::{ChatSender, Sent};
 use crate::io::home::ensure_bot_dir;
 use crate::io::outbox::Outbox;
 use crate::io::telegram::TelegramClient;
+use crate::io::topic_route::TopicRoute;
+use crate::io::topic_store::TopicStore;
 
 /// At most this many notifications are coalesced into one send.
 const MAX_BATCH: usize = 50;
@@ -41,6 +49,8 @@ pub struct NotifierSettings {
     pub telegram: Option<TelegramSettings>,
     /// The outbox directory (`<project>/.agents/telegram-outbox`).
     pub outbox_dir: PathBuf,
+    /// The project directory, as the registry and the topic store name it.
+    pub project_dir: String,
     /// Test hook (`PIV_FAULT_INJECT=notifier_panic`): panic on the first event, to
     /// exercise the panic hook and the ordered shutdown for a crash outside the loop.
     pub panic_on_first_event: bool,
@@ -61,6 +71,8 @@ pub struct Flush;
 pub struct QueueReply {
     /// The chat the command came from.
     pub chat_id: i64,
+    /// The forum topic it was typed in (none: General, or a chat without topics).
+    pub thread: Option<i64>,
     pub tag: String,
     pub html: String,
 }
@@ -89,8 +101,19 @@ impl Queue {
         }
     }
 
-    fn push(&self, kind: MessageKind, chat: Option<i64>, tag: &str, html: &str) -> Option<u64> {
-        let seq = match self.disk.borrow_mut().push_to(kind, chat, tag, html) {
+    fn push(
+        &self,
+        kind: MessageKind,
+        chat: Option<i64>,
+        thread: Option<i64>,
+        tag: &str,
+        html: &str,
+    ) -> Option<u64> {
+        let seq = match self
+            .disk
+            .borrow_mut()
+            .push_to(kind, chat, thread, tag, html)
+        {
             Ok(seq) => seq,
             Err(e) => {
                 tracing::error!(error = %e, "cannot queue a Telegram message on disk; it is lost");
@@ -146,6 +169,7 @@ impl Queue {
             .join("\n\n");
         Some(NextSend {
             chat: first.chat,
+            thread: first.thread,
             kind: first.kind,
             tag: first.tag.clone(),
             body,
@@ -170,27 +194,69 @@ impl Queue {
 #[derive(Debug, PartialEq, Eq)]
 struct NextSend {
     chat: Option<i64>,
+    /// A reply's topic (see `QueueReply::thread`).
+    thread: Option<i64>,
     kind: MessageKind,
     tag: String,
     body: String,
     seqs: Vec<u64>,
 }
 
-async fn drain(queue: Rc<Queue>, sender: ChatSender, own_chat: i64) {
+async fn drain(queue: Rc<Queue>, sender: ChatSender, own_chat: i64, mut route: Option<TopicRoute>) {
+    // Topics a reply could not be sent into (deleted meanwhile): such replies go to General.
+    let mut gone_threads: HashSet<i64> = HashSet::new();
     loop {
         match queue.take_next() {
             Some(next) => {
                 let chat = next.chat.unwrap_or(own_chat);
+                // Notifications follow the project's topic; a reply goes where its
+                // command was typed (General when no topic).
+                let project_route = route
+                    .as_mut()
+                    .filter(|r| r.chat_id() == chat && next.kind == MessageKind::Notification);
+                let state = match project_route {
+                    Some(r) => r.state().await,
+                    None => TopicState::NoTopics,
+                };
+                if let Some(r) = route.as_mut() {
+                    if r.take_fallback_notice() {
+                        queue.push(
+                            MessageKind::Notification,
+                            None,
+                            None,
+                            &next.tag,
+                            &fallback_notice(),
+                        );
+                    }
+                }
+                let reply_thread = next.thread.filter(|t| !gone_threads.contains(t));
+                let place = placement(state, reply_thread).unwrap_or(Placement {
+                    thread: None,
+                    tagged: true,
+                });
+                let tag = if place.tagged { next.tag.as_str() } else { "" };
                 // A notification kept waiting by the shared budget lets a reply queued
                 // meanwhile go first (it stays queued, and is taken again after it).
                 let preempt =
                     (next.kind == MessageKind::Notification).then_some(&queue.reply_queued);
                 match sender
-                    .send_tagged(chat, next.kind, &next.tag, &next.body, preempt)
+                    .send_tagged(chat, place.thread, next.kind, tag, &next.body, preempt)
                     .await
                 {
                     Sent::Preempted => continue,
                     Sent::Done { .. } => queue.remove(&next.seqs),
+                    Sent::TopicFailed(recovery) => match (reply_thread, place.thread) {
+                        (Some(asked), Some(_)) => {
+                            gone_threads.insert(asked);
+                        }
+                        (_, Some(thread)) => {
+                            if let Some(r) = route.as_mut() {
+                                r.recover(recovery, thread).await;
+                            }
+                        }
+                        // Refused without a topic: cannot be a topic error; sent as done.
+                        (_, None) => queue.remove(&next.seqs),
+                    },
                 }
             }
             None => {
@@ -209,10 +275,13 @@ pub struct NotifierActor {
     sender: Option<ChatSender>,
     queue: Option<Rc<Queue>>,
     panic_on_first_event: bool,
+    /// Finds the project's forum topic (with Telegram); taken by the sender task.
+    route: Option<TopicRoute>,
 }
 
 impl NotifierActor {
     pub fn new(settings: NotifierSettings) -> Self {
+        let mut route = None;
         let sender = settings.telegram.as_ref().and_then(|tg| {
             let bot_dir = match ensure_bot_dir(&settings.home, tg.bot_id) {
                 Ok(dir) => dir,
@@ -222,7 +291,17 @@ impl NotifierActor {
                 }
             };
             match TelegramClient::new(&tg.token, &tg.api_url, 30) {
-                Ok(client) => Some(ChatSender::new(client, bot_dir)),
+                Ok(client) => {
+                    route = Some(TopicRoute::new(
+                        client.clone(),
+                        TopicStore::new(&bot_dir),
+                        tg.chat_id,
+                        settings.project_dir.clone(),
+                        settings.prefix.clone(),
+                        tg.topics,
+                    ));
+                    Some(ChatSender::new(client, bot_dir))
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "Telegram notifications disabled");
                     None
@@ -245,6 +324,7 @@ impl NotifierActor {
             sender: queue.as_ref().and(sender),
             queue,
             panic_on_first_event: settings.panic_on_first_event,
+            route,
         }
     }
 }
@@ -254,7 +334,8 @@ impl Actor for NotifierActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         if let (Some(sender), Some(queue)) = (self.sender.clone(), self.queue.clone()) {
-            ctx.spawn(drain(queue, sender, self.own_chat).into_actor(self));
+            let route = self.route.take();
+            ctx.spawn(drain(queue, sender, self.own_chat, route).into_actor(self));
         }
     }
 }
@@ -272,7 +353,7 @@ impl Handler<Notify> for NotifierActor {
         tracing::info!(target: "piv::events", "{line}");
         if let Some(queue) = &self.queue {
             if let Some(html) = telegram_html(&event) {
-                queue.push(MessageKind::Notification, None, &self.prefix, &html);
+                queue.push(MessageKind::Notification, None, None, &self.prefix, &html);
             }
         }
     }
@@ -287,6 +368,7 @@ impl Handler<QueueReply> for NotifierActor {
                 .push(
                     MessageKind::Reply,
                     (reply.chat_id != self.own_chat).then_some(reply.chat_id),
+                    reply.thread,
                     &reply.tag,
                     &reply.html,
                 )
@@ -324,15 +406,16 @@ mod tests {
         let queue = Queue::new(Outbox::open_dir(dir.path().join("o")).unwrap());
         assert_eq!(queue.take_next(), None);
         assert!(*queue.idle.borrow());
-        queue.push(MessageKind::Notification, None, "a", "one");
+        queue.push(MessageKind::Notification, None, None, "a", "one");
         assert!(!*queue.idle.borrow());
-        queue.push(MessageKind::Notification, None, "a", "two");
-        queue.push(MessageKind::Reply, Some(-7), "a", "answer");
+        queue.push(MessageKind::Notification, None, None, "a", "two");
+        queue.push(MessageKind::Reply, Some(-7), Some(12), "a", "answer");
         let next = queue.take_next().unwrap();
         assert_eq!(
             next,
             NextSend {
                 chat: Some(-7),
+                thread: Some(12),
                 kind: MessageKind::Reply,
                 tag: "a".into(),
                 body: "answer".into(),

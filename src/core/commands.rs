@@ -76,6 +76,20 @@ pub fn parse_command(text: &str, bot_username: Option<&str>) -> Option<Command> 
     Some(command)
 }
 
+/// A command typed inside a project's forum topic, as if it named that project: `/pause`
+/// in beta's topic is `/pause beta`. A command that names a project keeps it; `/status
+/// all`, `/help` and the rest are unchanged.
+pub fn in_topic_of(command: Command, project: &str) -> Command {
+    match command {
+        Command::Control(action, None) => Command::Control(action, Some(project.to_string())),
+        Command::Status(StatusTarget::This) => {
+            Command::Status(StatusTarget::Prefix(project.to_string()))
+        }
+        Command::Cost(None) => Command::Cost(Some(project.to_string())),
+        other => other,
+    }
+}
+
 /// Where a command for an instance goes.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Route<'a> {
@@ -244,6 +258,37 @@ pub fn reply_status_unreadable(reason: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_command_in_a_topic_is_for_its_project() {
+        let b = Some("beta".to_string());
+        // (typed in beta's topic, taken as)
+        let cases = [
+            ("/pause", Command::Control(ControlAction::Pause, b.clone())),
+            ("/go", Command::Control(ControlAction::Go, b.clone())),
+            (
+                "/pause alpha",
+                Command::Control(ControlAction::Pause, Some("alpha".into())),
+            ),
+            (
+                "/status",
+                Command::Status(StatusTarget::Prefix("beta".into())),
+            ),
+            ("/status all", Command::Status(StatusTarget::All)),
+            (
+                "/status alpha",
+                Command::Status(StatusTarget::Prefix("alpha".into())),
+            ),
+            ("/cost", Command::Cost(b.clone())),
+            ("/cost alpha", Command::Cost(Some("alpha".into()))),
+            ("/help", Command::Help),
+            ("/frob", Command::Unknown("frob".into())),
+        ];
+        for (typed, want) in cases {
+            let command = parse_command(typed, None).unwrap();
+            assert_eq!(in_topic_of(command, "beta"), want, "{typed}");
+        }
+    }
     use crate::core::registry::instances_named as instances;
 
     fn s(v: &str) -> Option<String> {

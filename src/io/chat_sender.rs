@@ -8,8 +8,9 @@
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
+use crate::core::forum::{topic_recovery, TopicRecovery};
 use crate::core::outbox::MessageKind;
-use crate::core::telegram_text::{split_tagged, TELEGRAM_LIMIT};
+use crate::core::telegram_text::{split_message, split_tagged, TELEGRAM_LIMIT};
 use crate::io::send_budget::{interval_for_chat, Reservation, SendBudget};
 use crate::io::telegram::{TelegramClient, TelegramError};
 
@@ -127,6 +128,7 @@ impl ChatSender {
     pub async fn send_part(
         &self,
         chat_id: i64,
+        thread: Option<i64>,
         kind: MessageKind,
         html: &str,
         preempt: Option<&tokio::sync::Notify>,
@@ -137,8 +139,12 @@ impl ChatSender {
             if !self.wait_for_slot(chat_id, kind, preempt).await {
                 return Ok(false);
             }
-            match self.client.send_html(chat_id, html).await {
-                Ok(()) => return Ok(true),
+            match self
+                .client
+                .send_html_in(chat_id, thread, html, &Vec::new())
+                .await
+            {
+                Ok(_) => return Ok(true),
                 Err(TelegramError::RetryAfter(retry_after)) => {
                     tracing::info!(
                         ?retry_after,
@@ -161,9 +167,13 @@ impl ChatSender {
         }
     }
 
-    /// Tags `body` with `[prefix] `, splits it under Telegram's limit and sends every
-    /// part to `chat_id` in order. A part Telegram can never accept is logged and
-    /// skipped.
+    /// Tags `body` with `[prefix] ` (an empty prefix: untagged, inside the project's own
+    /// topic), splits it under Telegram's limit and sends every part to `chat_id` (forum
+    /// topic `thread`, none: the chat or General) in order. A part Telegram can never
+    /// accept is logged and skipped, except one refused because of the topic: that ends
+    /// the send with [`Sent::TopicFailed`] for the caller to repair the topic and send the
+    /// message again (parts already sent then go out twice, which only a message longer
+    /// than 4096 characters sent as its topic was deleted can meet).
     ///
     /// While a notification waits for the budget to let it book, `preempt` firing (this
     /// instance queued a reply) gives up before the first part is sent: the caller sends
@@ -172,20 +182,31 @@ impl ChatSender {
     pub async fn send_tagged(
         &self,
         chat_id: i64,
+        thread: Option<i64>,
         kind: MessageKind,
         prefix: &str,
         body: &str,
         preempt: Option<&tokio::sync::Notify>,
     ) -> Sent {
         let mut all_sent = true;
-        for (i, part) in split_tagged(prefix, body, TELEGRAM_LIMIT)
-            .iter()
-            .enumerate()
-        {
+        let parts = if prefix.is_empty() {
+            split_message(body, TELEGRAM_LIMIT)
+        } else {
+            split_tagged(prefix, body, TELEGRAM_LIMIT)
+        };
+        for (i, part) in parts.iter().enumerate() {
             let preempt = if i == 0 { preempt } else { None };
-            match self.send_part(chat_id, kind, part, preempt).await {
+            match self.send_part(chat_id, thread, kind, part, preempt).await {
                 Ok(true) => {}
                 Ok(false) => return Sent::Preempted,
+                Err(TelegramError::Api(text))
+                    if thread.is_some() && topic_recovery(&text).is_some() =>
+                {
+                    tracing::warn!(error = %text, "Telegram refused a message because of its topic");
+                    return Sent::TopicFailed(
+                        topic_recovery(&text).unwrap_or(TopicRecovery::Recreate),
+                    );
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "Telegram refused a message part for good; skipped");
                     all_sent = false;
@@ -203,4 +224,6 @@ pub enum Sent {
     Done { all_sent: bool },
     /// Nothing was sent: a reply was queued first.
     Preempted,
+    /// The topic refused it (deleted, closed, no rights): repair and send again.
+    TopicFailed(TopicRecovery),
 }

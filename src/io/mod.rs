@@ -26,6 +26,7 @@ pub mod status_probe;
 pub mod telegram;
 pub mod telegram_room;
 pub mod terminal;
+pub mod topic_route;
 pub mod topic_store;
 pub mod usage_store;
 

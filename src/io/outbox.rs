@@ -4,7 +4,9 @@
 //!
 //! One file per message, `<seq>.json` with a zero-padded sequence number (the queue
 //! order), holding `{"kind", "tag", "html"}` and, for a reply to a chat other than the
-//! instance's own, `"chat"` (the chat it answers; absent: the instance's own chat). Why `.agents/` and not `$PIV_HOME`: the
+//! instance's own, `"chat"` (the chat it answers; absent: the instance's own chat), and for
+//! a reply to a command typed in a forum topic, `"thread"` (that topic; absent: the
+//! project's own topic, or General). Why `.agents/` and not `$PIV_HOME`: the
 //! outbox belongs to the instance, and an instance is its project — the project lock
 //! (`.agents/orchestrator.lock`) already makes this process its only writer, and the next
 //! `piv run` of the same project finds it whatever its prefix, home or token. It is
@@ -49,6 +51,8 @@ pub struct Entry {
     pub kind: MessageKind,
     /// The chat it goes to; `None`: the instance's own chat.
     pub chat: Option<i64>,
+    /// The forum topic it answers in; `None`: the project's topic (or General).
+    pub thread: Option<i64>,
     /// The `[tag] ` prefix it is sent under.
     pub tag: String,
     /// The body, Telegram HTML, untagged and unsplit.
@@ -60,6 +64,8 @@ struct EntryFile {
     kind: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     chat: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    thread: Option<i64>,
     tag: String,
     html: String,
 }
@@ -115,15 +121,16 @@ impl Outbox {
 
     /// Queues a message for the instance's own chat durably; returns its sequence number.
     pub fn push(&mut self, kind: MessageKind, tag: &str, html: &str) -> Result<u64, OutboxError> {
-        self.push_to(kind, None, tag, html)
+        self.push_to(kind, None, None, tag, html)
     }
 
-    /// Queues a message for `chat` (`None`: the instance's own chat) durably; returns its
-    /// sequence number.
+    /// Queues a message for `chat` (`None`: the instance's own chat) and forum topic
+    /// `thread` (`None`: the project's own) durably; returns its sequence number.
     pub fn push_to(
         &mut self,
         kind: MessageKind,
         chat: Option<i64>,
+        thread: Option<i64>,
         tag: &str,
         html: &str,
     ) -> Result<u64, OutboxError> {
@@ -131,6 +138,7 @@ impl Outbox {
         let json = serde_json::to_vec(&EntryFile {
             kind: kind.as_str().to_string(),
             chat,
+            thread,
             tag: tag.to_string(),
             html: html.to_string(),
         })
@@ -162,6 +170,7 @@ impl Outbox {
                     seq,
                     kind,
                     chat: f.chat,
+                    thread: f.thread,
                     tag: f.tag,
                     html: f.html,
                 }),
@@ -231,11 +240,11 @@ mod tests {
     }
 
     #[test]
-    fn a_reply_keeps_the_chat_it_answers() {
+    fn a_reply_keeps_the_chat_and_topic_it_answers() {
         let dir = tempfile::tempdir().unwrap();
         let mut outbox = Outbox::open(dir.path()).unwrap();
         outbox
-            .push_to(MessageKind::Reply, Some(-1_005), "b", "answer")
+            .push_to(MessageKind::Reply, Some(-1_005), Some(42), "b", "answer")
             .unwrap();
         // An entry written before entries named their chat still reads (own chat).
         std::fs::write(
@@ -247,9 +256,12 @@ mod tests {
         assert_eq!(
             listed
                 .iter()
-                .map(|e| (e.seq, e.chat, e.html.as_str()))
+                .map(|e| (e.seq, e.chat, e.thread, e.html.as_str()))
                 .collect::<Vec<_>>(),
-            vec![(1, Some(-1_005), "answer"), (9, None, "old")]
+            vec![
+                (1, Some(-1_005), Some(42), "answer"),
+                (9, None, None, "old")
+            ]
         );
     }
 

@@ -66,6 +66,9 @@ pub(super) struct InjectedTap {
     pub at: Instant,
 }
 
+/// Rows of inline buttons: (label, callback data).
+pub type Buttons = Vec<Vec<(String, String)>>;
+
 /// The control-room part of the stand-in's state.
 #[derive(Debug, Default)]
 pub(super) struct RoomState {
@@ -78,7 +81,7 @@ pub(super) struct RoomState {
     pub taps: Vec<InjectedTap>,
     pub next_callback: u64,
     /// Messages' current text and keyboard, by (chat, message id): what an edit compares.
-    pub current: HashMap<(i64, i64), (String, Vec<Vec<(String, String)>>)>,
+    pub current: HashMap<(i64, i64), (String, Buttons)>,
 }
 
 impl RoomState {
