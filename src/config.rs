@@ -55,6 +55,8 @@ pub struct TelegramSettings {
     pub api_url: String,
     /// A forum topic per project when the chat has topics (`PIV_TELEGRAM_TOPICS`).
     pub topics: bool,
+    /// How much the chat gets (`PIV_NOTIFY`).
+    pub notify: crate::core::notify_level::NotifyLevel,
 }
 
 impl std::fmt::Debug for TelegramSettings {
@@ -65,6 +67,7 @@ impl std::fmt::Debug for TelegramSettings {
             .field("chat_id", &self.chat_id)
             .field("api_url", &self.api_url)
             .field("topics", &self.topics)
+            .field("notify", &self.notify)
             .finish()
     }
 }
@@ -296,6 +299,7 @@ fn telegram_settings(args: &RunArgs) -> Result<Option<TelegramSettings>, ConfigE
                 chat_id,
                 api_url: crate::io::telegram::normalise_api_url(&args.telegram_api_url),
                 topics: args.telegram_topics != "off",
+                notify: args.notify.parse().unwrap_or_default(),
             }),
             Err(_) => {
                 eprintln!(
@@ -370,6 +374,7 @@ mod tests {
             chat_id: 1,
             api_url: "http://x".into(),
             topics: true,
+            notify: Default::default(),
         };
         assert!(!format!("{s:?}").contains("secret-token-value"));
     }

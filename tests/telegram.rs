@@ -73,6 +73,7 @@ impl World {
                 chat_id: CHAT,
                 api_url: self.api.url().into(),
                 topics: true,
+                notify: piv::core::notify_level::NotifyLevel::Verbose,
             }),
             // Each notifier its own outbox, as each instance has its own project.
             outbox_dir: self.dir.path().join(format!(

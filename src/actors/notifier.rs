@@ -15,7 +15,10 @@
 //! In a supergroup with topics on (issue 14) the project's notifications go to its own
 //! forum topic, untagged (`io::topic_route` finds, creates and repairs it; a deleted topic
 //! is recreated and the message sent again); a reply goes back to the topic its command
-//! was typed in, or to General.
+//! was typed in, or to General. Below `PIV_NOTIFY=verbose` the steps of a phase show on
+//! one live status card (`io::status_card`), sent and then edited in place by the same
+//! sender task, in the shared budget, at most once per 3 s; only what needs a person or
+//! closes something gets a message of its own (`core::notify_level`).
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
@@ -27,12 +30,15 @@ use tokio::sync::{oneshot, watch, Notify as WakeUp};
 
 use crate::actors::control::Notify;
 use crate::config::TelegramSettings;
-use crate::core::events::{telegram_html, terminal_line};
+use crate::core::events::{telegram_html, terminal_line, RunEvent};
 use crate::core::forum::{fallback_notice, placement, Placement, TopicState};
+use crate::core::notify_level::{delivery, ChatDelivery, NotifyLevel};
 use crate::core::outbox::{next_batch, MessageKind, Queued};
+use crate::core::telegram_text::tag_prefix;
 use crate::io::chat_sender::{ChatSender, Sent};
 use crate::io::home::ensure_bot_dir;
 use crate::io::outbox::Outbox;
+use crate::io::status_card::{CardJob, StatusCard};
 use crate::io::telegram::TelegramClient;
 use crate::io::topic_route::TopicRoute;
 use crate::io::topic_store::TopicStore;
@@ -87,6 +93,10 @@ struct Queue {
     reply_queued: WakeUp,
     /// True while nothing is queued or being sent (what [`Flush`] waits for).
     idle: watch::Sender<bool>,
+    /// The live status card (none at `PIV_NOTIFY=verbose`).
+    card: Option<RefCell<StatusCard>>,
+    /// Fired when the card has something new.
+    card_changed: WakeUp,
 }
 
 impl Queue {
@@ -98,7 +108,67 @@ impl Queue {
             wake: WakeUp::new(),
             reply_queued: WakeUp::new(),
             idle: watch::Sender::new(idle),
+            card: None,
+            card_changed: WakeUp::new(),
         }
+    }
+
+    /// Sends or edits the live card if that is due; otherwise how long until it is.
+    async fn serve_card(
+        &self,
+        sender: &ChatSender,
+        route: Option<&mut TopicRoute>,
+        own_chat: i64,
+        prefix: &str,
+    ) -> Option<std::time::Duration> {
+        let card = self.card.as_ref()?;
+        let wait = card.borrow_mut().due_in(std::time::Instant::now())?;
+        if !wait.is_zero() {
+            return Some(wait);
+        }
+        let state = match route {
+            Some(r) => r.state().await,
+            None => TopicState::NoTopics,
+        };
+        let place = placement(state, None).unwrap_or(Placement {
+            thread: None,
+            tagged: true,
+        });
+        let tag = if place.tagged {
+            tag_prefix(prefix)
+        } else {
+            String::new()
+        };
+        let job = card
+            .borrow_mut()
+            .next_job(std::time::Instant::now(), &tag)?;
+        match job {
+            CardJob::Send { generation, html } => {
+                match sender.send_card(own_chat, place.thread, &html).await {
+                    Ok(id) => card
+                        .borrow_mut()
+                        .sent(generation, id, std::time::Instant::now()),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot send the live status card");
+                        card.borrow_mut().failed(generation);
+                    }
+                }
+            }
+            CardJob::Edit {
+                generation,
+                message_id,
+                html,
+            } => match sender.edit_card(own_chat, message_id, &html).await {
+                Ok(()) => card
+                    .borrow_mut()
+                    .edited(generation, std::time::Instant::now()),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot edit the live status card; sending a new one");
+                    card.borrow_mut().failed(generation);
+                }
+            },
+        }
+        Some(std::time::Duration::ZERO)
     }
 
     fn push(
@@ -202,7 +272,13 @@ struct NextSend {
     seqs: Vec<u64>,
 }
 
-async fn drain(queue: Rc<Queue>, sender: ChatSender, own_chat: i64, mut route: Option<TopicRoute>) {
+async fn drain(
+    queue: Rc<Queue>,
+    sender: ChatSender,
+    own_chat: i64,
+    prefix: String,
+    mut route: Option<TopicRoute>,
+) {
     // Topics a reply could not be sent into (deleted meanwhile): such replies go to General.
     let mut gone_threads: HashSet<i64> = HashSet::new();
     loop {
@@ -261,7 +337,21 @@ async fn drain(queue: Rc<Queue>, sender: ChatSender, own_chat: i64, mut route: O
             }
             None => {
                 queue.idle.send_replace(true);
-                queue.wake.notified().await;
+                let card = queue
+                    .serve_card(&sender, route.as_mut(), own_chat, &prefix)
+                    .await;
+                match card {
+                    Some(wait) if wait.is_zero() => {}
+                    Some(wait) => tokio::select! {
+                        _ = queue.wake.notified() => {}
+                        _ = queue.card_changed.notified() => {}
+                        _ = tokio::time::sleep(wait) => {}
+                    },
+                    None => tokio::select! {
+                        _ = queue.wake.notified() => {}
+                        _ = queue.card_changed.notified() => {}
+                    },
+                }
             }
         }
     }
@@ -277,6 +367,8 @@ pub struct NotifierActor {
     panic_on_first_event: bool,
     /// Finds the project's forum topic (with Telegram); taken by the sender task.
     route: Option<TopicRoute>,
+    /// `PIV_NOTIFY`.
+    level: NotifyLevel,
 }
 
 impl NotifierActor {
@@ -312,7 +404,18 @@ impl NotifierActor {
             sender
                 .as_ref()
                 .and_then(|_| match Outbox::open_dir(settings.outbox_dir.clone()) {
-                    Ok(disk) => Some(Rc::new(Queue::new(disk))),
+                    Ok(disk) => {
+                        let mut queue = Queue::new(disk);
+                        if settings
+                            .telegram
+                            .as_ref()
+                            .is_some_and(|tg| tg.notify != NotifyLevel::Verbose)
+                        {
+                            queue.card =
+                                Some(RefCell::new(StatusCard::new(std::time::Instant::now())));
+                        }
+                        Some(Rc::new(queue))
+                    }
                     Err(e) => {
                         tracing::error!(error = %e, "Telegram notifications disabled: no outbox");
                         None
@@ -325,6 +428,10 @@ impl NotifierActor {
             queue,
             panic_on_first_event: settings.panic_on_first_event,
             route,
+            level: settings
+                .telegram
+                .as_ref()
+                .map_or(NotifyLevel::Verbose, |tg| tg.notify),
         }
     }
 }
@@ -335,7 +442,8 @@ impl Actor for NotifierActor {
     fn started(&mut self, ctx: &mut Self::Context) {
         if let (Some(sender), Some(queue)) = (self.sender.clone(), self.queue.clone()) {
             let route = self.route.take();
-            ctx.spawn(drain(queue, sender, self.own_chat, route).into_actor(self));
+            let prefix = self.prefix.clone();
+            ctx.spawn(drain(queue, sender, self.own_chat, prefix, route).into_actor(self));
         }
     }
 }
@@ -347,12 +455,28 @@ impl Handler<Notify> for NotifierActor {
         if std::mem::take(&mut self.panic_on_first_event) {
             panic!("injected fault: notifier panic (PIV_FAULT_INJECT)");
         }
+        if let Some(card) = self
+            .queue
+            .as_ref()
+            .and_then(|q| q.card.as_ref().map(|c| (q, c)))
+        {
+            card.1
+                .borrow_mut()
+                .on_event(&event, std::time::Instant::now());
+            card.0.card_changed.notify_one();
+        }
         let line = terminal_line(&event);
+        if matches!(event, RunEvent::Activity { .. }) {
+            // Tool by tool: for the log and the card, not the terminal.
+            tracing::debug!(target: "piv::events", "{line}");
+            return;
+        }
         // The terminal is this tool's user interface, not a log.
         crate::io::terminal::line(&line);
         tracing::info!(target: "piv::events", "{line}");
         if let Some(queue) = &self.queue {
-            if let Some(html) = telegram_html(&event) {
+            let own_message = delivery(self.level, &event) == ChatDelivery::NewMessage;
+            if let (true, Some(html)) = (own_message, telegram_html(&event)) {
                 queue.push(MessageKind::Notification, None, None, &self.prefix, &html);
             }
         }

@@ -167,6 +167,47 @@ impl ChatSender {
         }
     }
 
+    /// Sends a live status card (one part, already tagged if needed) in a slot of the
+    /// shared budget; returns its message id. A 429 is recorded for every instance and
+    /// returned (the card is tried again later, never queued).
+    pub async fn send_card(
+        &self,
+        chat_id: i64,
+        thread: Option<i64>,
+        html: &str,
+    ) -> Result<i64, TelegramError> {
+        self.wait_for_slot(chat_id, MessageKind::Notification, None)
+            .await;
+        let result = self
+            .client
+            .send_html_in(chat_id, thread, html, &Vec::new())
+            .await;
+        if let Err(TelegramError::RetryAfter(wait)) = &result {
+            self.back_off_for(chat_id, *wait).await;
+        }
+        result
+    }
+
+    /// Edits a live status card in a slot of the shared budget ("not modified" is
+    /// success).
+    pub async fn edit_card(
+        &self,
+        chat_id: i64,
+        message_id: i64,
+        html: &str,
+    ) -> Result<(), TelegramError> {
+        self.wait_for_slot(chat_id, MessageKind::Notification, None)
+            .await;
+        let result = self
+            .client
+            .edit_html(chat_id, message_id, html, &Vec::new())
+            .await;
+        if let Err(TelegramError::RetryAfter(wait)) = &result {
+            self.back_off_for(chat_id, *wait).await;
+        }
+        result
+    }
+
     /// Tags `body` with `[prefix] ` (an empty prefix: untagged, inside the project's own
     /// topic), splits it under Telegram's limit and sends every part to `chat_id` (forum
     /// topic `thread`, none: the chat or General) in order. A part Telegram can never

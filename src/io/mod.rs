@@ -22,6 +22,7 @@ pub mod registry_store;
 pub mod send_budget;
 pub mod signal_queue;
 pub mod state_file;
+pub mod status_card;
 pub mod status_probe;
 pub mod telegram;
 pub mod telegram_room;
