@@ -7,6 +7,7 @@ mod agent_run;
 mod bot_api_standin;
 mod bots;
 mod chaos;
+mod chat_buttons;
 mod chat_card;
 mod chat_standin;
 mod chat_topics;

@@ -515,6 +515,24 @@ impl Poller {
             );
             return;
         }
+        if let Some(tap) = &update.tap {
+            // An escalation's button (issue 14): answered at once, acted on at most once.
+            let targets: Vec<crate::io::button_tap::TapTarget> =
+                std::iter::once((self.prefix.clone(), self.project_dir.clone()))
+                    .chain(
+                        others
+                            .iter()
+                            .map(|i| (i.prefix.clone(), PathBuf::from(&i.project_dir))),
+                    )
+                    .map(|(prefix, project_dir)| crate::io::button_tap::TapTarget {
+                        prefix,
+                        project_dir,
+                    })
+                    .collect();
+            let from = format!("button via {}", self.prefix);
+            crate::io::button_tap::handle_tap(&self.client, tap, &targets, &from).await;
+            return;
+        }
         let Some(command) = update
             .text
             .as_deref()

@@ -30,12 +30,14 @@ use tokio::sync::{oneshot, watch, Notify as WakeUp};
 
 use crate::actors::control::Notify;
 use crate::config::TelegramSettings;
+use crate::core::buttons::{Button, ButtonAction};
 use crate::core::events::{telegram_html, terminal_line, RunEvent};
 use crate::core::forum::{fallback_notice, placement, Placement, TopicState};
 use crate::core::notify_level::{delivery, ChatDelivery, NotifyLevel};
 use crate::core::outbox::{next_batch, MessageKind, Queued};
 use crate::core::telegram_text::tag_prefix;
 use crate::io::chat_sender::{ChatSender, Sent};
+use crate::io::escalation_file;
 use crate::io::home::ensure_bot_dir;
 use crate::io::outbox::Outbox;
 use crate::io::status_card::{CardJob, StatusCard};
@@ -221,6 +223,7 @@ impl Queue {
                 seq: e.seq,
                 kind: e.kind,
                 tag: &e.tag,
+                alone: !e.buttons.is_empty(),
             })
             .collect();
         let batch = next_batch(&queued, MAX_BATCH);
@@ -240,6 +243,7 @@ impl Queue {
         Some(NextSend {
             chat: first.chat,
             thread: first.thread,
+            buttons: first.buttons.clone(),
             kind: first.kind,
             tag: first.tag.clone(),
             body,
@@ -266,6 +270,8 @@ struct NextSend {
     chat: Option<i64>,
     /// A reply's topic (see `QueueReply::thread`).
     thread: Option<i64>,
+    /// An escalation's buttons (sent alone).
+    buttons: Vec<Vec<(String, String)>>,
     kind: MessageKind,
     tag: String,
     body: String,
@@ -316,7 +322,14 @@ async fn drain(
                 let preempt =
                     (next.kind == MessageKind::Notification).then_some(&queue.reply_queued);
                 match sender
-                    .send_tagged(chat, place.thread, next.kind, tag, &next.body, preempt)
+                    .send_tagged(
+                        (chat, place.thread),
+                        next.kind,
+                        tag,
+                        &next.body,
+                        &next.buttons,
+                        preempt,
+                    )
                     .await
                 {
                     Sent::Preempted => continue,
@@ -369,6 +382,10 @@ pub struct NotifierActor {
     route: Option<TopicRoute>,
     /// `PIV_NOTIFY`.
     level: NotifyLevel,
+    /// Where the open escalation is recorded (`io::escalation_file`).
+    escalation_path: PathBuf,
+    /// Whether this instance has recorded one open.
+    escalation_open: bool,
 }
 
 impl NotifierActor {
@@ -432,6 +449,49 @@ impl NotifierActor {
                 .telegram
                 .as_ref()
                 .map_or(NotifyLevel::Verbose, |tg| tg.notify),
+            escalation_path: settings.outbox_dir.join(escalation_file::ESCALATION_FILE),
+            escalation_open: false,
+        }
+    }
+}
+
+impl NotifierActor {
+    /// Queues an escalation with its buttons (Retry; `core::buttons`) after recording it
+    /// as the open one, so that a tap acts only while it is. Its id is the time in
+    /// milliseconds, after any earlier one.
+    fn post_escalation(&mut self, queue: &Queue, html: &str) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let id = escalation_file::read_open(&self.escalation_path)
+            .map_or(now, |previous| now.max(previous + 1));
+        let buttons = match escalation_file::write_open(&self.escalation_path, Some(id)) {
+            Ok(()) => {
+                self.escalation_open = true;
+                let retry = Button::new(ButtonAction::Retry, id, &self.prefix);
+                vec![vec![(
+                    ButtonAction::Retry.label().to_string(),
+                    retry.callback_data(),
+                )]]
+            }
+            Err(e) => {
+                // Without the record a tap could not be checked: no buttons.
+                tracing::warn!(error = %e, "cannot record the open escalation; no buttons");
+                Vec::new()
+            }
+        };
+        let pushed = queue
+            .disk
+            .borrow_mut()
+            .push_with_buttons(&self.prefix, html, buttons);
+        match pushed {
+            Ok(_) => {
+                queue.idle.send_replace(false);
+                queue.wake.notify_one();
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot queue a Telegram message on disk; it is lost")
+            }
         }
     }
 }
@@ -474,10 +534,24 @@ impl Handler<Notify> for NotifierActor {
         // The terminal is this tool's user interface, not a log.
         crate::io::terminal::line(&line);
         tracing::info!(target: "piv::events", "{line}");
-        if let Some(queue) = &self.queue {
+        if let Some(queue) = self.queue.clone() {
+            let queue = &*queue;
             let own_message = delivery(self.level, &event) == ChatDelivery::NewMessage;
-            if let (true, Some(html)) = (own_message, telegram_html(&event)) {
-                queue.push(MessageKind::Notification, None, None, &self.prefix, &html);
+            match (own_message, telegram_html(&event)) {
+                (true, Some(html)) if matches!(event, RunEvent::NeedsHuman { .. }) => {
+                    self.post_escalation(queue, &html);
+                }
+                (true, Some(html)) => {
+                    queue.push(MessageKind::Notification, None, None, &self.prefix, &html);
+                }
+                _ => {}
+            }
+            if matches!(event, RunEvent::StepStarted { .. }) && self.escalation_open {
+                // The run goes on: the escalation's buttons are out of date.
+                self.escalation_open = false;
+                if let Err(e) = escalation_file::write_open(&self.escalation_path, None) {
+                    tracing::warn!(error = %e, "cannot close the open escalation");
+                }
             }
         }
     }
@@ -540,6 +614,7 @@ mod tests {
             NextSend {
                 chat: Some(-7),
                 thread: Some(12),
+                buttons: Vec::new(),
                 kind: MessageKind::Reply,
                 tag: "a".into(),
                 body: "answer".into(),

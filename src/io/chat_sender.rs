@@ -13,6 +13,7 @@ use crate::core::outbox::MessageKind;
 use crate::core::telegram_text::{split_message, split_tagged, TELEGRAM_LIMIT};
 use crate::io::send_budget::{interval_for_chat, Reservation, SendBudget};
 use crate::io::telegram::{TelegramClient, TelegramError};
+use crate::io::telegram_room::ButtonRows;
 
 /// First pause after a failed send; doubles per attempt...
 const FIRST_RETRY_BACKOFF: Duration = Duration::from_millis(500);
@@ -131,6 +132,7 @@ impl ChatSender {
         thread: Option<i64>,
         kind: MessageKind,
         html: &str,
+        buttons: &ButtonRows,
         preempt: Option<&tokio::sync::Notify>,
     ) -> Result<bool, TelegramError> {
         let mut attempts = 0u32;
@@ -141,7 +143,7 @@ impl ChatSender {
             }
             match self
                 .client
-                .send_html_in(chat_id, thread, html, &Vec::new())
+                .send_html_in(chat_id, thread, html, buttons)
                 .await
             {
                 Ok(_) => return Ok(true),
@@ -209,7 +211,7 @@ impl ChatSender {
     }
 
     /// Tags `body` with `[prefix] ` (an empty prefix: untagged, inside the project's own
-    /// topic), splits it under Telegram's limit and sends every part to `chat_id` (forum
+    /// topic), puts `buttons` (if any) under its last part, splits it under Telegram's limit and sends every part to `chat_id` (forum
     /// topic `thread`, none: the chat or General) in order. A part Telegram can never
     /// accept is logged and skipped, except one refused because of the topic: that ends
     /// the send with [`Sent::TopicFailed`] for the caller to repair the topic and send the
@@ -222,11 +224,11 @@ impl ChatSender {
     /// follows.
     pub async fn send_tagged(
         &self,
-        chat_id: i64,
-        thread: Option<i64>,
+        (chat_id, thread): (i64, Option<i64>),
         kind: MessageKind,
         prefix: &str,
         body: &str,
+        buttons: &ButtonRows,
         preempt: Option<&tokio::sync::Notify>,
     ) -> Sent {
         let mut all_sent = true;
@@ -235,9 +237,15 @@ impl ChatSender {
         } else {
             split_tagged(prefix, body, TELEGRAM_LIMIT)
         };
+        let none = ButtonRows::new();
         for (i, part) in parts.iter().enumerate() {
             let preempt = if i == 0 { preempt } else { None };
-            match self.send_part(chat_id, thread, kind, part, preempt).await {
+            // The buttons go under the last part.
+            let buttons = if i + 1 == parts.len() { buttons } else { &none };
+            match self
+                .send_part(chat_id, thread, kind, part, buttons, preempt)
+                .await
+            {
                 Ok(true) => {}
                 Ok(false) => return Sent::Preempted,
                 Err(TelegramError::Api(text))

@@ -5,9 +5,11 @@
 pub mod agent;
 pub mod atomic_file;
 pub mod bot_offset;
+pub mod button_tap;
 pub mod chat_sender;
 pub mod cli_setup;
 pub mod clock;
+pub mod escalation_file;
 pub mod git;
 pub mod gitignore;
 pub mod home;

@@ -57,6 +57,8 @@ pub struct Entry {
     pub tag: String,
     /// The body, Telegram HTML, untagged and unsplit.
     pub html: String,
+    /// Inline buttons under it (an escalation's): rows of (label, callback data).
+    pub buttons: Vec<Vec<(String, String)>>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -68,6 +70,8 @@ struct EntryFile {
     thread: Option<i64>,
     tag: String,
     html: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    buttons: Vec<Vec<(String, String)>>,
 }
 
 /// The outbox of one project.
@@ -134,15 +138,37 @@ impl Outbox {
         tag: &str,
         html: &str,
     ) -> Result<u64, OutboxError> {
-        let seq = self.next;
-        let json = serde_json::to_vec(&EntryFile {
+        self.write_entry(EntryFile {
             kind: kind.as_str().to_string(),
             chat,
             thread,
             tag: tag.to_string(),
             html: html.to_string(),
+            buttons: Vec::new(),
         })
-        .expect("outbox entry serialises");
+    }
+
+    /// Queues a notification for the instance's own chat with inline buttons under it
+    /// (an escalation's); it is sent alone.
+    pub fn push_with_buttons(
+        &mut self,
+        tag: &str,
+        html: &str,
+        buttons: Vec<Vec<(String, String)>>,
+    ) -> Result<u64, OutboxError> {
+        self.write_entry(EntryFile {
+            kind: MessageKind::Notification.as_str().to_string(),
+            chat: None,
+            thread: None,
+            tag: tag.to_string(),
+            html: html.to_string(),
+            buttons,
+        })
+    }
+
+    fn write_entry(&mut self, entry: EntryFile) -> Result<u64, OutboxError> {
+        let seq = self.next;
+        let json = serde_json::to_vec(&entry).expect("outbox entry serialises");
         atomic_file::write_with_mode(&self.dir.join(file_name(seq)), &json, 0o600)?;
         self.next = seq + 1;
         Ok(seq)
@@ -173,6 +199,7 @@ impl Outbox {
                     thread: f.thread,
                     tag: f.tag,
                     html: f.html,
+                    buttons: f.buttons,
                 }),
                 None => match atomic_file::quarantine(&path) {
                     Ok(to) => tracing::warn!(
@@ -253,6 +280,7 @@ mod tests {
         )
         .unwrap();
         let listed = Outbox::open(dir.path()).unwrap().list().unwrap();
+        assert!(listed.iter().all(|e| e.buttons.is_empty()));
         assert_eq!(
             listed
                 .iter()
@@ -280,5 +308,18 @@ mod tests {
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .collect();
         assert!(names.iter().any(|n| n.contains(".corrupt-")), "{names:?}");
+    }
+
+    #[test]
+    fn an_escalation_keeps_its_buttons() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut outbox = Outbox::open(dir.path()).unwrap();
+        let rows = vec![vec![("🔁 Retry".to_string(), "piv:r:5:b".to_string())]];
+        outbox
+            .push_with_buttons("b", "stuck", rows.clone())
+            .unwrap();
+        let listed = Outbox::open(dir.path()).unwrap().list().unwrap();
+        assert_eq!(listed[0].buttons, rows);
+        assert_eq!(listed[0].kind, MessageKind::Notification);
     }
 }

@@ -160,6 +160,8 @@ pub struct ButtonTap {
     pub from_username: Option<String>,
     pub chat_id: Option<i64>,
     pub message_id: Option<i64>,
+    /// The text of the message the button is on (plain, as Telegram returns it).
+    pub message_text: Option<String>,
 }
 
 impl IncomingUpdate {
@@ -302,6 +304,10 @@ impl TelegramClient {
                             from_username: query.from.username.clone(),
                             chat_id: query.message.as_ref().map(|m| m.chat().id.0),
                             message_id: query.message.as_ref().map(|m| i64::from(m.id().0)),
+                            message_text: query
+                                .regular_message()
+                                .and_then(|m| m.text())
+                                .map(str::to_string),
                         }),
                     },
                     _ => IncomingUpdate {
