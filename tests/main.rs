@@ -9,6 +9,7 @@ mod bots;
 mod chaos;
 mod chat_buttons;
 mod chat_card;
+mod chat_commands;
 mod chat_standin;
 mod chat_topics;
 mod corpus;

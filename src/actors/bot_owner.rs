@@ -609,6 +609,14 @@ impl Poller {
         let tag = view.tag(&own);
         match command {
             Command::Help => (tag, format_help()),
+            Command::Preflight(target) => match self.project_for(view, target.as_deref()) {
+                Ok((prefix, dir)) => (prefix, preflight_of(dir).await),
+                Err(reply) => (tag, reply),
+            },
+            Command::Logs(target, n) => match self.project_for(view, target.as_deref()) {
+                Ok((prefix, dir)) => (prefix, self.logs_of(dir, n).await),
+                Err(reply) => (tag, reply),
+            },
             Command::Unknown(name) => (tag, reply_unknown_command(&name)),
             Command::Cost(project) => {
                 // A chat the owner does not report to sees only its own projects' costs.
@@ -648,6 +656,49 @@ impl Poller {
                 };
                 (tag, reply)
             }
+        }
+    }
+
+    /// The project a `/preflight` or `/logs` is about: its prefix and directory, or the
+    /// reply asking which (several, no prefix) or naming an unknown prefix.
+    fn project_for(
+        &self,
+        view: &ChatView,
+        target: Option<&str>,
+    ) -> Result<(String, PathBuf), String> {
+        let own = self.prefix.clone();
+        if target.is_none() && !view.owner_in_chat {
+            if let [one] = view.others.as_slice() {
+                return Ok((one.prefix.clone(), PathBuf::from(&one.project_dir)));
+            }
+        }
+        match view.route(target, &own) {
+            Route::Local => Ok((own, self.project_dir.clone())),
+            Route::Remote(other) => Ok((other.prefix.clone(), PathBuf::from(&other.project_dir))),
+            Route::AskWhich { prefixes } => Err(format!(
+                "Which project? Name one: {}",
+                crate::core::telegram_text::escape_html(&prefixes.join(", "))
+            )),
+            Route::UnknownPrefix { prefix, known } => Err(reply_unknown_prefix(&prefix, &known)),
+        }
+    }
+
+    /// `/logs`: the last lines of the project's log, the bot token taken out.
+    async fn logs_of(&self, dir: PathBuf, asked: Option<usize>) -> String {
+        let n = crate::core::room_replies::log_line_count(asked);
+        let path = dir.join(".agents").join("orchestrator.log");
+        let lines =
+            tokio::task::spawn_blocking(move || crate::io::log_file::tail_lines(&path, n)).await;
+        match lines {
+            Ok(Ok(lines)) => {
+                let redacted: Vec<String> = lines.iter().map(|l| self.client.redact(l)).collect();
+                crate::core::room_replies::logs_reply(&redacted).concat()
+            }
+            Ok(Err(e)) => format!(
+                "⚠️ cannot read the log: {}",
+                crate::core::telegram_text::escape_html(&self.client.redact(&e.to_string()))
+            ),
+            Err(e) => format!("⚠️ cannot read the log: {e}"),
         }
     }
 
@@ -805,6 +856,25 @@ impl ChatView {
         } else {
             route_among(target, &self.others)
         }
+    }
+}
+
+/// `/preflight`: the manifest's preflight section of the project in `dir`.
+async fn preflight_of(dir: PathBuf) -> String {
+    let read = tokio::task::spawn_blocking(move || {
+        crate::io::manifest_file::read(&dir)
+            .map_err(|e| e.to_string())
+            .and_then(|m| m.view().map_err(|e| e.to_string()))
+            .map(|view| crate::core::room_replies::preflight_reply(view.preflight.as_ref()))
+    })
+    .await;
+    match read {
+        Ok(Ok(reply)) => reply,
+        Ok(Err(e)) => format!(
+            "⚠️ cannot read the manifest: {}",
+            crate::core::telegram_text::escape_html(&e)
+        ),
+        Err(e) => format!("⚠️ cannot read the manifest: {e}"),
     }
 }
 

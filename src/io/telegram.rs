@@ -226,6 +226,11 @@ impl TelegramClient {
         from_request_error(e, &self.token)
     }
 
+    /// `text` with this client's token taken out (for text read from files, e.g. `/logs`).
+    pub fn redact(&self, text: &str) -> String {
+        redact(text, &self.token)
+    }
+
     /// The teloxide bot, for the calls wrapped in sibling adapters (`telegram_room`).
     pub(crate) fn bot(&self) -> &Bot {
         &self.bot
