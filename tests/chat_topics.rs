@@ -251,3 +251,39 @@ fn without_topics_messages_stay_in_general_tagged() {
     assert_eq!(notices, 1, "said once: {sent:#?}");
     assert!(api.topics().is_empty());
 }
+
+/// A topic closed by an admin is reopened and the message sent into it again.
+#[test]
+fn a_closed_topic_is_reopened() {
+    let api = BotApiStandIn::start(TOKEN);
+    api.set_chat(FORUM, ChatSetup::Forum);
+    let sb = Sandbox::new("shut", &ready_manifest(2));
+    sb.scenario(slow(700));
+    let _run = Kill(vec![start(&sb, &api, "shut", &[])]);
+    assert!(
+        wait_until(DEADLINE, || live_topic(&api, "shut").is_some()
+            && !api.sent_messages().is_empty()),
+        "{}",
+        output_of(&sb, "shut")
+    );
+    let topic = live_topic(&api, "shut").unwrap().thread_id;
+    assert!(api.close_topic(FORUM, topic));
+    let closed_at = Instant::now();
+    assert!(
+        wait_until(DEADLINE, || api
+            .sent_messages()
+            .iter()
+            .any(|m| m.at > closed_at && m.thread_id == Some(topic))),
+        "a message lands in the reopened topic\n{:#?}\n{}",
+        api.topics(),
+        output_of(&sb, "shut")
+    );
+    let t = live_topic(&api, "shut").unwrap();
+    assert_eq!(t.thread_id, topic, "the same topic");
+    assert!(!t.closed);
+    assert!(api
+        .rejected_sends()
+        .iter()
+        .any(|r| r.description == "Bad Request: TOPIC_CLOSED"));
+    assert_eq!(api.topics().len(), 1);
+}
