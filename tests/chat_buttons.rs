@@ -102,3 +102,47 @@ fn retry_button_acts_once() {
     );
     assert_eq!(calls_starting(&sb, "/plan-feature").len(), 2);
 }
+
+/// The cost cap pauses the run: its escalation offers Resume, and a tap resumes it.
+#[test]
+fn a_paused_escalation_offers_resume() {
+    let api = BotApiStandIn::start(TOKEN);
+    let sb = Sandbox::new("cap", &ready_manifest(1));
+    let _run = Kill(vec![start_with_telegram(
+        &sb,
+        &api,
+        (TOKEN, CHAT),
+        "cap",
+        &[],
+        &[("PIV_MAX_COST_USD", "0.03")],
+    )]);
+    let escalation = api
+        .wait_for_sent(|m| !m.buttons.is_empty(), DEADLINE)
+        .unwrap_or_else(|| panic!("no escalation with buttons\n{}", output_of(&sb, "cap")));
+    assert!(escalation.text.contains("cost_cap"), "{escalation:?}");
+    let (label, data) = escalation.buttons[0][0].clone();
+    assert_eq!(escalation.buttons[0].len(), 1);
+    assert_eq!(label, "▶️ Resume");
+    assert!(
+        data.starts_with("piv:u:") && data.ends_with(":cap"),
+        "{data}"
+    );
+    assert!(
+        wait_until(DEADLINE, || state_of(&sb).as_deref() == Some("paused")),
+        "{:?}\n{}",
+        state_of(&sb),
+        output_of(&sb, "cap")
+    );
+    let sessions = sb.claude_calls().len();
+    let tap = api.inject_tap(escalation.message_id, &data, 31337).unwrap();
+    let answer = api.wait_for_callback_answer(&tap, DEADLINE).unwrap();
+    assert_eq!(answer.text.as_deref(), Some("▶️ Resume sent to [cap]"));
+    assert!(
+        wait_until(DEADLINE, || sb.claude_calls().len() > sessions),
+        "the run goes on after the tap\n{}",
+        output_of(&sb, "cap")
+    );
+    let again = api.inject_tap(escalation.message_id, &data, 31337).unwrap();
+    let refused = api.wait_for_callback_answer(&again, DEADLINE).unwrap();
+    assert!(refused.show_alert, "{refused:?}");
+}

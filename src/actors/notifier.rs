@@ -30,7 +30,7 @@ use tokio::sync::{oneshot, watch, Notify as WakeUp};
 
 use crate::actors::control::Notify;
 use crate::config::TelegramSettings;
-use crate::core::buttons::{Button, ButtonAction};
+use crate::core::buttons::{offered_buttons, Button, ButtonAction};
 use crate::core::events::{telegram_html, terminal_line, RunEvent};
 use crate::core::forum::{fallback_notice, placement, Placement, TopicState};
 use crate::core::notify_level::{delivery, ChatDelivery, NotifyLevel};
@@ -456,10 +456,10 @@ impl NotifierActor {
 }
 
 impl NotifierActor {
-    /// Queues an escalation with its buttons (Retry; `core::buttons`) after recording it
+    /// Queues an escalation with its buttons (`core::buttons::offered_buttons`) after recording it
     /// as the open one, so that a tap acts only while it is. Its id is the time in
     /// milliseconds, after any earlier one.
-    fn post_escalation(&mut self, queue: &Queue, html: &str) {
+    fn post_escalation(&mut self, queue: &Queue, html: &str, offered: &[ButtonAction]) {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
@@ -468,11 +468,13 @@ impl NotifierActor {
         let buttons = match escalation_file::write_open(&self.escalation_path, Some(id)) {
             Ok(()) => {
                 self.escalation_open = true;
-                let retry = Button::new(ButtonAction::Retry, id, &self.prefix);
-                vec![vec![(
-                    ButtonAction::Retry.label().to_string(),
-                    retry.callback_data(),
-                )]]
+                vec![offered
+                    .iter()
+                    .map(|action| {
+                        let button = Button::new(*action, id, &self.prefix);
+                        (action.label().to_string(), button.callback_data())
+                    })
+                    .collect()]
             }
             Err(e) => {
                 // Without the record a tap could not be checked: no buttons.
@@ -538,12 +540,14 @@ impl Handler<Notify> for NotifierActor {
             let queue = &*queue;
             let own_message = delivery(self.level, &event) == ChatDelivery::NewMessage;
             match (own_message, telegram_html(&event)) {
-                (true, Some(html)) if matches!(event, RunEvent::NeedsHuman { .. }) => {
-                    self.post_escalation(queue, &html);
-                }
-                (true, Some(html)) => {
-                    queue.push(MessageKind::Notification, None, None, &self.prefix, &html);
-                }
+                (true, Some(html)) => match &event {
+                    RunEvent::NeedsHuman { action, .. } => {
+                        self.post_escalation(queue, &html, &offered_buttons(action));
+                    }
+                    _ => {
+                        queue.push(MessageKind::Notification, None, None, &self.prefix, &html);
+                    }
+                },
                 _ => {}
             }
             if matches!(event, RunEvent::StepStarted { .. }) && self.escalation_open {

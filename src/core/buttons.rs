@@ -162,6 +162,17 @@ pub fn tap_is_current(tapped: u64, open: Option<u64>) -> bool {
     open == Some(tapped)
 }
 
+/// The buttons of an escalation as they are offered now: a run paused for a human (the
+/// cost cap, an overage, the daily cap) gets Resume; a run stopped for one gets Retry
+/// (running the loop again). `action` is the escalation's "action taken" text.
+pub fn offered_buttons(action: &str) -> Vec<ButtonAction> {
+    if action.trim_start().starts_with("Paused") {
+        vec![ButtonAction::Resume]
+    } else {
+        vec![ButtonAction::Retry]
+    }
+}
+
 /// What a tapped button asks the instance to do, as a control action (`None`: not
 /// available from a button yet — the rollback with its confirmation).
 pub fn control_of(action: ButtonAction) -> Option<crate::core::control::ControlAction> {
@@ -198,6 +209,29 @@ pub fn chosen_line(action: ButtonAction, by: &str, at_utc_hhmm: &str) -> String 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paused_escalations_offer_resume_stopped_ones_retry() {
+        let cases = [
+            ("Paused — resume to continue", vec![ButtonAction::Resume]),
+            (
+                "Paused — /resume (or `piv signal <prefix> resume`) to continue",
+                vec![ButtonAction::Resume],
+            ),
+            ("Stopped", vec![ButtonAction::Retry]),
+            (
+                "Escalated immediately — check the credentials",
+                vec![ButtonAction::Retry],
+            ),
+            (
+                "Rolled back to checkpoint x; stopped",
+                vec![ButtonAction::Retry],
+            ),
+        ];
+        for (action, want) in cases {
+            assert_eq!(offered_buttons(action), want, "{action}");
+        }
+    }
 
     #[test]
     fn what_a_tap_does_and_says() {
