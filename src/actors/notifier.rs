@@ -539,16 +539,15 @@ impl Handler<Notify> for NotifierActor {
         if let Some(queue) = self.queue.clone() {
             let queue = &*queue;
             let own_message = delivery(self.level, &event) == ChatDelivery::NewMessage;
-            match (own_message, telegram_html(&event)) {
-                (true, Some(html)) => match &event {
+            if let (true, Some(html)) = (own_message, telegram_html(&event)) {
+                match &event {
                     RunEvent::NeedsHuman { action, .. } => {
                         self.post_escalation(queue, &html, &offered_buttons(action));
                     }
                     _ => {
                         queue.push(MessageKind::Notification, None, None, &self.prefix, &html);
                     }
-                },
-                _ => {}
+                }
             }
             if matches!(event, RunEvent::StepStarted { .. }) && self.escalation_open {
                 // The run goes on: the escalation's buttons are out of date.
