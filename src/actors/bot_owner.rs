@@ -44,6 +44,7 @@ use crate::core::telegram_text::format_help;
 use crate::io::bot_offset::{read_last_handled, write_last_handled};
 use crate::io::home::{ensure_bot_dir, owner_lock_path};
 use crate::io::lock::{lock_exclusive, try_lock_exclusive, LockGuard};
+use crate::io::room_reads;
 use crate::io::telegram::{IncomingUpdate, TelegramClient, TelegramError};
 use crate::io::{manifest_file, signal_queue, status_probe};
 
@@ -517,18 +518,7 @@ impl Poller {
         }
         if let Some(tap) = &update.tap {
             // An escalation's button (issue 14): answered at once, acted on at most once.
-            let targets: Vec<crate::io::button_tap::TapTarget> =
-                std::iter::once((self.prefix.clone(), self.project_dir.clone()))
-                    .chain(
-                        others
-                            .iter()
-                            .map(|i| (i.prefix.clone(), PathBuf::from(&i.project_dir))),
-                    )
-                    .map(|(prefix, project_dir)| crate::io::button_tap::TapTarget {
-                        prefix,
-                        project_dir,
-                    })
-                    .collect();
+            let targets = crate::io::button_tap::targets(&self.prefix, &self.project_dir, &others);
             let from = format!("button via {}", self.prefix);
             crate::io::button_tap::handle_tap(&self.client, tap, &targets, &from).await;
             return;
@@ -545,7 +535,8 @@ impl Poller {
             return;
         };
         // Typed inside a project's forum topic: for that project (issue 14).
-        let command = match self.project_of_topic(chat_id, update.topic).await {
+        let command = match room_reads::project_of_topic(&self.bot_dir, chat_id, update.topic).await
+        {
             Some(prefix) => in_topic_of(command, &prefix),
             None => command,
         };
@@ -587,22 +578,6 @@ impl Poller {
         }
     }
 
-    /// The project whose forum topic `topic` is in `chat_id` (the bot's topic store).
-    async fn project_of_topic(&self, chat_id: i64, topic: Option<i64>) -> Option<String> {
-        topic?;
-        let store = crate::io::topic_store::TopicStore::new(&self.bot_dir);
-        let topics = tokio::task::spawn_blocking(move || store.topics_of_chat(chat_id))
-            .await
-            .ok()?
-            .map_err(|e| tracing::warn!(error = %e, "cannot read the remembered topics"))
-            .ok()?;
-        let by_prefix: std::collections::BTreeMap<String, i64> = topics
-            .into_iter()
-            .map(|t| (t.prefix, t.thread_id))
-            .collect();
-        crate::core::forum::project_of_topic(topic, &by_prefix).map(str::to_string)
-    }
-
     /// The reply to a command in `view`'s chat and the prefix to tag it with.
     async fn answer(&self, command: Command, view: &ChatView) -> (String, String) {
         let own = self.prefix.clone();
@@ -610,11 +585,11 @@ impl Poller {
         match command {
             Command::Help => (tag, format_help()),
             Command::Preflight(target) => match self.project_for(view, target.as_deref()) {
-                Ok((prefix, dir)) => (prefix, preflight_of(dir).await),
+                Ok((prefix, dir)) => (prefix, room_reads::preflight_of(dir).await),
                 Err(reply) => (tag, reply),
             },
             Command::Logs(target, n) => match self.project_for(view, target.as_deref()) {
-                Ok((prefix, dir)) => (prefix, self.logs_of(dir, n).await),
+                Ok((prefix, dir)) => (prefix, room_reads::logs_of(dir, n, &self.client).await),
                 Err(reply) => (tag, reply),
             },
             Command::Unknown(name) => (tag, reply_unknown_command(&name)),
@@ -680,25 +655,6 @@ impl Poller {
                 crate::core::telegram_text::escape_html(&prefixes.join(", "))
             )),
             Route::UnknownPrefix { prefix, known } => Err(reply_unknown_prefix(&prefix, &known)),
-        }
-    }
-
-    /// `/logs`: the last lines of the project's log, the bot token taken out.
-    async fn logs_of(&self, dir: PathBuf, asked: Option<usize>) -> String {
-        let n = crate::core::room_replies::log_line_count(asked);
-        let path = dir.join(".agents").join("orchestrator.log");
-        let lines =
-            tokio::task::spawn_blocking(move || crate::io::log_file::tail_lines(&path, n)).await;
-        match lines {
-            Ok(Ok(lines)) => {
-                let redacted: Vec<String> = lines.iter().map(|l| self.client.redact(l)).collect();
-                crate::core::room_replies::logs_reply(&redacted).concat()
-            }
-            Ok(Err(e)) => format!(
-                "⚠️ cannot read the log: {}",
-                crate::core::telegram_text::escape_html(&self.client.redact(&e.to_string()))
-            ),
-            Err(e) => format!("⚠️ cannot read the log: {e}"),
         }
     }
 
@@ -856,25 +812,6 @@ impl ChatView {
         } else {
             route_among(target, &self.others)
         }
-    }
-}
-
-/// `/preflight`: the manifest's preflight section of the project in `dir`.
-async fn preflight_of(dir: PathBuf) -> String {
-    let read = tokio::task::spawn_blocking(move || {
-        crate::io::manifest_file::read(&dir)
-            .map_err(|e| e.to_string())
-            .and_then(|m| m.view().map_err(|e| e.to_string()))
-            .map(|view| crate::core::room_replies::preflight_reply(view.preflight.as_ref()))
-    })
-    .await;
-    match read {
-        Ok(Ok(reply)) => reply,
-        Ok(Err(e)) => format!(
-            "⚠️ cannot read the manifest: {}",
-            crate::core::telegram_text::escape_html(&e)
-        ),
-        Err(e) => format!("⚠️ cannot read the manifest: {e}"),
     }
 }
 

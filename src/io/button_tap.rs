@@ -20,6 +20,23 @@ pub struct TapTarget {
     pub project_dir: PathBuf,
 }
 
+/// The instances a button of this bot may be for: the owner's own and the others.
+pub fn targets(
+    own_prefix: &str,
+    own_dir: &std::path::Path,
+    others: &[crate::core::registry::Instance],
+) -> Vec<TapTarget> {
+    std::iter::once(TapTarget {
+        prefix: own_prefix.to_string(),
+        project_dir: own_dir.to_path_buf(),
+    })
+    .chain(others.iter().map(|i| TapTarget {
+        prefix: i.prefix.clone(),
+        project_dir: PathBuf::from(&i.project_dir),
+    }))
+    .collect()
+}
+
 /// What became of a tap.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TapOutcome {

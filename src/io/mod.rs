@@ -21,6 +21,7 @@ pub mod outbox;
 pub mod pid_file;
 pub mod process_group;
 pub mod registry_store;
+pub mod room_reads;
 pub mod send_budget;
 pub mod signal_queue;
 pub mod state_file;
