@@ -108,3 +108,41 @@ fn quiet_sends_only_what_needs_a_person() {
         "the terminal still says it: {terminal}"
     );
 }
+
+/// A card whose edit fails (the message was deleted) is sent again as a fresh message,
+/// and later edits go to the new one.
+#[test]
+fn a_failed_edit_is_replaced_by_a_fresh_card() {
+    let api = BotApiStandIn::start(TOKEN);
+    let chat = 4_343;
+    let sb = Sandbox::new("fresh", &ready_manifest(1));
+    sb.scenario(slow(1500));
+    api.fail_edits(1);
+    let child = start_with_telegram(
+        &sb,
+        &api,
+        (TOKEN, chat),
+        "fresh",
+        &["--exit-when-done"],
+        &[("PIV_NOTIFY", "normal")],
+    );
+    let out = wait_output(child, DEADLINE * 2);
+    assert!(out.status.success(), "{}", output_of(&sb, "fresh"));
+    let failed = api.failed_edits();
+    assert_eq!(failed.len(), 1, "one edit failed");
+    let (failed_id, failed_at) = failed[0];
+    let cards: Vec<_> = api
+        .sent_messages()
+        .into_iter()
+        .filter(|m| m.text.contains("📊"))
+        .collect();
+    let fresh = cards
+        .iter()
+        .find(|m| m.at > failed_at)
+        .unwrap_or_else(|| panic!("no fresh card after the failed edit: {cards:#?}"));
+    assert_ne!(fresh.message_id, failed_id);
+    assert!(
+        api.edits().iter().all(|e| e.message_id != failed_id),
+        "the lost message is not edited again"
+    );
+}

@@ -9,6 +9,8 @@
 //! - `createForumTopic` in a chat without topics: `Bad Request: the chat is not a forum`;
 //! - an edit that changes nothing: `Bad Request: message is not modified: …`;
 //! - an edit of an unknown message: `Bad Request: message to edit not found`;
+//! - an edit failed on purpose (`fail_edits`, a deleted message): `Bad Request: message to
+//!   edit not found`;
 //! - an unknown callback query id: `Bad Request: query is too old and response timeout
 //!   expired or query ID is invalid`.
 
@@ -80,6 +82,10 @@ pub(super) struct RoomState {
     pub answers: Vec<CallbackAnswer>,
     pub taps: Vec<InjectedTap>,
     pub next_callback: u64,
+    /// The next this many `editMessageText` fail with "message to edit not found" (as if
+    /// someone deleted the message); each failure is recorded.
+    pub fail_edits: usize,
+    pub failed_edits: Vec<(i64, Instant)>,
     /// Messages' current text and keyboard, by (chat, message id): what an edit compares.
     pub current: HashMap<(i64, i64), (String, Buttons)>,
 }
@@ -291,6 +297,11 @@ pub(super) fn edit_message_text(inner: &Inner, params: &Params, pid: Option<u32>
     }
     let buttons = buttons_of(params);
     let mut state = inner.lock();
+    if state.room.fail_edits > 0 {
+        state.room.fail_edits -= 1;
+        state.room.failed_edits.push((message_id, Instant::now()));
+        return err(400, "Bad Request: message to edit not found");
+    }
     let Some(current) = state.room.current.get(&(chat_id, message_id)) else {
         return err(400, "Bad Request: message to edit not found");
     };
@@ -534,6 +545,16 @@ impl BotApiStandIn {
     /// by user `user_id`; returns the callback query's id (None: no such message).
     pub fn inject_tap(&self, message_id: i64, data: &str, user_id: i64) -> Option<String> {
         inject_tap(&self.inner, message_id, data, user_id)
+    }
+
+    /// The next `n` edits fail with "message to edit not found".
+    pub fn fail_edits(&self, n: usize) {
+        self.inner.lock().room.fail_edits = n;
+    }
+
+    /// The edits failed by [`BotApiStandIn::fail_edits`]: (message id, when).
+    pub fn failed_edits(&self) -> Vec<(i64, Instant)> {
+        self.inner.lock().room.failed_edits.clone()
     }
 
     /// Every accepted `editMessageText`, in order.
