@@ -18,6 +18,10 @@
 //! - A wrong token gets 401 `Unauthorized`.
 //! - Several bots on one port ([`BotApiStandIn::start_bots`]): each token has its own
 //!   updates, polls (a 409 ends only a poll on the same token), sends and test API handle.
+//! - The chat control room (issue 14, `forum.rs`): chats set up as forum / group /
+//!   private (`getChat`), forum topics and their errors, `message_thread_id` on sends and
+//!   updates, `editMessageText`, inline keyboards, button taps (`callback_query`) and
+//!   `answerCallbackQuery`.
 //!
 //! The test API (thread-safe methods on [`BotApiStandIn`]) injects chat messages and
 //! reads back what was sent; the same is reachable over HTTP under `/__test/…` for a
