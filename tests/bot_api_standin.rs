@@ -273,7 +273,16 @@ async fn commands_are_recorded() {
     let names: Vec<&str> = set[0].iter().map(|(c, _)| c.as_str()).collect();
     assert_eq!(
         names,
-        vec!["status", "go", "pause", "resume", "cost", "help"]
+        vec![
+            "status",
+            "go",
+            "pause",
+            "resume",
+            "cost",
+            "preflight",
+            "logs",
+            "help"
+        ]
     );
 }
 
