@@ -312,6 +312,49 @@ pub struct RunArgs {
     /// not acted on; piv answers that it ignored it. /status and /help are always answered.
     #[arg(long, env = "PIV_STALE_COMMAND_SECS", default_value_t = 600)]
     pub stale_command_secs: u64,
+    #[command(flatten)]
+    pub coordination: CoordinationArgs,
+}
+
+/// Coordination across machines (opt-in): shared by `run`, `status` and `signal`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct CoordinationArgs {
+    /// NATS servers to coordinate instances on several machines with one bot token
+    /// (`nats://host:port[,nats://host:port…]`, JetStream enabled, 2.11 or later). Unset:
+    /// this machine only (kernel locks in PIV_HOME). Set but unreachable at start: exit 2,
+    /// unless PIV_COORDINATION_OPTIONAL=1.
+    #[arg(long, env = "PIV_COORDINATION", value_name = "URLS")]
+    pub coordination: Option<String>,
+    /// With PIV_COORDINATION: when no server answers at start, go on on this machine only
+    /// (said on stderr, in the log and in the chat) instead of exiting with 2.
+    #[arg(long, env = "PIV_COORDINATION_OPTIONAL", value_parser = clap::builder::FalseyValueParser::new())]
+    pub coordination_optional: bool,
+    /// NATS user name (with PIV_NATS_PASSWORD).
+    #[arg(long, env = "PIV_NATS_USER", value_name = "USER")]
+    pub nats_user: Option<String>,
+    /// NATS password (with PIV_NATS_USER).
+    #[arg(
+        long,
+        env = "PIV_NATS_PASSWORD",
+        hide_env_values = true,
+        value_name = "PASSWORD"
+    )]
+    pub nats_password: Option<String>,
+    /// A NATS credentials file (`.creds`: JWT and NKey seed).
+    #[arg(long, env = "PIV_NATS_CREDS", value_name = "FILE")]
+    pub nats_creds: Option<PathBuf>,
+    /// Replicas of piv's buckets and streams. Default: min(3, cluster size).
+    #[arg(long, env = "PIV_NATS_REPLICAS", value_name = "N")]
+    pub nats_replicas: Option<usize>,
+    /// The poller lease's TTL in seconds: a dead bot owner on another machine is replaced
+    /// within about this long.
+    #[arg(
+        long,
+        env = "PIV_LEASE_TTL_SECS",
+        default_value_t = 5,
+        value_name = "SECS"
+    )]
+    pub lease_ttl_secs: u64,
 }
 
 /// A switch that is on unless it is `0` (surrounding spaces ignored).
@@ -374,6 +417,8 @@ pub struct StatusArgs {
     /// (what its `piv run` would use). Default: the project directory's name.
     #[arg(long, env = "TELEGRAM_PROJECT_PREFIX", value_name = "PREFIX")]
     pub project_prefix: Option<String>,
+    #[command(flatten)]
+    pub coordination: CoordinationArgs,
 }
 
 /// `piv signal`'s ACTION: the control vocabulary's wire names, each with its help (the
@@ -413,6 +458,8 @@ pub struct SignalArgs {
     /// Sender name recorded in the signal file (`from`).
     #[arg(long, value_name = "NAME", default_value = "terminal")]
     pub from: String,
+    #[command(flatten)]
+    pub coordination: CoordinationArgs,
 }
 
 /// The project directory: `--project` / `PIV_PROJECT_DIR`, else the current directory.

@@ -6,9 +6,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::cli::RunArgs;
+use crate::cli::{CoordinationArgs, RunArgs};
 use crate::core::waits::{LimitPolicy, OutagePolicy};
 use crate::io::agent::AgentConfig;
+use crate::io::coordination::CoordinationSettings;
 
 /// Everything a run needs, validated.
 #[derive(Debug, Clone)]
@@ -43,6 +44,11 @@ pub struct RunConfig {
     pub usage: crate::core::usage::UsagePolicy,
     /// `PIV_MAX_TURNS` given: every session gets it; otherwise turn budgets per command.
     pub turn_budgets: bool,
+    /// `PIV_COORDINATION` and its companions: None is this machine only.
+    pub coordination: Option<CoordinationSettings>,
+    /// The coordination chosen at start (`run` sets it once connected; None: this machine
+    /// only).
+    pub coordinator: Option<crate::io::coordination::Coordinator>,
 }
 
 /// How the instance reaches its Telegram chat.
@@ -152,6 +158,8 @@ pub enum ConfigError {
     BadPrefix(String),
     #[error("{0}")]
     BadToken(#[from] crate::core::bot_chats::BadToken),
+    #[error("{0}")]
+    Coordination(String),
 }
 
 impl RunConfig {
@@ -205,6 +213,8 @@ impl RunConfig {
             signal_poll: Duration::from_millis(args.signal_poll_ms.max(10)),
             signal_notify: args.signal_notify,
             telegram: telegram_settings(args)?,
+            coordination: coordination_settings(&args.coordination)?,
+            coordinator: None,
             stale_command_secs: args.stale_command_secs,
             agent,
             only_phase: args.phase,
@@ -274,6 +284,58 @@ pub fn default_prefix(project_dir: &Path) -> String {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "piv".to_string())
+}
+
+/// `PIV_COORDINATION` checked: each server with its scheme, credentials one way or the
+/// other, a TTL of at least a second. Unset (or empty): None, and no NATS code runs.
+pub fn coordination_settings(
+    args: &CoordinationArgs,
+) -> Result<Option<CoordinationSettings>, ConfigError> {
+    let Some(list) = args
+        .coordination
+        .as_deref()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+    else {
+        return Ok(None);
+    };
+    let servers: Vec<String> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect();
+    if let Some(bad) = servers.iter().find(|s| {
+        !["nats://", "tls://", "ws://", "wss://"]
+            .iter()
+            .any(|scheme| s.starts_with(scheme))
+    }) {
+        return Err(ConfigError::Coordination(format!(
+            "PIV_COORDINATION: {bad:?} has no scheme; write each server as nats://host:port"
+        )));
+    }
+    let user_password = match (&args.nats_user, &args.nats_password) {
+        (Some(user), Some(password)) => Some((user.clone(), password.clone())),
+        (None, None) => None,
+        _ => {
+            return Err(ConfigError::Coordination(
+                "PIV_NATS_USER and PIV_NATS_PASSWORD go together".into(),
+            ))
+        }
+    };
+    if args.lease_ttl_secs == 0 {
+        return Err(ConfigError::Coordination(
+            "PIV_LEASE_TTL_SECS must be at least 1".into(),
+        ));
+    }
+    Ok(Some(CoordinationSettings {
+        servers,
+        user_password,
+        creds_file: args.nats_creds.clone(),
+        optional: args.coordination_optional,
+        replicas: args.nats_replicas,
+        lease_ttl: Duration::from_secs(args.lease_ttl_secs),
+    }))
 }
 
 /// Telegram needs both the token and a numeric chat id; one without the other, or a bad

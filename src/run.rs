@@ -34,6 +34,31 @@ pub fn run(args: &RunArgs) -> i32 {
             return fail_usage(&e.to_string());
         }
     }
+    let system = actix_rt::System::new();
+    let mut cfg = cfg;
+    if cfg.coordination.is_some() {
+        // Connected inside the actor system's runtime: the client's tasks live there.
+        let bot_id = cfg
+            .telegram
+            .as_ref()
+            .and_then(|t| crate::core::lease::bot_id_of(&t.token))
+            .map(str::to_string);
+        let chosen = system.block_on(crate::io::coordination::choose(
+            cfg.coordination.as_ref(),
+            bot_id.as_deref(),
+            &cfg.home,
+            &cfg.project_dir,
+        ));
+        match chosen {
+            Ok(chosen) => {
+                if let Some(note) = &chosen.fallback_note {
+                    crate::io::terminal::warn(&format!("piv: {note}"));
+                }
+                cfg.coordinator = Some(chosen);
+            }
+            Err(e) => return fail_usage(&e.to_string()),
+        }
+    }
     let pid_file = match PidFile::acquire(&cfg.project_dir, &started_at) {
         Ok(p) => p,
         Err(e) => return fail_usage(&e.to_string()),
@@ -59,7 +84,6 @@ pub fn run(args: &RunArgs) -> i32 {
         project_dir: cfg.project_dir.clone(),
     });
     let exit_code = Rc::new(Cell::new(exit::STOPPED));
-    let system = actix_rt::System::new();
     {
         let exit_code = exit_code.clone();
         system.block_on(async move {

@@ -15,6 +15,7 @@ mod chat_topics;
 mod corpus;
 mod dry_run;
 mod lifecycle;
+mod nats;
 mod overnight;
 mod pause_visible;
 mod real_cli;

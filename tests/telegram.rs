@@ -127,6 +127,7 @@ impl World {
             api_url: self.api.url().into(),
             poll_timeout_secs: 1,
             stale_command_secs: 600,
+            coordinator: None,
         };
         let owner = BotOwnerActor::new(settings, control, self.notifier(prefix), registry).start();
         (owner, calls)

@@ -41,7 +41,8 @@ use crate::core::status::{InstanceFacts, InstanceStatus};
 use crate::core::status_report::{multi_status_reply, status_reply};
 use crate::core::telegram_poll::{is_new, next_offset, PollOutcome, PollPacer};
 use crate::core::telegram_text::format_help;
-use crate::io::bot_offset::{read_last_handled, write_last_handled};
+use crate::io::coordination::local::LocalCoordination;
+use crate::io::coordination::{elsewhere, Coordinator, PollerLease, SharedCoordination};
 use crate::io::home::{ensure_bot_dir, owner_lock_path};
 use crate::io::lock::{lock_exclusive, try_lock_exclusive, LockGuard};
 use crate::io::room_reads;
@@ -69,6 +70,8 @@ pub struct BotOwnerSettings {
     /// A command that changes what an instance does is not acted on when older than
     /// this (`PIV_STALE_COMMAND_SECS`).
     pub stale_command_secs: u64,
+    /// Across machines (`io::coordination`): None is this machine only.
+    pub coordinator: Option<Coordinator>,
 }
 
 impl std::fmt::Debug for BotOwnerSettings {
@@ -117,6 +120,9 @@ pub struct BotOwnerActor {
     client: Option<TelegramClient>,
     stopped: bool,
     poll: Option<PollHandle>,
+    /// Publishes this instance in the registry across machines and receives the signals
+    /// other machines send it (NATS only).
+    background: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl BotOwnerActor {
@@ -145,6 +151,7 @@ impl BotOwnerActor {
             client,
             stopped: false,
             poll: None,
+            background: Vec::new(),
         }
     }
 }
@@ -220,10 +227,41 @@ impl Actor for BotOwnerActor {
         if self.client.is_none() {
             return;
         }
+        if let Some(note) = self
+            .settings
+            .coordinator
+            .as_ref()
+            .and_then(|c| c.fallback_note.clone())
+        {
+            self.notifier.do_send(Notify(RunEvent::Info(note)));
+        }
+        if let Some(coordinator) = &self.settings.coordinator {
+            let facts = InstanceFacts {
+                prefix: self.settings.prefix.clone(),
+                project_dir: self.settings.project_dir.display().to_string(),
+                pid: Some(std::process::id()),
+                is_bot_owner: false,
+                started_at_unix_secs: None,
+            };
+            self.background
+                .extend(crate::io::coordination::registry_kv::spawn_publisher(
+                    coordinator.shared.clone(),
+                    facts,
+                    self.settings.project_dir.clone(),
+                ));
+            self.background.extend(
+                coordinator
+                    .shared
+                    .spawn_signal_receiver(self.settings.home.clone()),
+            );
+        }
         self.wait_for_ownership(ctx);
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
+        for task in self.background.drain(..) {
+            task.abort();
+        }
         if self.poll.take().is_some() {
             if let Some(registry) = &self.registry {
                 registry.do_send(SetBotOwner(false));
@@ -262,11 +300,18 @@ impl Handler<OwnershipAcquired> for BotOwnerActor {
             )));
         }
         let s = &self.settings;
-        let poller = Poller {
+        // The local winner competes for the lease across machines (at once granted when
+        // this machine is all there is).
+        let coordination: SharedCoordination = match &s.coordinator {
+            Some(c) => c.shared.clone(),
+            None => std::sync::Arc::new(LocalCoordination::new(crate::io::home::bot_dir(
+                &s.home, s.bot_id,
+            ))),
+        };
+        let mut poller = Poller {
             prefix: s.prefix.clone(),
             project_dir: s.project_dir.clone(),
             home: s.home.clone(),
-            bot_dir: crate::io::home::bot_dir(&s.home, s.bot_id),
             own: BotChat {
                 bot_id: s.bot_id,
                 chat_id: s.chat_id,
@@ -279,13 +324,44 @@ impl Handler<OwnershipAcquired> for BotOwnerActor {
             registry: self.registry.clone(),
             bot_username: None,
             last_handled: None,
+            coordination: coordination.clone(),
         };
         let (stop_tx, stop_rx) = watch::channel(false);
         let (released_tx, released_rx) = oneshot::channel();
         let guard = msg.guard;
         let me = ctx.address();
+        // Coordination lost / back, for the chat (straight to the Bot API as usual).
+        let (notes, mut heard) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let notifier = self.notifier.clone();
+        ctx.spawn(
+            async move {
+                while let Some(note) = heard.recv().await {
+                    notifier.do_send(Notify(RunEvent::Info(note)));
+                }
+            }
+            .into_actor(self),
+        );
         let task = async move {
-            let ended = poller.run(stop_rx, &guard).await;
+            let ended = loop {
+                let Some(lease) = coordination
+                    .acquire_poller_lease(stop_rx.clone(), notes.clone())
+                    .await
+                else {
+                    break PollEnd::Stopped;
+                };
+                match poller.run(stop_rx.clone(), &guard, lease.as_ref()).await {
+                    PollEnd::LeaseLost => {
+                        tracing::warn!(
+                            "the poller lease was lost: not polling until it is won again"
+                        );
+                        continue;
+                    }
+                    ended => {
+                        lease.release().await;
+                        break ended;
+                    }
+                }
+            };
             drop(guard);
             tracing::info!("stopped polling Telegram; bot-owner lock released");
             let _ = released_tx.send(());
@@ -306,12 +382,22 @@ impl Handler<StopPolling> for BotOwnerActor {
 
     fn handle(&mut self, _: StopPolling, _: &mut Self::Context) -> Self::Result {
         self.stopped = true;
+        for task in self.background.drain(..) {
+            task.abort();
+        }
+        let coordinator = self.settings.coordinator.clone();
+        let withdraw = async move {
+            if let Some(c) = coordinator {
+                c.shared.withdraw_instance().await;
+            }
+        };
         let Some(poll) = self.poll.take() else {
-            return Box::pin(async {});
+            return Box::pin(withdraw);
         };
         let _ = poll.stop.send(true);
         let registry = self.registry.clone();
         Box::pin(async move {
+            withdraw.await;
             let _ = poll.released.await;
             if let Some(registry) = registry {
                 if let Ok(Err(e)) = registry.send(SetBotOwner(false)).await {
@@ -327,8 +413,6 @@ struct Poller {
     prefix: String,
     project_dir: PathBuf,
     home: PathBuf,
-    /// The bot's directory: its stored offset.
-    bot_dir: PathBuf,
     /// The bot and this instance's own chat.
     own: BotChat,
     poll_timeout_secs: u32,
@@ -340,6 +424,8 @@ struct Poller {
     registry: Option<Addr<RegistryActor>>,
     bot_username: Option<String>,
     last_handled: Option<i64>,
+    /// The lease across machines and the offset (`io::coordination`).
+    coordination: SharedCoordination,
 }
 
 /// Resolves when a stop is asked for (or nobody can ask any more).
@@ -353,14 +439,20 @@ enum PollEnd {
     Stopped,
     /// The lock file was deleted or replaced: someone else may hold the real lock now.
     LockLost,
+    /// The poller lease across machines was lost (fencing failed, renewal refused or
+    /// past its end).
+    LeaseLost,
 }
 
 impl Poller {
-    async fn run(mut self, mut stop: watch::Receiver<bool>, guard: &LockGuard) -> PollEnd {
-        let bot_dir = self.bot_dir.clone();
-        self.last_handled = tokio::task::spawn_blocking(move || read_last_handled(&bot_dir))
-            .await
-            .unwrap_or(None);
+    async fn run(
+        &mut self,
+        mut stop: watch::Receiver<bool>,
+        guard: &LockGuard,
+        lease: &dyn PollerLease,
+    ) -> PollEnd {
+        self.last_handled = self.coordination.read_offset().await;
+        let poll_timeout_secs = self.coordination.poll_timeout_secs(self.poll_timeout_secs);
         let mut pacer = PollPacer::new();
         let mut warned_conflict = false;
         // A new owner's first request is a getUpdates (commands sent during a takeover
@@ -370,17 +462,27 @@ impl Poller {
             if *stop.borrow() {
                 return PollEnd::Stopped;
             }
+            // Fencing: never poll on a lease that may be someone else's by now.
+            if !lease.check().await {
+                return PollEnd::LeaseLost;
+            }
             let offset = next_offset(self.last_handled, &[]);
             let asked = tokio::time::Instant::now();
-            let timeout = if first { 0 } else { self.poll_timeout_secs };
+            let timeout = if first { 0 } else { poll_timeout_secs };
             let polled = tokio::select! {
                 _ = stop_requested(&mut stop) => return PollEnd::Stopped,
+                _ = lease.lost() => return PollEnd::LeaseLost,
                 polled = self.client.get_updates(offset, timeout) => polled,
             };
             if std::mem::take(&mut first) {
                 self.introduce().await;
             }
             let outcome = match polled {
+                // Updates fetched on a lease lost meanwhile are left to the new owner
+                // (not handled, not confirmed).
+                Ok(updates) if !updates.is_empty() && !lease.check().await => {
+                    return PollEnd::LeaseLost;
+                }
                 Ok(updates) => {
                     let mut fresh = false;
                     for update in updates {
@@ -389,7 +491,7 @@ impl Poller {
                         if *stop.borrow() {
                             return PollEnd::Stopped;
                         }
-                        fresh |= self.take(update).await;
+                        fresh |= self.take(update, lease).await;
                     }
                     if fresh {
                         PollOutcome::NewUpdates
@@ -452,6 +554,7 @@ impl Poller {
             }
             tokio::select! {
                 _ = stop_requested(&mut stop) => return PollEnd::Stopped,
+                _ = lease.lost() => return PollEnd::LeaseLost,
                 _ = tokio::time::sleep(wait) => {}
             }
         }
@@ -477,7 +580,7 @@ impl Poller {
 
     /// Handles one update (unless an earlier owner already did) and records it; returns
     /// whether it was new.
-    async fn take(&mut self, update: IncomingUpdate) -> bool {
+    async fn take(&mut self, update: IncomingUpdate, lease: &dyn PollerLease) -> bool {
         if !is_new(update.update_id, self.last_handled) {
             tracing::debug!(
                 update_id = update.update_id,
@@ -487,14 +590,12 @@ impl Poller {
         }
         self.handle(&update).await;
         self.last_handled = Some(update.update_id);
-        let bot_dir = self.bot_dir.clone();
-        let id = update.update_id;
-        match tokio::task::spawn_blocking(move || write_last_handled(&bot_dir, id)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "cannot record the last handled Telegram update")
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot record the last handled Telegram update"),
+        if let Err(e) = self
+            .coordination
+            .write_offset(lease, update.update_id)
+            .await
+        {
+            tracing::warn!(error = %e, "cannot record the last handled Telegram update");
         }
         true
     }
@@ -535,7 +636,12 @@ impl Poller {
             return;
         };
         // Typed inside a project's forum topic: for that project (issue 14).
-        let command = match room_reads::project_of_topic(&self.bot_dir, chat_id, update.topic).await
+        let command = match room_reads::project_of_topic(
+            &crate::io::home::bot_dir(&self.home, self.own.bot_id),
+            chat_id,
+            update.topic,
+        )
+        .await
         {
             Some(prefix) => in_topic_of(command, &prefix),
             None => command,
@@ -611,11 +717,16 @@ impl Poller {
             },
             Command::Status(StatusTarget::All) => (tag, self.all_status(view).await),
             Command::Status(StatusTarget::Prefix(target)) => {
+                let (view, elsewhere) = self.with_other_machines(view).await;
                 match view.route(Some(&target), &own) {
-                    Route::Remote(other) => {
-                        let (status, view) = probe_other(other).await;
-                        (other.prefix.clone(), status_reply(&status, view.as_ref()))
-                    }
+                    Route::Remote(other) => match elsewhere::find_published(&elsewhere, other) {
+                        // On another machine: the status it published.
+                        Some(p) => (other.prefix.clone(), status_reply(&p.status, None)),
+                        None => {
+                            let (status, view) = probe_other(other).await;
+                            (other.prefix.clone(), status_reply(&status, view.as_ref()))
+                        }
+                    },
                     Route::UnknownPrefix { prefix, known } => {
                         (tag, reply_unknown_prefix(&prefix, &known))
                     }
@@ -623,9 +734,16 @@ impl Poller {
                 }
             }
             Command::Control(action, target) => {
+                let (view, elsewhere) = self.with_other_machines(view).await;
                 let reply = match view.route(target.as_deref(), &own) {
                     Route::Local => self.control_locally(action).await,
-                    Route::Remote(other) => self.signal_other(other, action).await,
+                    Route::Remote(other) => match elsewhere::find_published(&elsewhere, other) {
+                        Some(target) => {
+                            elsewhere::signal(&*self.coordination, target, action, &self.prefix)
+                                .await
+                        }
+                        None => self.signal_other(other, action).await,
+                    },
                     Route::AskWhich { prefixes } => reply_ask_which(action, &prefixes),
                     Route::UnknownPrefix { prefix, known } => reply_unknown_prefix(&prefix, &known),
                 };
@@ -725,6 +843,24 @@ impl Poller {
         }
     }
 
+    /// `view` with the instances on other machines added (from the registry across
+    /// machines), and those instances as they published themselves.
+    async fn with_other_machines(
+        &self,
+        view: &ChatView,
+    ) -> (ChatView, Vec<crate::core::machines::PublishedInstance>) {
+        let local = self.other_instances().await;
+        let elsewhere =
+            elsewhere::other_machines(&*self.coordination, &self.project_dir, &local).await;
+        let mut others = view.others.clone();
+        others.extend(elsewhere.iter().map(elsewhere::as_instance));
+        let view = ChatView {
+            owner_in_chat: view.owner_in_chat,
+            others,
+        };
+        (view, elsewhere)
+    }
+
     /// The registered instances other than this one (none without a registry).
     async fn other_instances(&self) -> Vec<Instance> {
         let Some(registry) = &self.registry else {
@@ -776,6 +912,10 @@ impl Poller {
         for other in &view.others {
             statuses.push(probe_other(other).await.0);
         }
+        // The other machines' instances, from the registry across machines.
+        let published = self.coordination.published_instances().await;
+        let statuses =
+            crate::core::machines::merge(statuses, &crate::io::coordination::hostname(), published);
         multi_status_reply(&statuses)
     }
 }

@@ -192,6 +192,7 @@ impl SupervisorActor {
                 api_url: tg.api_url.clone(),
                 poll_timeout_secs: crate::actors::bot_owner::DEFAULT_POLL_TIMEOUT_SECS,
                 stale_command_secs: cfg.stale_command_secs,
+                coordinator: cfg.coordinator.clone(),
             };
             self.bot_owner = Some(
                 BotOwnerActor::new(

@@ -161,6 +161,9 @@ pub fn send(
 /// `piv signal`: queues the signal and confirms on stdout, errors on stderr; returns the
 /// exit code.
 pub fn run(args: &SignalArgs) -> i32 {
+    if let Some(code) = super::coordination_gate(&args.coordination) {
+        return code;
+    }
     let action = args.action;
     let result = find_target(
         &args.prefix,
@@ -170,6 +173,13 @@ pub fn run(args: &SignalArgs) -> i32 {
         args.project_prefix.as_deref(),
     )
     .and_then(|target| send(&target, action, &args.from).map(|_| target));
+    if let Err(SignalCommandError::UnknownPrefix { .. }) = &result {
+        if let Some(code) =
+            super::signal_other_machine(&args.coordination, &args.prefix, action, &args.from)
+        {
+            return code;
+        }
+    }
     match result {
         Ok(target) => {
             if PidFile::running(&target.project_dir).is_none() {

@@ -188,6 +188,9 @@ pub fn print_stdout(text: &str) -> i32 {
 /// `piv status`: prints the status (table or JSON) on stdout, errors on stderr; returns
 /// the exit code.
 pub fn run(args: &StatusArgs) -> i32 {
+    if let Some(code) = super::coordination_gate(&args.coordination) {
+        return code;
+    }
     let statuses = if args.all {
         all_statuses(args.home.as_deref(), args.no_registry)
     } else {
@@ -199,6 +202,10 @@ pub fn run(args: &StatusArgs) -> i32 {
             args.project_prefix.as_deref(),
         )
         .map(|s| vec![s])
+    };
+    let statuses = match statuses {
+        Ok(local) if args.all => super::with_other_machines(local, &args.coordination),
+        other => other,
     };
     match statuses {
         Ok(statuses) => print_stdout(&render(&statuses, args.all, args.json)),

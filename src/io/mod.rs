@@ -9,6 +9,7 @@ pub mod button_tap;
 pub mod chat_sender;
 pub mod cli_setup;
 pub mod clock;
+pub mod coordination;
 pub mod escalation_file;
 pub mod git;
 pub mod gitignore;

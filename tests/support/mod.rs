@@ -390,5 +390,6 @@ pub fn pid_gone(pid: i64) -> bool {
 
 pub mod claude_cli;
 pub mod messages_api;
+pub mod nats_cluster;
 pub mod session_fixture;
 pub mod telegram_run;

@@ -1,0 +1,139 @@
+//! The registry across machines: a KV bucket (`core::lease::REGISTRY_BUCKET`) with one
+//! key per instance (`core::machines::registry_key`: host and project directory) holding
+//! its status and host name, published again every lease TTL with a per-key TTL of three
+//! of those, so an instance that stops renewing its entry drops out on its own. Read by
+//! `/status all` (through the bot owner) and `piv status --all`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv};
+use async_nats::{HeaderMap, HeaderValue};
+use bytes::Bytes;
+use futures_util::StreamExt;
+
+use super::{CoordinationError, CoordinationSettings, SharedCoordination};
+use crate::core::lease::{replicas, REGISTRY_BUCKET};
+use crate::core::machines::PublishedInstance;
+use crate::core::status::InstanceFacts;
+
+/// Opens (or creates) the registry bucket.
+pub async fn open(
+    js: &jetstream::Context,
+    replicas: usize,
+) -> Result<kv::Store, CoordinationError> {
+    super::nats::open_bucket(
+        js,
+        REGISTRY_BUCKET,
+        "piv: every instance's status, one key per instance, each with a TTL",
+        replicas,
+        Duration::from_secs(1),
+    )
+    .await
+}
+
+/// Puts `entry` under `key`, to expire after `ttl` unless published again.
+pub async fn publish(
+    js: &jetstream::Context,
+    key: &str,
+    entry: &PublishedInstance,
+    ttl: Duration,
+) -> Result<(), String> {
+    let mut headers = HeaderMap::new();
+    headers.insert("Nats-TTL", HeaderValue::from(ttl.as_secs().max(1)));
+    let body = serde_json::to_vec(entry).map_err(|e| e.to_string())?;
+    js.publish_with_headers(
+        format!("$KV.{REGISTRY_BUCKET}.{key}"),
+        headers,
+        Bytes::from(body),
+    )
+    .await
+    .map_err(|e| e.to_string())?
+    .await
+    .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// Every live entry (unreadable ones are skipped with a warning).
+pub async fn list(store: &kv::Store) -> Result<Vec<PublishedInstance>, String> {
+    let mut keys = store.keys().await.map_err(|e| e.to_string())?;
+    let mut names = Vec::new();
+    while let Some(key) = keys.next().await {
+        match key {
+            Ok(key) => names.push(key),
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    let mut out = Vec::new();
+    for key in names {
+        match store.get(&key).await {
+            Ok(Some(bytes)) => match serde_json::from_slice::<PublishedInstance>(&bytes) {
+                Ok(entry) => out.push(entry),
+                Err(e) => tracing::warn!(key, error = %e, "skipping an unreadable registry entry"),
+            },
+            Ok(None) => {}
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Ok(out)
+}
+
+/// For `piv status --all`: the entries published on the servers of `settings` (none when
+/// the bucket does not exist yet).
+pub async fn list_with(
+    settings: &CoordinationSettings,
+) -> Result<Vec<PublishedInstance>, CoordinationError> {
+    let unreachable = |reason: String| CoordinationError::Unreachable {
+        servers: settings.servers_text(),
+        reason,
+    };
+    let client = super::nats::connect_client(settings)
+        .await
+        .map_err(|e| unreachable(e.to_string()))?;
+    let js = jetstream::new(client);
+    let Ok(store) = js.get_key_value(REGISTRY_BUCKET).await else {
+        return Ok(Vec::new());
+    };
+    tokio::time::timeout(Duration::from_secs(10), list(&store))
+        .await
+        .map_err(|_| unreachable("listing the registry timed out".into()))?
+        .map_err(|reason| CoordinationError::JetStream {
+            step: "list the registry",
+            reason,
+        })
+}
+
+/// The replicas for a bucket on the cluster `client` is connected to.
+pub fn replicas_for(client: &async_nats::Client, settings: &CoordinationSettings) -> usize {
+    let info = client.server_info();
+    let size = crate::core::lease::cluster_size(
+        info.cluster.is_some(),
+        info.connect_urls.len(),
+        settings.servers.len(),
+    );
+    replicas(size, settings.replicas)
+}
+
+/// Publishes this instance's status every `coordination.registry_every()` until the
+/// returned handle is aborted (nothing to do on one machine).
+pub fn spawn_publisher(
+    coordination: SharedCoordination,
+    facts: InstanceFacts,
+    project_dir: PathBuf,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let every = coordination.registry_every()?;
+    let coordination: Arc<dyn super::Coordination> = coordination;
+    Some(tokio::spawn(async move {
+        loop {
+            let (facts, dir) = (facts.clone(), project_dir.clone());
+            if let Ok(status) =
+                tokio::task::spawn_blocking(move || crate::io::status_probe::probe(&facts, &dir))
+                    .await
+            {
+                coordination.publish_instance(status).await;
+            }
+            tokio::time::sleep(every).await;
+        }
+    }))
+}
