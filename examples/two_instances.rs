@@ -5,7 +5,10 @@
 //! with the scripted `claude` (`piv-fake-claude`), and narrates: both instances
 //! registered, which one owns the bot, `/status all` as the chat sees it, `/pause` routed
 //! to the other instance, the owner killed and the standby taking over (measured), both
-//! projects driven to done, a clean shutdown and an empty registry.
+//! projects driven to done, a clean shutdown and an empty registry. The stand-in's chat is
+//! a forum group (issue 14): each project talks in its own topic, `/pause` is typed in a
+//! project's topic without a prefix, each phase shows as one live status message edited
+//! in place, and a third project's escalation is settled with its Retry button.
 //!
 //! With `TELEGRAM_BOT_TOKEN` and `TELEGRAM_CHAT_ID` set it uses the real Telegram instead
 //! (watch it from your phone); the chat commands are then sent with `piv signal` and the
@@ -17,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
-use piv_testkit::bot_api::{parse_telegram_html, BotApiStandIn};
+use piv_testkit::bot_api::{parse_telegram_html, BotApiStandIn, ChatSetup};
 use piv_testkit::fake_claude::{Action, Rule, Scenario, SCRIPT_ENV, STATE_DIR_ENV};
 use piv_testkit::project::{ready_manifest, scaffold};
 
@@ -26,7 +29,8 @@ const DEMO_DEADLINE: Duration = Duration::from_secs(240);
 /// One wait for one condition.
 const STEP_DEADLINE: Duration = Duration::from_secs(60);
 const DEMO_TOKEN: &str = "424242:demo-token-for-the-local-stand-in";
-const DEMO_CHAT: i64 = 777_000;
+/// A forum supergroup of the stand-in (topics on).
+const DEMO_CHAT: i64 = -1_001_777_000_000;
 
 fn main() -> ExitCode {
     let started = Instant::now();
@@ -117,7 +121,11 @@ fn run_demo() -> Result<(), String> {
             token,
             chat,
         },
-        _ => Chat::StandIn(BotApiStandIn::start(DEMO_TOKEN)),
+        _ => {
+            let s = BotApiStandIn::start(DEMO_TOKEN);
+            s.set_chat(DEMO_CHAT, ChatSetup::Forum);
+            Chat::StandIn(s)
+        }
     };
     let root = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
     let home = root.path().join("piv-home");
@@ -169,6 +177,19 @@ fn run_demo() -> Result<(), String> {
         ));
     }
 
+    if let Chat::StandIn(s) = &demo.chat {
+        let topics = s.wait_for_topics(DEMO_CHAT, 2, STEP_DEADLINE);
+        for t in &topics {
+            say(&format!(
+                "  forum topic \"{}\" (thread {}, icon #{:06X}) — every message of [{}] goes there",
+                t.name,
+                t.thread_id,
+                t.icon_color.unwrap_or(0),
+                t.name
+            ));
+        }
+    }
+
     step(2, "Who owns the bot");
     wait(STEP_DEADLINE, "a bot owner", || {
         demo.registered().iter().any(|(_, _, o)| *o)
@@ -213,10 +234,16 @@ fn run_demo() -> Result<(), String> {
 
     step(
         4,
-        &format!("`/pause {}` — routed to the other instance", standby.prefix),
+        &format!(
+            "`/pause` typed in [{}]'s topic — routed to the other instance",
+            standby.prefix
+        ),
     );
-    let pause = format!("/pause {}", standby.prefix);
-    match demo.command(&pause, |t| {
+    let pause = match &demo.chat {
+        Chat::StandIn(_) => "/pause".to_string(),
+        Chat::Real { .. } => format!("/pause {}", standby.prefix),
+    };
+    match demo.command_in(demo.topic_of(standby.prefix), &pause, |t| {
         t.contains("pause") && t.contains(standby.prefix)
     })? {
         Some(reply) => print_chat(&reply),
@@ -330,7 +357,30 @@ fn run_demo() -> Result<(), String> {
         finals.push(inst);
     }
 
-    step(8, "Clean shutdown");
+    if let Chat::StandIn(s) = &demo.chat {
+        step(
+            8,
+            "The live status message: one per project and phase, edited in place",
+        );
+        let sent = s.sent_messages();
+        let cards: Vec<_> = sent.iter().filter(|m| m.text.contains("📊")).collect();
+        let edits = s.edits();
+        say(&format!(
+            "  {} status messages, edited {} times in all (each at most once per 3 s); {} messages in all",
+            cards.len(),
+            edits.len(),
+            sent.len()
+        ));
+        if let Some(last) = edits.last() {
+            say("  the last edit, as the chat shows it:");
+            print_chat(&last.text);
+        }
+
+        step(9, "An escalation settled with its button");
+        demo.button_press(s)?;
+    }
+
+    step(10, "Clean shutdown");
     let left = demo.registered();
     say(&format!(
         "  registry entries left: {} {}",
@@ -343,11 +393,17 @@ fn run_demo() -> Result<(), String> {
     ));
     if let Chat::StandIn(s) = &demo.chat {
         let sent = s.sent_messages();
+        let topics = s.topics();
+        let in_own_topic = sent.iter().all(|m| {
+            m.thread_id.is_none()
+                || topics
+                    .iter()
+                    .any(|t| Some(t.thread_id) == m.thread_id && !t.deleted)
+        });
         say(&format!(
-            "  the chat received {} messages; every one starts with its project's tag: {}",
+            "  the chat received {} messages, {} of them in the projects' topics; none outside a known topic: {in_own_topic}",
             sent.len(),
-            sent.iter()
-                .all(|m| m.text.starts_with("[alpha] ") || m.text.starts_with("[beta] "))
+            sent.iter().filter(|m| m.thread_id.is_some()).count(),
         ));
         say("  the last few, as the chat shows them:");
         for m in sent.iter().rev().take(4).rev() {
@@ -448,12 +504,41 @@ impl Demo {
         text: &str,
         is_reply: impl Fn(&str) -> bool,
     ) -> Result<Option<String>, String> {
+        self.command_in(None, text, is_reply)
+    }
+
+    /// The forum topic of a project in the stand-in's chat.
+    fn topic_of(&self, prefix: &str) -> Option<i64> {
+        let Chat::StandIn(s) = &self.chat else {
+            return None;
+        };
+        s.topics()
+            .into_iter()
+            .find(|t| t.name == prefix && !t.deleted)
+            .map(|t| t.thread_id)
+    }
+
+    /// [`Demo::command`] typed inside forum topic `topic` (none: General).
+    fn command_in(
+        &self,
+        topic: Option<i64>,
+        text: &str,
+        is_reply: impl Fn(&str) -> bool,
+    ) -> Result<Option<String>, String> {
         let Chat::StandIn(s) = &self.chat else {
             return Ok(None);
         };
         let before = s.sent_messages().len();
-        say(&format!("  chat → {text}"));
-        s.inject_message(DEMO_CHAT, text);
+        match topic {
+            Some(thread) => {
+                say(&format!("  chat, in topic {thread} → {text}"));
+                s.inject_topic_message(DEMO_CHAT, thread, text);
+            }
+            None => {
+                say(&format!("  chat → {text}"));
+                s.inject_message(DEMO_CHAT, text);
+            }
+        }
         let mut reply = None;
         wait(STEP_DEADLINE, &format!("the reply to {text}"), || {
             reply = s
@@ -465,6 +550,99 @@ impl Demo {
             reply.is_some()
         })?;
         Ok(reply)
+    }
+
+    /// A third project escalates (a 401 while planning, once); its message carries a Retry
+    /// button; the demo taps it; the project runs again and finishes; a second tap is
+    /// refused.
+    fn button_press(&self, s: &BotApiStandIn) -> Result<(), String> {
+        let dir = self.project("gamma", 1)?;
+        let script = self.root.path().join("gamma-scenario.json");
+        Scenario::new()
+            .rule(
+                Rule::new(
+                    "/plan-feature",
+                    Action::Fail {
+                        subtype: "success".into(),
+                        is_error: true,
+                        message: "HTTP 401 Unauthorized".into(),
+                        exit_code: None,
+                    },
+                )
+                .times(1),
+            )
+            .rule(Rule::new("", Action::Succeed).delay(Duration::from_millis(200)))
+            .write(&script)
+            .map_err(|e| format!("scenario: {e}"))?;
+        let out =
+            std::fs::File::create(self.root.path().join("gamma.out")).map_err(|e| e.to_string())?;
+        // Without --exit-when-done: it waits for a human after the escalation.
+        let mut child = self
+            .piv_cmd(&dir)
+            .env(SCRIPT_ENV, &script)
+            .env("TELEGRAM_PROJECT_PREFIX", "gamma")
+            .arg("run")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().map_err(|e| e.to_string())?)
+            .stderr(out)
+            .spawn()
+            .map_err(|e| format!("cannot start piv: {e}"))?;
+        say(&format!(
+            "  started `piv run` for [gamma] (pid {}); its first plan fails with a 401",
+            child.id()
+        ));
+        let mut escalation = None;
+        wait(STEP_DEADLINE, "gamma's escalation with a button", || {
+            escalation = s
+                .sent_messages()
+                .into_iter()
+                .find(|m| !m.buttons.is_empty());
+            escalation.is_some()
+        })?;
+        let escalation = escalation.ok_or("no escalation")?;
+        print_chat(&escalation.text);
+        let (label, data) = escalation.buttons[0][0].clone();
+        say(&format!("  its button: [{label}] (callback data {data:?})"));
+        wait(STEP_DEADLINE, "gamma to wait for a human", || {
+            state_of(&dir).as_deref() == Some("waiting_for_human")
+        })?;
+        let tap = s
+            .inject_tap(escalation.message_id, &data, 4242)
+            .ok_or("cannot tap")?;
+        say(&format!("  chat → taps [{label}]"));
+        let answer = s
+            .wait_for_callback_answer(&tap, STEP_DEADLINE)
+            .ok_or("the tap was not answered")?;
+        say(&format!(
+            "  answered after {:.0} ms: {:?}",
+            s.tap_answered_after(&tap).unwrap_or_default().as_secs_f64() * 1000.0,
+            answer.text.unwrap_or_default()
+        ));
+        wait(STEP_DEADLINE, "gamma to finish after the retry", || {
+            state_of(&dir).as_deref() == Some("done")
+        })?;
+        if let Some(edit) = s
+            .edits()
+            .into_iter()
+            .find(|e| e.message_id == escalation.message_id)
+        {
+            say("  the escalation now reads:");
+            print_chat(&edit.text);
+        }
+        let again = s
+            .inject_tap(escalation.message_id, &data, 4242)
+            .ok_or("cannot tap")?;
+        let refused = s
+            .wait_for_callback_answer(&again, STEP_DEADLINE)
+            .ok_or("the second tap was not answered")?;
+        say(&format!(
+            "  a second tap: alert {:?} — nothing done",
+            refused.text.unwrap_or_default()
+        ));
+        self.signal(&dir, "gamma", "shutdown")?;
+        let status = wait_child(&mut child, STEP_DEADLINE)?;
+        say(&format!("  [gamma] shut down: {status}"));
+        Ok(())
     }
 
     fn signal(&self, project: &Path, prefix: &str, action: &str) -> Result<(), String> {

@@ -219,6 +219,27 @@ pub struct RunArgs {
         value_name = "URL"
     )]
     pub telegram_api_url: String,
+    /// In a supergroup with topics on, give each project its own forum topic (`on`, the
+    /// default) or keep every message in General with `[prefix] ` tags (`off`).
+    #[arg(
+        long,
+        env = "PIV_TELEGRAM_TOPICS",
+        default_value = "on",
+        value_parser = ["on", "off"],
+        value_name = "on|off"
+    )]
+    pub telegram_topics: String,
+    /// How much the chat gets: `quiet` (only what needs a person), `normal` (also what
+    /// closes something; steps show on one live status message per phase), `verbose`
+    /// (also a line per step).
+    #[arg(
+        long,
+        env = "PIV_NOTIFY",
+        default_value = "normal",
+        value_parser = ["quiet", "normal", "verbose"],
+        value_name = "LEVEL"
+    )]
+    pub notify: String,
     /// Keep ANTHROPIC_API_KEY in the agent's environment (API billing). By default it is
     /// removed so sessions bill the subscription through CLAUDE_CODE_OAUTH_TOKEN.
     #[arg(long, env = "PIV_ALLOW_API_KEY", value_parser = clap::builder::FalseyValueParser::new())]

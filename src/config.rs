@@ -59,6 +59,10 @@ pub struct TelegramSettings {
     pub bot_id: u64,
     pub chat_id: i64,
     pub api_url: String,
+    /// A forum topic per project when the chat has topics (`PIV_TELEGRAM_TOPICS`).
+    pub topics: bool,
+    /// How much the chat gets (`PIV_NOTIFY`).
+    pub notify: crate::core::notify_level::NotifyLevel,
 }
 
 impl std::fmt::Debug for TelegramSettings {
@@ -68,6 +72,8 @@ impl std::fmt::Debug for TelegramSettings {
             .field("bot_id", &self.bot_id)
             .field("chat_id", &self.chat_id)
             .field("api_url", &self.api_url)
+            .field("topics", &self.topics)
+            .field("notify", &self.notify)
             .finish()
     }
 }
@@ -354,6 +360,8 @@ fn telegram_settings(args: &RunArgs) -> Result<Option<TelegramSettings>, ConfigE
                 bot_id,
                 chat_id,
                 api_url: crate::io::telegram::normalise_api_url(&args.telegram_api_url),
+                topics: args.telegram_topics != "off",
+                notify: args.notify.parse().unwrap_or_default(),
             }),
             Err(_) => {
                 eprintln!(
@@ -427,6 +435,8 @@ mod tests {
             bot_id: 123,
             chat_id: 1,
             api_url: "http://x".into(),
+            topics: true,
+            notify: Default::default(),
         };
         assert!(!format!("{s:?}").contains("secret-token-value"));
     }

@@ -105,7 +105,10 @@ async fn long_poll_returns_on_inject() {
     assert_eq!(updates[0].from_username.as_deref(), Some("tester"));
     let polls = api.poll_starts();
     assert_eq!(polls[0].timeout_secs, 25);
-    assert_eq!(polls[0].allowed_updates, Some(vec!["message".to_string()]));
+    assert_eq!(
+        polls[0].allowed_updates,
+        Some(vec!["message".to_string(), "callback_query".to_string()])
+    );
 }
 
 /// An update stays until a later offset confirms it; then it is gone for good.
@@ -137,7 +140,7 @@ async fn offset_confirms_updates() {
     assert!(api.pending_update_ids().is_empty());
 }
 
-/// With allowed_updates ["message"], edits are not delivered; a message without text is,
+/// With allowed_updates ["message", "callback_query"], edits are not delivered; a message without text is,
 /// with no text, so its id can be confirmed.
 #[tokio::test]
 async fn only_messages_are_delivered() {
@@ -270,7 +273,16 @@ async fn commands_are_recorded() {
     let names: Vec<&str> = set[0].iter().map(|(c, _)| c.as_str()).collect();
     assert_eq!(
         names,
-        vec!["status", "go", "pause", "resume", "cost", "help"]
+        vec![
+            "status",
+            "go",
+            "pause",
+            "resume",
+            "cost",
+            "preflight",
+            "logs",
+            "help"
+        ]
     );
 }
 

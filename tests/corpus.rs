@@ -392,6 +392,14 @@ fn reply_for(command: &ChatCommand) -> String {
                 .trim_end()
             )
         ),
+        // A hostile prefix is named back escaped; a log line shows literally in `<pre>`.
+        ChatCommand::Preflight(target) => match route(target.as_deref(), "alpha", &others) {
+            Route::UnknownPrefix { prefix, known } => reply_unknown_prefix(&prefix, &known),
+            _ => piv::core::room_replies::preflight_reply(None),
+        },
+        ChatCommand::Logs(target, _) => {
+            piv::core::room_replies::logs_reply(&[target.clone().unwrap_or_default()]).concat()
+        }
         ChatCommand::Control(action, target) => {
             let action = *action;
             match route(target.as_deref(), "alpha", &others) {

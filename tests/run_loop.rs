@@ -186,9 +186,12 @@ fn not_logged_in_pauses_and_says_how_to_log_in() {
     let sb = Sandbox::new("nologin", &ready_manifest(1));
     sb.scenario(Scenario::new().rule(Rule::new("/plan-feature", Action::NotLoggedIn)));
     let mut child = sb.spawn_run(&[]);
+    // The escalation's terminal line goes through the notifier actor, so it may print
+    // just after the state file says `paused`: wait for both.
     assert!(
         wait_until(DEADLINE, || state_file(&sb)["state"] == "paused"
-            && sb.run_stdout().contains("CLAUDE_CODE_OAUTH_TOKEN")),
+            && sb.run_stdout().contains("CLAUDE_CODE_OAUTH_TOKEN")
+            && sb.run_stdout().contains("integration_auth")),
         "{}",
         sb.dump()
     );

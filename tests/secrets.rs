@@ -57,7 +57,18 @@ impl Drop for BadServer {
 
 /// Runs `piv run` (one phase, then idle with Telegram on) against `api_url` until its log
 /// shows `until` (both a failed poll and a failed send), then stops it with SIGTERM.
+/// Forum topics are off, so the first call of the send path is the send itself (with
+/// topics on it is `getChat`, which [`run_against_with_topics`] covers).
 fn run_against(api_url: &str, until: &[&str], timeout: Duration) -> (Sandbox, Output) {
+    run_with(api_url, until, timeout, "off")
+}
+
+/// [`run_against`] with forum topics on: the notifier asks `getChat` first.
+fn run_against_with_topics(api_url: &str, until: &[&str]) -> (Sandbox, Output) {
+    run_with(api_url, until, DEADLINE, "on")
+}
+
+fn run_with(api_url: &str, until: &[&str], timeout: Duration, topics: &str) -> (Sandbox, Output) {
     let sb = Sandbox::new("secret", &ready_manifest(1));
     sb.scenario(Scenario::new().rule(Rule::new("", Action::Succeed)));
     let child = sb
@@ -65,6 +76,7 @@ fn run_against(api_url: &str, until: &[&str], timeout: Duration) -> (Sandbox, Ou
         .env("TELEGRAM_API_URL", api_url)
         .env("TELEGRAM_BOT_TOKEN", TOKEN)
         .env("TELEGRAM_CHAT_ID", "99")
+        .env("PIV_TELEGRAM_TOPICS", topics)
         .env("RUST_LOG", "debug")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -144,6 +156,7 @@ const SEND_FAILED: &str = "Telegram send failed";
 /// A message Telegram can never accept (here: the token is refused) is given up.
 const SEND_DROPPED: &str = "Telegram refused a message part for good";
 /// The command menu (`setMyCommands`, right after the first poll), which a silent server times out.
+const TOPIC_LOOKUP_FAILED: &str = "cannot reach Telegram to find the project's topic";
 const MENU_FAILED: &str = "cannot register the command menu";
 
 #[test]
@@ -158,6 +171,12 @@ fn unreachable_api_never_logs_the_token() {
         &format!("http://127.0.0.1:{port}"),
         &[POLL_FAILED, SEND_FAILED],
         DEADLINE,
+    );
+    assert_no_token(&sb, &out);
+    // With topics on, the send path starts with getChat: its failures name no token either.
+    let (sb, out) = run_against_with_topics(
+        &format!("http://127.0.0.1:{port}"),
+        &[POLL_FAILED, TOPIC_LOOKUP_FAILED],
     );
     assert_no_token(&sb, &out);
 }

@@ -72,12 +72,15 @@ impl World {
                 bot_id: BOT_ID,
                 chat_id: CHAT,
                 api_url: self.api.url().into(),
+                topics: true,
+                notify: piv::core::notify_level::NotifyLevel::Verbose,
             }),
             // Each notifier its own outbox, as each instance has its own project.
             outbox_dir: self.dir.path().join(format!(
                 "{prefix}.outbox-{}",
                 OUTBOXES.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
             )),
+            project_dir: self.dir.path().join(prefix).display().to_string(),
             panic_on_first_event: false,
             coordinator: None,
         })
@@ -351,6 +354,7 @@ async fn a_reply_overtakes_a_notification_waiting_for_the_shared_budget() {
     .await;
     let reply = a.send(QueueReply {
         chat_id: CHAT,
+        thread: None,
         tag: "a".into(),
         html: "the answer".into(),
     });

@@ -29,8 +29,9 @@ use crate::actors::notifier::{NotifierActor, QueueReply};
 use crate::actors::registry::{ListInstances, RegistryActor, SetBotOwner};
 use crate::core::bot_chats::{allowed_chats, instances_in_chat, route_among, BotChat};
 use crate::core::commands::{
-    acts, command_menu, is_allowed_chat, is_stale, parse_command, reply_ask_which, reply_sent,
-    reply_stale, reply_unknown_command, reply_unknown_prefix, route, Command, Route, StatusTarget,
+    acts, command_menu, in_topic_of, is_allowed_chat, is_stale, parse_command, reply_ask_which,
+    reply_sent, reply_stale, reply_unknown_command, reply_unknown_prefix, route, Command, Route,
+    StatusTarget,
 };
 use crate::core::control::ControlAction;
 use crate::core::events::RunEvent;
@@ -44,6 +45,7 @@ use crate::io::coordination::local::LocalCoordination;
 use crate::io::coordination::{elsewhere, Coordinator, PollerLease, SharedCoordination};
 use crate::io::home::{ensure_bot_dir, owner_lock_path};
 use crate::io::lock::{lock_exclusive, try_lock_exclusive, LockGuard};
+use crate::io::room_reads;
 use crate::io::telegram::{IncomingUpdate, TelegramClient, TelegramError};
 use crate::io::{manifest_file, signal_queue, status_probe};
 
@@ -615,6 +617,13 @@ impl Poller {
             );
             return;
         }
+        if let Some(tap) = &update.tap {
+            // An escalation's button (issue 14): answered at once, acted on at most once.
+            let targets = crate::io::button_tap::targets(&self.prefix, &self.project_dir, &others);
+            let from = format!("button via {}", self.prefix);
+            crate::io::button_tap::handle_tap(&self.client, tap, &targets, &from).await;
+            return;
+        }
         let Some(command) = update
             .text
             .as_deref()
@@ -625,6 +634,17 @@ impl Poller {
                 "ignoring a message that is not a command"
             );
             return;
+        };
+        // Typed inside a project's forum topic: for that project (issue 14).
+        let command = match room_reads::project_of_topic(
+            &crate::io::home::bot_dir(&self.home, self.own.bot_id),
+            chat_id,
+            update.topic,
+        )
+        .await
+        {
+            Some(prefix) => in_topic_of(command, &prefix),
+            None => command,
         };
         tracing::info!(
             update_id = update.update_id,
@@ -653,7 +673,12 @@ impl Poller {
             _ => self.answer(command, &view).await,
         };
         // The update counts as handled once its reply was sent (see `QueueReply`).
-        let reply = QueueReply { chat_id, tag, html };
+        let reply = QueueReply {
+            chat_id,
+            thread: update.topic,
+            tag,
+            html,
+        };
         if let Err(e) = self.notifier.send(reply).await {
             tracing::warn!(error = %e, "cannot queue a reply to a Telegram command");
         }
@@ -665,6 +690,14 @@ impl Poller {
         let tag = view.tag(&own);
         match command {
             Command::Help => (tag, format_help()),
+            Command::Preflight(target) => match self.project_for(view, target.as_deref()) {
+                Ok((prefix, dir)) => (prefix, room_reads::preflight_of(dir).await),
+                Err(reply) => (tag, reply),
+            },
+            Command::Logs(target, n) => match self.project_for(view, target.as_deref()) {
+                Ok((prefix, dir)) => (prefix, room_reads::logs_of(dir, n, &self.client).await),
+                Err(reply) => (tag, reply),
+            },
             Command::Unknown(name) => (tag, reply_unknown_command(&name)),
             Command::Cost(project) => {
                 // A chat the owner does not report to sees only its own projects' costs.
@@ -716,6 +749,30 @@ impl Poller {
                 };
                 (tag, reply)
             }
+        }
+    }
+
+    /// The project a `/preflight` or `/logs` is about: its prefix and directory, or the
+    /// reply asking which (several, no prefix) or naming an unknown prefix.
+    fn project_for(
+        &self,
+        view: &ChatView,
+        target: Option<&str>,
+    ) -> Result<(String, PathBuf), String> {
+        let own = self.prefix.clone();
+        if target.is_none() && !view.owner_in_chat {
+            if let [one] = view.others.as_slice() {
+                return Ok((one.prefix.clone(), PathBuf::from(&one.project_dir)));
+            }
+        }
+        match view.route(target, &own) {
+            Route::Local => Ok((own, self.project_dir.clone())),
+            Route::Remote(other) => Ok((other.prefix.clone(), PathBuf::from(&other.project_dir))),
+            Route::AskWhich { prefixes } => Err(format!(
+                "Which project? Name one: {}",
+                crate::core::telegram_text::escape_html(&prefixes.join(", "))
+            )),
+            Route::UnknownPrefix { prefix, known } => Err(reply_unknown_prefix(&prefix, &known)),
         }
     }
 

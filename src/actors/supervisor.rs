@@ -168,6 +168,7 @@ impl SupervisorActor {
                 .project_dir
                 .join(".agents")
                 .join(crate::io::outbox::OUTBOX_DIR),
+            project_dir: cfg.project_dir.display().to_string(),
             panic_on_first_event: cfg.faults.notifier_panic,
             coordinator: cfg.coordinator.clone(),
         })

@@ -162,9 +162,97 @@ pub fn tap_is_current(tapped: u64, open: Option<u64>) -> bool {
     open == Some(tapped)
 }
 
+/// The buttons of an escalation as they are offered now: a run paused for a human (the
+/// cost cap, an overage, the daily cap) gets Resume; a run stopped for one gets Retry
+/// (running the loop again). `action` is the escalation's "action taken" text.
+pub fn offered_buttons(action: &str) -> Vec<ButtonAction> {
+    if action.trim_start().starts_with("Paused") {
+        vec![ButtonAction::Resume]
+    } else {
+        vec![ButtonAction::Retry]
+    }
+}
+
+/// What a tapped button asks the instance to do, as a control action (`None`: not
+/// available from a button yet — the rollback with its confirmation).
+pub fn control_of(action: ButtonAction) -> Option<crate::core::control::ControlAction> {
+    use crate::core::control::ControlAction;
+    match action {
+        // Retrying an escalated step is running the loop again from the manifest.
+        ButtonAction::Retry => Some(ControlAction::Go),
+        ButtonAction::Pause => Some(ControlAction::Pause),
+        ButtonAction::Resume => Some(ControlAction::Resume),
+        ButtonAction::Rollback | ButtonAction::RollbackConfirmed => None,
+    }
+}
+
+/// The short answer to a tap that acted (shown at once).
+pub fn tap_taken(action: ButtonAction, prefix: &str) -> String {
+    format!("{} sent to [{prefix}]", action.label())
+}
+
+/// The alert for a tap on an escalation that is no longer open.
+pub fn tap_stale(prefix: &str) -> String {
+    format!("This escalation of [{prefix}] is no longer open: nothing was done.")
+}
+
+/// The line added under an escalation once a button acted: who chose what, when (UTC).
+pub fn chosen_line(action: ButtonAction, by: &str, at_utc_hhmm: &str) -> String {
+    format!(
+        "\n\n<i>{} — chosen by {} at {} UTC</i>",
+        crate::core::telegram_text::escape_html(action.label()),
+        crate::core::telegram_text::escape_html(by),
+        crate::core::telegram_text::escape_html(at_utc_hhmm)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paused_escalations_offer_resume_stopped_ones_retry() {
+        let cases = [
+            ("Paused — resume to continue", vec![ButtonAction::Resume]),
+            (
+                "Paused — /resume (or `piv signal <prefix> resume`) to continue",
+                vec![ButtonAction::Resume],
+            ),
+            ("Stopped", vec![ButtonAction::Retry]),
+            (
+                "Escalated immediately — check the credentials",
+                vec![ButtonAction::Retry],
+            ),
+            (
+                "Rolled back to checkpoint x; stopped",
+                vec![ButtonAction::Retry],
+            ),
+        ];
+        for (action, want) in cases {
+            assert_eq!(offered_buttons(action), want, "{action}");
+        }
+    }
+
+    #[test]
+    fn what_a_tap_does_and_says() {
+        use crate::core::control::ControlAction;
+        let cases = [
+            (ButtonAction::Retry, Some(ControlAction::Go)),
+            (ButtonAction::Pause, Some(ControlAction::Pause)),
+            (ButtonAction::Resume, Some(ControlAction::Resume)),
+            (ButtonAction::Rollback, None),
+            (ButtonAction::RollbackConfirmed, None),
+        ];
+        for (action, want) in cases {
+            assert_eq!(control_of(action), want, "{action:?}");
+        }
+        assert_eq!(tap_taken(ButtonAction::Retry, "b"), "🔁 Retry sent to [b]");
+        assert!(tap_stale("b").contains("no longer open"));
+        assert_eq!(
+            chosen_line(ButtonAction::Retry, "@a<b>", "21:05"),
+            "\n\n<i>🔁 Retry — chosen by @a&lt;b&gt; at 21:05 UTC</i>"
+        );
+    }
 
     #[test]
     fn data_round_trips_and_stays_within_64_bytes() {

@@ -33,6 +33,10 @@ pub enum Command {
     /// `/cost [prefix]`: the cost ledger of the home (today, 7 days, the month), for the
     /// projects whose prefix starts with the argument, or all.
     Cost(Option<String>),
+    /// `/preflight [prefix]`: the manifest's credential and environment check.
+    Preflight(Option<String>),
+    /// `/logs [prefix] [n]`: the last n lines of that instance's log, redacted.
+    Logs(Option<String>, Option<usize>),
     /// A slash command piv does not know (its name, without `/` or `@bot`).
     Unknown(String),
 }
@@ -68,12 +72,42 @@ pub fn parse_command(text: &str, bot_username: Option<&str>) -> Option<Command> 
         }),
         "help" | "start" => Command::Help,
         "cost" => Command::Cost(arg),
+        "preflight" => Command::Preflight(arg),
+        "logs" => {
+            // `/logs`, `/logs 50`, `/logs beta`, `/logs beta 50`, in either order.
+            let mut prefix = None;
+            let mut count = None;
+            for word in args.split_whitespace() {
+                match word.parse::<usize>() {
+                    Ok(n) if count.is_none() => count = Some(n),
+                    _ if prefix.is_none() => prefix = Some(word.to_string()),
+                    _ => {}
+                }
+            }
+            Command::Logs(prefix, count)
+        }
         lower => match ControlAction::from_name(lower).filter(|a| a.in_chat()) {
             Some(action) => Command::Control(action, arg),
             None => Command::Unknown(name.to_string()),
         },
     };
     Some(command)
+}
+
+/// A command typed inside a project's forum topic, as if it named that project: `/pause`
+/// in beta's topic is `/pause beta`. A command that names a project keeps it; `/status
+/// all`, `/help` and the rest are unchanged.
+pub fn in_topic_of(command: Command, project: &str) -> Command {
+    match command {
+        Command::Control(action, None) => Command::Control(action, Some(project.to_string())),
+        Command::Status(StatusTarget::This) => {
+            Command::Status(StatusTarget::Prefix(project.to_string()))
+        }
+        Command::Cost(None) => Command::Cost(Some(project.to_string())),
+        Command::Preflight(None) => Command::Preflight(Some(project.to_string())),
+        Command::Logs(None, n) => Command::Logs(Some(project.to_string()), n),
+        other => other,
+    }
 }
 
 /// Where a command for an instance goes.
@@ -135,6 +169,11 @@ pub fn command_menu() -> Vec<(&'static str, &'static str)> {
         ("pause", "Pause after the current step (or /pause <prefix>)"),
         ("resume", "Resume execution (or /resume <prefix>)"),
         ("cost", "What the projects spent: today, 7 days, this month"),
+        (
+            "preflight",
+            "Credential and environment check (or /preflight <prefix>)",
+        ),
+        ("logs", "The last log lines (or /logs <prefix> <n>)"),
         ("help", "List the commands"),
     ]
 }
@@ -244,6 +283,64 @@ pub fn reply_status_unreadable(reason: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn preflight_and_logs_parse() {
+        let cases = [
+            ("/preflight", Command::Preflight(None)),
+            ("/preflight beta", Command::Preflight(Some("beta".into()))),
+            ("/logs", Command::Logs(None, None)),
+            ("/logs 50", Command::Logs(None, Some(50))),
+            ("/logs beta", Command::Logs(Some("beta".into()), None)),
+            (
+                "/logs beta 50",
+                Command::Logs(Some("beta".into()), Some(50)),
+            ),
+            (
+                "/logs 50 beta",
+                Command::Logs(Some("beta".into()), Some(50)),
+            ),
+        ];
+        for (typed, want) in cases {
+            assert_eq!(parse_command(typed, None), Some(want), "{typed}");
+        }
+        let menu: Vec<&str> = command_menu().iter().map(|(c, _)| *c).collect();
+        assert!(menu.contains(&"preflight") && menu.contains(&"logs"));
+    }
+
+    #[test]
+    fn a_command_in_a_topic_is_for_its_project() {
+        let b = Some("beta".to_string());
+        // (typed in beta's topic, taken as)
+        let cases = [
+            ("/pause", Command::Control(ControlAction::Pause, b.clone())),
+            ("/go", Command::Control(ControlAction::Go, b.clone())),
+            (
+                "/pause alpha",
+                Command::Control(ControlAction::Pause, Some("alpha".into())),
+            ),
+            (
+                "/status",
+                Command::Status(StatusTarget::Prefix("beta".into())),
+            ),
+            ("/status all", Command::Status(StatusTarget::All)),
+            (
+                "/status alpha",
+                Command::Status(StatusTarget::Prefix("alpha".into())),
+            ),
+            ("/cost", Command::Cost(b.clone())),
+            ("/cost alpha", Command::Cost(Some("alpha".into()))),
+            ("/preflight", Command::Preflight(b.clone())),
+            ("/logs 5", Command::Logs(b.clone(), Some(5))),
+            ("/logs alpha", Command::Logs(Some("alpha".into()), None)),
+            ("/help", Command::Help),
+            ("/frob", Command::Unknown("frob".into())),
+        ];
+        for (typed, want) in cases {
+            let command = parse_command(typed, None).unwrap();
+            assert_eq!(in_topic_of(command, "beta"), want, "{typed}");
+        }
+    }
     use crate::core::registry::instances_named as instances;
 
     fn s(v: &str) -> Option<String> {

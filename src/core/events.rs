@@ -104,6 +104,11 @@ pub enum RunEvent {
     },
     /// Free text (already safe for the terminal; escaped for Telegram by the notifier).
     Info(String),
+    /// One assistant message of the running step, with its `tool_use` blocks: feeds the
+    /// project's live status card (`core::progress`), never a message of its own.
+    Activity {
+        tools: Vec<crate::core::progress::ToolUse>,
+    },
 }
 
 fn phase_label(phase: Option<u32>) -> String {
@@ -211,6 +216,11 @@ pub fn terminal_line(event: &RunEvent) -> String {
             "Σ {phases_done}/{phases_total} phases done · ${cost_usd:.2} this run · {failures} failure(s) recorded this run"
         ),
         RunEvent::Info(text) => text.clone(),
+        RunEvent::Activity { tools } => tools
+            .iter()
+            .map(crate::core::progress::describe)
+            .collect::<Vec<_>>()
+            .join("; "),
     }
 }
 
@@ -308,6 +318,8 @@ pub fn telegram_html(event: &RunEvent) -> Option<String> {
         // The summary is for the terminal; the chat has had AllDone or Stopped.
         RunEvent::Summary { .. } => return None,
         RunEvent::Info(text) => escape_html(text),
+        // Shown on the live status card only.
+        RunEvent::Activity { .. } => return None,
     };
     Some(html)
 }

@@ -85,9 +85,86 @@ pub fn topic_recovery(description: &str) -> Option<TopicRecovery> {
     }
 }
 
+/// What an instance knows about where its project's messages go in its own chat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TopicState {
+    /// Not found out yet (`getChat`, the topic store, `createForumTopic` come first).
+    Unknown,
+    /// Topics are off (`PIV_TELEGRAM_TOPICS=off`) or the chat has none: as before issue 14.
+    NoTopics,
+    /// The project's topic.
+    Topic(i64),
+    /// The chat has topics but the bot may not manage them: General, tagged.
+    General,
+}
+
+/// Where one message goes and whether it carries the `[prefix] ` tag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Placement {
+    /// The `message_thread_id` to send (none: the chat itself, or General).
+    pub thread: Option<i64>,
+    /// Whether the message is tagged with its project's prefix. Inside the project's own
+    /// topic the topic names the project; anywhere else the tag does.
+    pub tagged: bool,
+}
+
+/// Where a message goes. A reply to a command typed in a topic (`reply_thread`) goes back
+/// into that topic, tagged (it may be about another project); everything else follows the
+/// project's state. `None` while the state is unknown.
+pub fn placement(state: TopicState, reply_thread: Option<i64>) -> Option<Placement> {
+    if let Some(thread) = thread_for_send(reply_thread) {
+        return Some(Placement {
+            thread: Some(thread),
+            tagged: true,
+        });
+    }
+    match state {
+        TopicState::Unknown => None,
+        TopicState::Topic(id) => Some(Placement {
+            thread: thread_for_send(Some(id)),
+            tagged: thread_for_send(Some(id)).is_none(),
+        }),
+        TopicState::NoTopics | TopicState::General => Some(Placement {
+            thread: None,
+            tagged: true,
+        }),
+    }
+}
+
+/// The one-time notice when the bot may not manage topics.
+pub fn fallback_notice() -> String {
+    "⚠️ I may not manage topics in this chat, so my messages go to General, tagged. \
+     Make the bot an admin with the <b>Manage Topics</b> right to give each project its own \
+     topic."
+        .to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn placement_table() {
+        use TopicState::*;
+        let at = |thread, tagged| Some(Placement { thread, tagged });
+        // (state, thread of the command replied to, placement)
+        let cases = [
+            (Unknown, None, None),
+            (Unknown, Some(9), at(Some(9), true)),
+            (NoTopics, None, at(None, true)),
+            (General, None, at(None, true)),
+            (Topic(5), None, at(Some(5), false)),
+            // A reply goes where the command was typed, tagged.
+            (Topic(5), Some(9), at(Some(9), true)),
+            (NoTopics, Some(9), at(Some(9), true)),
+            // General's id is never a thread to send to.
+            (Topic(5), Some(1), at(Some(5), false)),
+            (Topic(1), None, at(None, true)),
+        ];
+        for (state, reply, want) in cases {
+            assert_eq!(placement(state, reply), want, "{state:?} {reply:?}");
+        }
+    }
 
     #[test]
     fn icon_colours_are_stable_and_from_the_allowed_set() {

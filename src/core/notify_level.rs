@@ -60,6 +60,9 @@ pub fn delivery(level: NotifyLevel, event: &RunEvent) -> ChatDelivery {
             | RunEvent::AllDone { .. }
             | RunEvent::Summary { .. }
     );
+    if matches!(event, RunEvent::Activity { .. }) {
+        return ChatDelivery::CardOnly;
+    }
     let new = match level {
         NotifyLevel::Verbose => true,
         NotifyLevel::Normal => needs_person || closes_something,
@@ -132,6 +135,7 @@ mod tests {
             ),
             (RunEvent::Heartbeat { phase: Some(1) }, C, C, N),
             (RunEvent::Info("x".into()), C, C, N),
+            (RunEvent::Activity { tools: vec![] }, C, C, C),
             (RunEvent::Paused { by: "chat".into() }, C, C, N),
             (
                 RunEvent::PhaseComplete {

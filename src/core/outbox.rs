@@ -36,11 +36,14 @@ pub struct Queued<'a> {
     pub seq: u64,
     pub kind: MessageKind,
     pub tag: &'a str,
+    /// Carries buttons (an escalation): sent alone, so its buttons sit under it.
+    pub alone: bool,
 }
 
 /// The sequence numbers that make up the next send, in the order their bodies are
 /// joined: the oldest reply alone if any reply is waiting; else the oldest notification
-/// and every later one with the same tag up to the next tag change (at most `max_batch`).
+/// and every later one with the same tag up to the next tag change (at most `max_batch`),
+/// stopping before a message with buttons; a message with buttons goes alone.
 /// `entries` may come in any order.
 pub fn next_batch(entries: &[Queued<'_>], max_batch: usize) -> Vec<u64> {
     let mut sorted: Vec<&Queued<'_>> = entries.iter().collect();
@@ -48,12 +51,12 @@ pub fn next_batch(entries: &[Queued<'_>], max_batch: usize) -> Vec<u64> {
     let Some(first) = sorted.first() else {
         return Vec::new();
     };
-    if first.kind == MessageKind::Reply {
+    if first.kind == MessageKind::Reply || first.alone {
         return vec![first.seq];
     }
     sorted
         .iter()
-        .take_while(|q| q.tag == first.tag)
+        .take_while(|q| q.tag == first.tag && !q.alone)
         .take(max_batch.max(1))
         .map(|q| q.seq)
         .collect()
@@ -70,13 +73,40 @@ mod tests {
     use MessageKind::*;
 
     fn q(seq: u64, kind: MessageKind, tag: &str) -> Queued<'_> {
-        Queued { seq, kind, tag }
+        Queued {
+            seq,
+            kind,
+            tag,
+            alone: false,
+        }
+    }
+
+    fn with_buttons(seq: u64, tag: &str) -> Queued<'_> {
+        Queued {
+            alone: true,
+            ..q(seq, Notification, tag)
+        }
     }
 
     #[test]
     fn next_batch_table() {
         let cases: Vec<(Vec<Queued<'_>>, usize, Vec<u64>)> = vec![
             (vec![], 10, vec![]),
+            // A message with buttons goes alone, and ends the batch before it.
+            (
+                vec![
+                    q(1, Notification, "a"),
+                    with_buttons(2, "a"),
+                    q(3, Notification, "a"),
+                ],
+                10,
+                vec![1],
+            ),
+            (
+                vec![with_buttons(2, "a"), q(3, Notification, "a")],
+                10,
+                vec![2],
+            ),
             // One notification.
             (vec![q(1, Notification, "a")], 10, vec![1]),
             // A backlog coalesces in queue order, whatever the listing order.

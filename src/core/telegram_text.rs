@@ -271,9 +271,12 @@ pub fn format_help() -> String {
         "/pause [prefix] — pause after the current step",
         "/resume [prefix] — resume execution",
         "/cost [prefix] — what the projects spent: today, 7 days, this month",
+        "/preflight [prefix] — the credential and environment check",
+        "/logs [prefix] [n] — the last n lines of the log (20 by default)",
         "/help — this list",
         "",
-        "<i>Without a prefix a command goes to the only running project; with several, name one.</i>",
+        "<i>Without a prefix a command goes to the only running project; with several, name one. \
+         In a project's forum topic a command is for that project.</i>",
     ]
     .join("\n")
 }

@@ -69,6 +69,9 @@ pub struct AgentConfig {
     /// Where to record the running session's process group (`piv run` uses
     /// [`agent_pgid_path`]), so a later run can stop an agent a killed one left behind.
     pub pgid_file: Option<PathBuf>,
+    /// Where each assistant message's `tool_use` blocks go as they stream in (the phase
+    /// runner feeds the live status card from them); none: nowhere.
+    pub progress: Option<tokio::sync::mpsc::UnboundedSender<Vec<crate::core::progress::ToolUse>>>,
 }
 
 impl AgentConfig {
@@ -88,6 +91,7 @@ impl AgentConfig {
             result_grace: Duration::from_secs(15),
             env: Vec::new(),
             pgid_file: None,
+            progress: None,
         }
     }
 
@@ -349,6 +353,12 @@ pub async fn run_session(
                         match parse_line(&bytes) {
                             Ok(event) => {
                                 log_event(&event);
+                                if let (Some(progress), StreamEvent::Assistant { tools, .. }) =
+                                    (&cfg.progress, &event)
+                                {
+                                    // The runner may be gone at shutdown; nothing to do then.
+                                    let _ = progress.send(tools.clone());
+                                }
                                 announced_wait = event.announced_wait();
                                 if matches!(event, StreamEvent::Result(_)) && !result_seen {
                                     result_seen = true;

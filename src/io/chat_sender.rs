@@ -16,12 +16,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::core::forum::{topic_recovery, TopicRecovery};
 use crate::core::outbox::MessageKind;
 use crate::core::send_slots::{degraded_interval_ms, Booking, MAX_BACKOFF_AHEAD};
-use crate::core::telegram_text::{split_tagged, TELEGRAM_LIMIT};
+use crate::core::telegram_text::{split_message, split_tagged, TELEGRAM_LIMIT};
 use crate::io::coordination::SharedCoordination;
 use crate::io::send_budget::{interval_for_chat, Reservation, SendBudget};
 use crate::io::telegram::{TelegramClient, TelegramError};
+use crate::io::telegram_room::ButtonRows;
 
 /// First pause after a failed send; doubles per attempt...
 const FIRST_RETRY_BACKOFF: Duration = Duration::from_millis(500);
@@ -280,8 +282,10 @@ impl ChatSender {
     pub async fn send_part(
         &self,
         chat_id: i64,
+        thread: Option<i64>,
         kind: MessageKind,
         html: &str,
+        buttons: &ButtonRows,
         preempt: Option<&tokio::sync::Notify>,
     ) -> Result<bool, TelegramError> {
         let mut attempts = 0u32;
@@ -290,8 +294,12 @@ impl ChatSender {
             if !self.wait_for_slot(chat_id, kind, preempt).await {
                 return Ok(false);
             }
-            match self.client.send_html(chat_id, html).await {
-                Ok(()) => return Ok(true),
+            match self
+                .client
+                .send_html_in(chat_id, thread, html, buttons)
+                .await
+            {
+                Ok(_) => return Ok(true),
                 Err(TelegramError::RetryAfter(retry_after)) => {
                     tracing::info!(
                         ?retry_after,
@@ -314,9 +322,54 @@ impl ChatSender {
         }
     }
 
-    /// Tags `body` with `[prefix] `, splits it under Telegram's limit and sends every
-    /// part to `chat_id` in order. A part Telegram can never accept is logged and
-    /// skipped.
+    /// Sends a live status card (one part, already tagged if needed) in a slot of the
+    /// shared budget; returns its message id. A 429 is recorded for every instance and
+    /// returned (the card is tried again later, never queued).
+    pub async fn send_card(
+        &self,
+        chat_id: i64,
+        thread: Option<i64>,
+        html: &str,
+    ) -> Result<i64, TelegramError> {
+        self.wait_for_slot(chat_id, MessageKind::Notification, None)
+            .await;
+        let result = self
+            .client
+            .send_html_in(chat_id, thread, html, &Vec::new())
+            .await;
+        if let Err(TelegramError::RetryAfter(wait)) = &result {
+            self.back_off_for(chat_id, *wait).await;
+        }
+        result
+    }
+
+    /// Edits a live status card in a slot of the shared budget ("not modified" is
+    /// success).
+    pub async fn edit_card(
+        &self,
+        chat_id: i64,
+        message_id: i64,
+        html: &str,
+    ) -> Result<(), TelegramError> {
+        self.wait_for_slot(chat_id, MessageKind::Notification, None)
+            .await;
+        let result = self
+            .client
+            .edit_html(chat_id, message_id, html, &Vec::new())
+            .await;
+        if let Err(TelegramError::RetryAfter(wait)) = &result {
+            self.back_off_for(chat_id, *wait).await;
+        }
+        result
+    }
+
+    /// Tags `body` with `[prefix] ` (an empty prefix: untagged, inside the project's own
+    /// topic), puts `buttons` (if any) under its last part, splits it under Telegram's limit and sends every part to `chat_id` (forum
+    /// topic `thread`, none: the chat or General) in order. A part Telegram can never
+    /// accept is logged and skipped, except one refused because of the topic: that ends
+    /// the send with [`Sent::TopicFailed`] for the caller to repair the topic and send the
+    /// message again (parts already sent then go out twice, which only a message longer
+    /// than 4096 characters sent as its topic was deleted can meet).
     ///
     /// While a notification waits for the budget to let it book, `preempt` firing (this
     /// instance queued a reply) gives up before the first part is sent: the caller sends
@@ -324,21 +377,38 @@ impl ChatSender {
     /// follows.
     pub async fn send_tagged(
         &self,
-        chat_id: i64,
+        (chat_id, thread): (i64, Option<i64>),
         kind: MessageKind,
         prefix: &str,
         body: &str,
+        buttons: &ButtonRows,
         preempt: Option<&tokio::sync::Notify>,
     ) -> Sent {
         let mut all_sent = true;
-        for (i, part) in split_tagged(prefix, body, TELEGRAM_LIMIT)
-            .iter()
-            .enumerate()
-        {
+        let parts = if prefix.is_empty() {
+            split_message(body, TELEGRAM_LIMIT)
+        } else {
+            split_tagged(prefix, body, TELEGRAM_LIMIT)
+        };
+        let none = ButtonRows::new();
+        for (i, part) in parts.iter().enumerate() {
             let preempt = if i == 0 { preempt } else { None };
-            match self.send_part(chat_id, kind, part, preempt).await {
+            // The buttons go under the last part.
+            let buttons = if i + 1 == parts.len() { buttons } else { &none };
+            match self
+                .send_part(chat_id, thread, kind, part, buttons, preempt)
+                .await
+            {
                 Ok(true) => {}
                 Ok(false) => return Sent::Preempted,
+                Err(TelegramError::Api(text))
+                    if thread.is_some() && topic_recovery(&text).is_some() =>
+                {
+                    tracing::warn!(error = %text, "Telegram refused a message because of its topic");
+                    return Sent::TopicFailed(
+                        topic_recovery(&text).unwrap_or(TopicRecovery::Recreate),
+                    );
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "Telegram refused a message part for good; skipped");
                     all_sent = false;
@@ -356,4 +426,6 @@ pub enum Sent {
     Done { all_sent: bool },
     /// Nothing was sent: a reply was queued first.
     Preempted,
+    /// The topic refused it (deleted, closed, no rights): repair and send again.
+    TopicFailed(TopicRecovery),
 }

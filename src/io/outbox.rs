@@ -4,7 +4,9 @@
 //!
 //! One file per message, `<seq>.json` with a zero-padded sequence number (the queue
 //! order), holding `{"kind", "tag", "html"}` and, for a reply to a chat other than the
-//! instance's own, `"chat"` (the chat it answers; absent: the instance's own chat). Why `.agents/` and not `$PIV_HOME`: the
+//! instance's own, `"chat"` (the chat it answers; absent: the instance's own chat), and for
+//! a reply to a command typed in a forum topic, `"thread"` (that topic; absent: the
+//! project's own topic, or General). Why `.agents/` and not `$PIV_HOME`: the
 //! outbox belongs to the instance, and an instance is its project — the project lock
 //! (`.agents/orchestrator.lock`) already makes this process its only writer, and the next
 //! `piv run` of the same project finds it whatever its prefix, home or token. It is
@@ -49,10 +51,14 @@ pub struct Entry {
     pub kind: MessageKind,
     /// The chat it goes to; `None`: the instance's own chat.
     pub chat: Option<i64>,
+    /// The forum topic it answers in; `None`: the project's topic (or General).
+    pub thread: Option<i64>,
     /// The `[tag] ` prefix it is sent under.
     pub tag: String,
     /// The body, Telegram HTML, untagged and unsplit.
     pub html: String,
+    /// Inline buttons under it (an escalation's): rows of (label, callback data).
+    pub buttons: Vec<Vec<(String, String)>>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -60,8 +66,12 @@ struct EntryFile {
     kind: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     chat: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    thread: Option<i64>,
     tag: String,
     html: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    buttons: Vec<Vec<(String, String)>>,
 }
 
 /// The outbox of one project.
@@ -115,26 +125,50 @@ impl Outbox {
 
     /// Queues a message for the instance's own chat durably; returns its sequence number.
     pub fn push(&mut self, kind: MessageKind, tag: &str, html: &str) -> Result<u64, OutboxError> {
-        self.push_to(kind, None, tag, html)
+        self.push_to(kind, None, None, tag, html)
     }
 
-    /// Queues a message for `chat` (`None`: the instance's own chat) durably; returns its
-    /// sequence number.
+    /// Queues a message for `chat` (`None`: the instance's own chat) and forum topic
+    /// `thread` (`None`: the project's own) durably; returns its sequence number.
     pub fn push_to(
         &mut self,
         kind: MessageKind,
         chat: Option<i64>,
+        thread: Option<i64>,
         tag: &str,
         html: &str,
     ) -> Result<u64, OutboxError> {
-        let seq = self.next;
-        let json = serde_json::to_vec(&EntryFile {
+        self.write_entry(EntryFile {
             kind: kind.as_str().to_string(),
             chat,
+            thread,
             tag: tag.to_string(),
             html: html.to_string(),
+            buttons: Vec::new(),
         })
-        .expect("outbox entry serialises");
+    }
+
+    /// Queues a notification for the instance's own chat with inline buttons under it
+    /// (an escalation's); it is sent alone.
+    pub fn push_with_buttons(
+        &mut self,
+        tag: &str,
+        html: &str,
+        buttons: Vec<Vec<(String, String)>>,
+    ) -> Result<u64, OutboxError> {
+        self.write_entry(EntryFile {
+            kind: MessageKind::Notification.as_str().to_string(),
+            chat: None,
+            thread: None,
+            tag: tag.to_string(),
+            html: html.to_string(),
+            buttons,
+        })
+    }
+
+    fn write_entry(&mut self, entry: EntryFile) -> Result<u64, OutboxError> {
+        let seq = self.next;
+        let json = serde_json::to_vec(&entry).expect("outbox entry serialises");
         atomic_file::write_with_mode(&self.dir.join(file_name(seq)), &json, 0o600)?;
         self.next = seq + 1;
         Ok(seq)
@@ -162,8 +196,10 @@ impl Outbox {
                     seq,
                     kind,
                     chat: f.chat,
+                    thread: f.thread,
                     tag: f.tag,
                     html: f.html,
+                    buttons: f.buttons,
                 }),
                 None => match atomic_file::quarantine(&path) {
                     Ok(to) => tracing::warn!(
@@ -231,11 +267,11 @@ mod tests {
     }
 
     #[test]
-    fn a_reply_keeps_the_chat_it_answers() {
+    fn a_reply_keeps_the_chat_and_topic_it_answers() {
         let dir = tempfile::tempdir().unwrap();
         let mut outbox = Outbox::open(dir.path()).unwrap();
         outbox
-            .push_to(MessageKind::Reply, Some(-1_005), "b", "answer")
+            .push_to(MessageKind::Reply, Some(-1_005), Some(42), "b", "answer")
             .unwrap();
         // An entry written before entries named their chat still reads (own chat).
         std::fs::write(
@@ -244,12 +280,16 @@ mod tests {
         )
         .unwrap();
         let listed = Outbox::open(dir.path()).unwrap().list().unwrap();
+        assert!(listed.iter().all(|e| e.buttons.is_empty()));
         assert_eq!(
             listed
                 .iter()
-                .map(|e| (e.seq, e.chat, e.html.as_str()))
+                .map(|e| (e.seq, e.chat, e.thread, e.html.as_str()))
                 .collect::<Vec<_>>(),
-            vec![(1, Some(-1_005), "answer"), (9, None, "old")]
+            vec![
+                (1, Some(-1_005), Some(42), "answer"),
+                (9, None, None, "old")
+            ]
         );
     }
 
@@ -268,5 +308,18 @@ mod tests {
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .collect();
         assert!(names.iter().any(|n| n.contains(".corrupt-")), "{names:?}");
+    }
+
+    #[test]
+    fn an_escalation_keeps_its_buttons() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut outbox = Outbox::open(dir.path()).unwrap();
+        let rows = vec![vec![("🔁 Retry".to_string(), "piv:r:5:b".to_string())]];
+        outbox
+            .push_with_buttons("b", "stuck", rows.clone())
+            .unwrap();
+        let listed = Outbox::open(dir.path()).unwrap().list().unwrap();
+        assert_eq!(listed[0].buttons, rows);
+        assert_eq!(listed[0].kind, MessageKind::Notification);
     }
 }

@@ -12,6 +12,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::core::forum::topic_of_message;
 use teloxide::payloads::{GetUpdatesSetters, SendMessageSetters};
 use teloxide::requests::Requester;
 use teloxide::types::{AllowedUpdate, BotCommand, ChatId, ParseMode, UpdateKind};
@@ -144,6 +145,23 @@ pub struct IncomingUpdate {
     pub from_username: Option<String>,
     /// When the message was sent (unix seconds), for telling stale commands.
     pub date: Option<i64>,
+    /// The forum topic the message was typed in (`core::forum::topic_of_message`).
+    pub topic: Option<i64>,
+    /// A tapped inline button (a `callback_query` update).
+    pub tap: Option<ButtonTap>,
+}
+
+/// A tapped inline button, as piv needs it: the query to answer, the data, who tapped,
+/// and the message it was on (to edit it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ButtonTap {
+    pub callback_id: String,
+    pub data: String,
+    pub from_username: Option<String>,
+    pub chat_id: Option<i64>,
+    pub message_id: Option<i64>,
+    /// The text of the message the button is on (plain, as Telegram returns it).
+    pub message_text: Option<String>,
 }
 
 impl IncomingUpdate {
@@ -208,6 +226,11 @@ impl TelegramClient {
         from_request_error(e, &self.token)
     }
 
+    /// `text` with this client's token taken out (for text read from files, e.g. `/logs`).
+    pub fn redact(&self, text: &str) -> String {
+        redact(text, &self.token)
+    }
+
     /// The teloxide bot, for the calls wrapped in sibling adapters (`telegram_room`).
     pub(crate) fn bot(&self) -> &Bot {
         &self.bot
@@ -249,7 +272,7 @@ impl TelegramClient {
             .bot
             .get_updates()
             .timeout(timeout_secs)
-            .allowed_updates([AllowedUpdate::Message]);
+            .allowed_updates([AllowedUpdate::Message, AllowedUpdate::CallbackQuery]);
         if let Some(offset) = offset {
             let offset = i32::try_from(offset)
                 .map_err(|_| TelegramError::Api(format!("update offset {offset} out of range")))?;
@@ -267,6 +290,30 @@ impl TelegramClient {
                         text: message.text().map(str::to_string),
                         from_username: message.from.as_ref().and_then(|u| u.username.clone()),
                         date: Some(message.date.timestamp()),
+                        topic: topic_of_message(
+                            message.thread_id.map(|t| i64::from(t.0 .0)),
+                            message.is_topic_message,
+                        ),
+                        tap: None,
+                    },
+                    UpdateKind::CallbackQuery(query) => IncomingUpdate {
+                        update_id,
+                        chat_id: query.message.as_ref().map(|m| m.chat().id.0),
+                        text: None,
+                        from_username: query.from.username.clone(),
+                        date: None,
+                        topic: None,
+                        tap: Some(ButtonTap {
+                            callback_id: query.id.0.clone(),
+                            data: query.data.clone().unwrap_or_default(),
+                            from_username: query.from.username.clone(),
+                            chat_id: query.message.as_ref().map(|m| m.chat().id.0),
+                            message_id: query.message.as_ref().map(|m| i64::from(m.id().0)),
+                            message_text: query
+                                .regular_message()
+                                .and_then(|m| m.text())
+                                .map(str::to_string),
+                        }),
                     },
                     _ => IncomingUpdate {
                         update_id,
@@ -274,6 +321,8 @@ impl TelegramClient {
                         text: None,
                         from_username: None,
                         date: None,
+                        topic: None,
+                        tap: None,
                     },
                 }
             })

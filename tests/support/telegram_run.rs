@@ -12,6 +12,8 @@ use super::Sandbox;
 
 /// A `piv run` with Telegram on (`token`, `chat`), pointed at the stand-in, tagged
 /// `prefix`; stdout and stderr go to `<prefix>.out` / `<prefix>.err` in the sandbox.
+/// `PIV_NOTIFY=verbose` (a message per step, as before the live status card) unless `env`
+/// says otherwise: these tests follow every step's line through the chat.
 pub fn start_with_telegram(
     sb: &Sandbox,
     api: &BotApiStandIn,
@@ -29,6 +31,7 @@ pub fn start_with_telegram(
         .env("TELEGRAM_CHAT_ID", chat.to_string())
         .env("TELEGRAM_API_URL", api.url())
         .env("TELEGRAM_PROJECT_PREFIX", prefix)
+        .env("PIV_NOTIFY", "verbose")
         .stdout(out)
         .stderr(err);
     for (k, v) in env {

@@ -116,15 +116,20 @@ pub struct PhaseRunnerActor {
     /// What this instance knows about the shared subscription (its last resume), kept
     /// across restarts of the loop.
     usage_local: crate::core::usage::Local,
+    /// The running step's assistant messages (`AgentConfig::progress`), forwarded to the
+    /// notifier as `RunEvent::Activity` for the live status card; taken when started.
+    activity: Option<tokio::sync::mpsc::UnboundedReceiver<Vec<crate::core::progress::ToolUse>>>,
 }
 
 impl PhaseRunnerActor {
     pub fn new(
-        settings: RunnerSettings,
+        mut settings: RunnerSettings,
         manifest: Addr<ManifestActor>,
         events: Recipient<Notify>,
         supervisor: Recipient<RunEnded>,
     ) -> Self {
+        let (activity_tx, activity) = tokio::sync::mpsc::unbounded_channel();
+        settings.agent.progress = Some(activity_tx);
         let state = RuntimeState {
             pid: std::process::id(),
             prefix: settings.prefix.clone(),
@@ -157,6 +162,7 @@ impl PhaseRunnerActor {
             stop_waiters: Vec::new(),
             panics_injected: 0,
             usage_local: Default::default(),
+            activity: Some(activity),
         }
     }
 
@@ -259,6 +265,17 @@ impl Actor for PhaseRunnerActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        if let Some(mut activity) = self.activity.take() {
+            let events = self.events.clone();
+            ctx.spawn(
+                async move {
+                    while let Some(tools) = activity.recv().await {
+                        events.do_send(Notify(RunEvent::Activity { tools }));
+                    }
+                }
+                .into_actor(self),
+            );
+        }
         let heartbeat = self.settings.heartbeat;
         if !heartbeat.is_zero() {
             ctx.run_interval(heartbeat, |act, _ctx| {

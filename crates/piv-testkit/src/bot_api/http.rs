@@ -2,7 +2,7 @@
 
 use super::*;
 
-type Params = Map<String, Value>;
+pub(super) type Params = Map<String, Value>;
 
 pub(super) fn reply(status: u16, body: &Value) -> tiny_http::Response<std::io::Cursor<Vec<u8>>> {
     let header =
@@ -12,7 +12,7 @@ pub(super) fn reply(status: u16, body: &Value) -> tiny_http::Response<std::io::C
         .with_header(header)
 }
 
-fn ok(result: Value) -> (u16, Value) {
+pub(super) fn ok(result: Value) -> (u16, Value) {
     (200, json!({"ok": true, "result": result}))
 }
 
@@ -24,7 +24,7 @@ pub(super) fn api_error(code: u16, description: &str, retry_after: Option<u64>) 
     body
 }
 
-fn err(code: u16, description: &str) -> (u16, Value) {
+pub(super) fn err(code: u16, description: &str) -> (u16, Value) {
     (code, api_error(code, description, None))
 }
 
@@ -67,7 +67,7 @@ fn parse_form(s: &str, into: &mut Params) {
     }
 }
 
-fn param_i64(p: &Params, key: &str) -> Option<i64> {
+pub(super) fn param_i64(p: &Params, key: &str) -> Option<i64> {
     match p.get(key)? {
         Value::Number(n) => n.as_i64(),
         Value::String(s) => s.trim().parse().ok(),
@@ -75,7 +75,7 @@ fn param_i64(p: &Params, key: &str) -> Option<i64> {
     }
 }
 
-fn param_str(p: &Params, key: &str) -> Option<String> {
+pub(super) fn param_str(p: &Params, key: &str) -> Option<String> {
     match p.get(key)? {
         Value::String(s) => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
@@ -84,7 +84,7 @@ fn param_str(p: &Params, key: &str) -> Option<String> {
 }
 
 /// A JSON value that a form parameter carries as a JSON string.
-fn param_json(p: &Params, key: &str) -> Option<Value> {
+pub(super) fn param_json(p: &Params, key: &str) -> Option<Value> {
     match p.get(key)? {
         Value::String(s) => serde_json::from_str(s).ok(),
         Value::Null => None,
@@ -163,6 +163,13 @@ pub(super) fn handle(inner: &Inner, mut request: tiny_http::Request) {
                 "getupdates" => timed_poll(inner, pid, || get_updates(inner, &params, pid, remote)),
                 "sendmessage" => send_message(inner, &params, pid),
                 "setmycommands" => set_my_commands(inner, &params),
+                "getchat" => forum::get_chat(inner, &params),
+                "createforumtopic" => forum::create_forum_topic(inner, &params, pid),
+                "editforumtopic" | "closeforumtopic" | "reopenforumtopic" => {
+                    forum::change_forum_topic(inner, &method, &params)
+                }
+                "editmessagetext" => forum::edit_message_text(inner, &params, pid),
+                "answercallbackquery" => forum::answer_callback_query(inner, &params, pid),
                 "deletewebhook" => ok(json!(true)),
                 "getmycommands" => {
                     let last = inner.lock().commands.last().cloned().unwrap_or_default();
@@ -319,6 +326,8 @@ fn send_message(inner: &Inner, params: &Params, pid: Option<u32>) -> (u16, Value
     let chat_id = param_i64(params, "chat_id");
     let text = param_str(params, "text");
     let parse_mode = param_str(params, "parse_mode");
+    let thread_id = param_i64(params, "message_thread_id");
+    let buttons = forum::buttons_of(params);
     let now = Instant::now();
     let mut state = inner.lock();
     let reject = |state: &mut State, code: u16, description: String, retry: Option<u64>| {
@@ -374,6 +383,9 @@ fn send_message(inner: &Inner, params: &Params, pid: Option<u32>) -> (u16, Value
             None,
         );
     }
+    if let Some(description) = forum::thread_refusal(&state.room, chat, thread_id) {
+        return reject(&mut state, 400, description, None);
+    }
     if state.force_429 > 0 {
         state.force_429 -= 1;
         let retry = state.faults.forced_retry_after.unwrap_or(1);
@@ -406,16 +418,32 @@ fn send_message(inner: &Inner, params: &Params, pid: Option<u32>) -> (u16, Value
         parse_mode,
         at: now,
         pid,
+        thread_id,
+        buttons: buttons.clone(),
     });
+    state
+        .room
+        .current
+        .insert((chat, message_id), (body.clone(), buttons.clone()));
+    let chat_json = forum::chat_json_in(&state.room, chat);
+    let in_topic = thread_id.filter(|_| state.room.setup(chat) == forum::ChatSetup::Forum);
     drop(state);
     inner.changed.notify_all();
-    ok(json!({
+    let mut message = json!({
         "message_id": message_id,
         "date": unix_now(),
-        "chat": chat_json(chat),
-        "from": {"id": bot_id_of(&inner.token), "is_bot": true, "first_name": "Piv Test Bot", "username": BOT_USERNAME},
+        "chat": chat_json,
+        "from": forum::bot_user_json(inner),
         "text": visible,
-    }))
+    });
+    if let Some(thread) = in_topic {
+        message["message_thread_id"] = json!(thread);
+        message["is_topic_message"] = json!(true);
+    }
+    if let Some(markup) = forum::markup_json(&buttons) {
+        message["reply_markup"] = markup;
+    }
+    ok(message)
 }
 
 fn set_my_commands(inner: &Inner, params: &Params) -> (u16, Value) {
@@ -454,7 +482,8 @@ fn test_api(inner: &Inner, what: &str, params: &Params) -> (u16, Value) {
                 .iter()
                 .map(|m| json!({
                     "message_id": m.message_id, "chat_id": m.chat_id, "text": m.text,
-                    "parse_mode": m.parse_mode, "at_ms": ms(m.at), "pid": m.pid
+                    "parse_mode": m.parse_mode, "at_ms": ms(m.at), "pid": m.pid,
+                    "thread_id": m.thread_id, "buttons": m.buttons
                 }))
                 .collect::<Vec<_>>()))
         }
@@ -481,7 +510,11 @@ fn test_api(inner: &Inner, what: &str, params: &Params) -> (u16, Value) {
             let edited = params
                 .get("edited")
                 .is_some_and(|v| v == &json!(true) || v == "true");
+            let thread = param_i64(params, "thread_id");
             let id = match param_str(params, "text") {
+                Some(text) if thread.is_some() => {
+                    forum::inject_topic_text(inner, chat_id, thread.unwrap_or(0), &text)
+                }
                 Some(text) => inject_text(inner, chat_id, &text, edited),
                 None => {
                     let mut message = base_message(inner, chat_id);
@@ -492,6 +525,7 @@ fn test_api(inner: &Inner, what: &str, params: &Params) -> (u16, Value) {
             };
             ok(json!({"update_id": id}))
         }
+        "room" | "chat" | "tap" => forum::test_api(inner, what, params),
         "rate_limit" => {
             let interval = param_i64(params, "min_interval_ms")
                 .filter(|ms| *ms > 0)

@@ -18,6 +18,10 @@
 //! - A wrong token gets 401 `Unauthorized`.
 //! - Several bots on one port ([`BotApiStandIn::start_bots`]): each token has its own
 //!   updates, polls (a 409 ends only a poll on the same token), sends and test API handle.
+//! - The chat control room (issue 14, `forum.rs`): chats set up as forum / group /
+//!   private (`getChat`), forum topics and their errors, `message_thread_id` on sends and
+//!   updates, `editMessageText`, inline keyboards, button taps (`callback_query`) and
+//!   `answerCallbackQuery`.
 //!
 //! The test API (thread-safe methods on [`BotApiStandIn`]) injects chat messages and
 //! reads back what was sent; the same is reachable over HTTP under `/__test/…` for a
@@ -35,9 +39,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Map, Value};
 
+mod forum;
 mod html;
 mod http;
 
+pub use forum::{CallbackAnswer, ChatSetup, EditedMessage, TopicInfo, FORUM_ICON_COLORS};
 pub use html::parse_telegram_html;
 use http::{api_error, handle, reply};
 
@@ -61,6 +67,10 @@ pub struct SentMessage {
     pub at: Instant,
     /// The sending process, from its User-Agent.
     pub pid: Option<u32>,
+    /// The forum topic it was sent into (`message_thread_id`; none: General or no topics).
+    pub thread_id: Option<i64>,
+    /// Its inline keyboard: rows of (label, callback data).
+    pub buttons: Vec<Vec<(String, String)>>,
 }
 
 /// A `sendMessage` the stand-in refused (400 or 429).
@@ -141,6 +151,8 @@ struct State {
     faults: Faults,
     /// Every Bot API method call: (lowercase method, arrival, caller's pid).
     faults_log: Vec<(String, Instant, Option<u32>)>,
+    /// Forum topics, edits, button taps (issue 14; see `forum`).
+    room: forum::RoomState,
 }
 
 /// Misbehaviours a test can switch on (issue 13): a server that answers `getUpdates` at
@@ -496,29 +508,21 @@ fn unix_now() -> i64 {
         .unwrap_or(0)
 }
 
-fn chat_json(chat_id: i64) -> Value {
-    if chat_id < 0 {
-        json!({"id": chat_id, "type": "group", "title": "piv test group"})
-    } else {
-        json!({"id": chat_id, "type": "private", "first_name": "Tester", "username": "tester"})
-    }
-}
-
 fn user_json(chat_id: i64) -> Value {
     let id = if chat_id > 0 { chat_id } else { 4242 };
     json!({"id": id, "is_bot": false, "first_name": "Tester", "username": "tester", "language_code": "en"})
 }
 
 fn base_message(inner: &Inner, chat_id: i64) -> Value {
-    let message_id = {
+    let (message_id, chat) = {
         let mut s = inner.lock();
         s.next_message_id += 1;
-        s.next_message_id
+        (s.next_message_id, forum::chat_json_in(&s.room, chat_id))
     };
     json!({
         "message_id": message_id,
         "date": unix_now(),
-        "chat": chat_json(chat_id),
+        "chat": chat,
         "from": user_json(chat_id),
     })
 }

@@ -1,0 +1,148 @@
+//! Buttons on escalations, end to end (issue 14): a real `piv run` escalates (a 401 while
+//! planning), its message carries a Retry button; a tap (injected into the Bot API
+//! stand-in) is answered at once, the instance runs again through its signal queue and
+//! finishes, the message is edited to say who chose what; a second tap on the same button
+//! gets an alert and does nothing.
+
+use piv_testkit::bot_api::BotApiStandIn;
+use piv_testkit::fake_claude::{Rule, Scenario};
+
+use crate::support::telegram_run::{output_of, start_with_telegram, state_of, Kill};
+use crate::support::*;
+
+const TOKEN: &str = "777017:chat-buttons-SECRET";
+const CHAT: i64 = 1717;
+
+#[test]
+fn retry_button_acts_once() {
+    let api = BotApiStandIn::start(TOKEN);
+    let sb = Sandbox::new("btn", &ready_manifest(1));
+    sb.scenario(
+        Scenario::new().rule(Rule::new("/plan-feature", fail("HTTP 401 Unauthorized")).times(1)),
+    );
+    let _run = Kill(vec![start_with_telegram(
+        &sb,
+        &api,
+        (TOKEN, CHAT),
+        "btn",
+        &[],
+        &[],
+    )]);
+    let escalation = api
+        .wait_for_sent(|m| !m.buttons.is_empty(), DEADLINE)
+        .unwrap_or_else(|| panic!("no escalation with buttons\n{}", output_of(&sb, "btn")));
+    assert!(
+        escalation.text.contains("integration_auth"),
+        "{escalation:?}"
+    );
+    let (label, data) = escalation.buttons[0][0].clone();
+    assert_eq!(label, "🔁 Retry");
+    assert!(
+        data.starts_with("piv:r:") && data.ends_with(":btn"),
+        "{data}"
+    );
+    assert!(data.len() <= 64);
+    assert!(
+        wait_until(DEADLINE, || state_of(&sb).as_deref()
+            == Some("waiting_for_human")),
+        "{:?}\n{}",
+        state_of(&sb),
+        output_of(&sb, "btn")
+    );
+    assert_eq!(calls_starting(&sb, "/plan-feature").len(), 1);
+
+    // The tap: answered (not an alert), the instance retries and finishes.
+    let tap = api.inject_tap(escalation.message_id, &data, 31337).unwrap();
+    let answer = api
+        .wait_for_callback_answer(&tap, DEADLINE)
+        .unwrap_or_else(|| panic!("no answer\n{}", output_of(&sb, "btn")));
+    assert!(!answer.show_alert, "{answer:?}");
+    assert_eq!(answer.text.as_deref(), Some("🔁 Retry sent to [btn]"));
+    eprintln!(
+        "tap answered after {:?}",
+        api.tap_answered_after(&tap).unwrap()
+    );
+    assert!(
+        wait_until(DEADLINE, || {
+            let m = sb.manifest();
+            phase(&m, 1)["execution"] == "complete" && state_of(&sb).as_deref() == Some("done")
+        }),
+        "the retry runs the phase to its end\n{}",
+        output_of(&sb, "btn")
+    );
+    assert_eq!(calls_starting(&sb, "/plan-feature").len(), 2);
+    // The escalation now says who chose what, and has no buttons.
+    let edit = api
+        .wait_for_edit(|e| e.message_id == escalation.message_id, DEADLINE)
+        .expect("the escalation is edited");
+    assert!(
+        edit.text.contains("Retry — chosen by @tester at "),
+        "{edit:?}"
+    );
+    assert!(edit.buttons.is_empty());
+
+    // A second tap on the same button: an alert, no action.
+    let again = api.inject_tap(escalation.message_id, &data, 31337).unwrap();
+    let refused = api
+        .wait_for_callback_answer(&again, DEADLINE)
+        .expect("the second tap is answered");
+    assert!(refused.show_alert, "{refused:?}");
+    assert!(
+        refused
+            .text
+            .as_deref()
+            .unwrap_or("")
+            .contains("no longer open"),
+        "{refused:?}"
+    );
+    assert_eq!(
+        sb.log().matches("a button sent a signal").count(),
+        1,
+        "acted once"
+    );
+    assert_eq!(calls_starting(&sb, "/plan-feature").len(), 2);
+}
+
+/// The cost cap pauses the run: its escalation offers Resume, and a tap resumes it.
+#[test]
+fn a_paused_escalation_offers_resume() {
+    let api = BotApiStandIn::start(TOKEN);
+    let sb = Sandbox::new("cap", &ready_manifest(1));
+    let _run = Kill(vec![start_with_telegram(
+        &sb,
+        &api,
+        (TOKEN, CHAT),
+        "cap",
+        &[],
+        &[("PIV_MAX_COST_USD", "0.03")],
+    )]);
+    let escalation = api
+        .wait_for_sent(|m| !m.buttons.is_empty(), DEADLINE)
+        .unwrap_or_else(|| panic!("no escalation with buttons\n{}", output_of(&sb, "cap")));
+    assert!(escalation.text.contains("cost_cap"), "{escalation:?}");
+    let (label, data) = escalation.buttons[0][0].clone();
+    assert_eq!(escalation.buttons[0].len(), 1);
+    assert_eq!(label, "▶️ Resume");
+    assert!(
+        data.starts_with("piv:u:") && data.ends_with(":cap"),
+        "{data}"
+    );
+    assert!(
+        wait_until(DEADLINE, || state_of(&sb).as_deref() == Some("paused")),
+        "{:?}\n{}",
+        state_of(&sb),
+        output_of(&sb, "cap")
+    );
+    let sessions = sb.claude_calls().len();
+    let tap = api.inject_tap(escalation.message_id, &data, 31337).unwrap();
+    let answer = api.wait_for_callback_answer(&tap, DEADLINE).unwrap();
+    assert_eq!(answer.text.as_deref(), Some("▶️ Resume sent to [cap]"));
+    assert!(
+        wait_until(DEADLINE, || sb.claude_calls().len() > sessions),
+        "the run goes on after the tap\n{}",
+        output_of(&sb, "cap")
+    );
+    let again = api.inject_tap(escalation.message_id, &data, 31337).unwrap();
+    let refused = api.wait_for_callback_answer(&again, DEADLINE).unwrap();
+    assert!(refused.show_alert, "{refused:?}");
+}
