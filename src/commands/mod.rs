@@ -27,7 +27,9 @@ pub fn coordination_gate(args: &crate::cli::CoordinationArgs) -> Option<i32> {
             return Some(crate::cli::exit::USAGE);
         }
     };
-    match runtime.block_on(crate::io::coordination::nats::check_reachable(&settings)) {
+    match runtime.block_on(crate::io::coordination::jetstream_kv::check_reachable(
+        &settings,
+    )) {
         Ok(()) => None,
         Err(e) if settings.optional => {
             crate::io::terminal::warn(&format!(

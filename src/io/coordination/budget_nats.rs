@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_nats::jetstream::{self, kv};
 use bytes::Bytes;
 
-use super::nats::{cas_put, CasFailed};
+use super::jetstream_kv::{cas_put, CasFailed};
 use crate::core::outbox::MessageKind;
 use crate::core::send_slots::{book as book_slot, Booking};
 

@@ -13,6 +13,7 @@
 
 pub mod budget_nats;
 pub mod elsewhere;
+pub mod jetstream_kv;
 pub mod local;
 pub mod nats;
 pub mod registry_kv;
@@ -291,7 +292,7 @@ pub async fn choose(
         Some(bot_id) => nats::connect(settings, bot_id, holder_id(), project_dir)
             .await
             .map(|c| Some(Arc::new(c) as SharedCoordination)),
-        None => nats::check_reachable(settings).await.map(|()| None),
+        None => jetstream_kv::check_reachable(settings).await.map(|()| None),
     };
     match connected {
         Ok(Some(shared)) => Ok(Coordinator {

@@ -23,7 +23,7 @@ pub async fn open(
     js: &jetstream::Context,
     replicas: usize,
 ) -> Result<kv::Store, CoordinationError> {
-    super::nats::open_bucket(
+    super::jetstream_kv::open_bucket(
         js,
         REGISTRY_BUCKET,
         "piv: every instance's status, one key per instance, each with a TTL",
@@ -88,7 +88,7 @@ pub async fn list_with(
         servers: settings.servers_text(),
         reason,
     };
-    let client = super::nats::connect_client(settings)
+    let client = super::jetstream_kv::connect_client(settings)
         .await
         .map_err(|e| unreachable(e.to_string()))?;
     let js = jetstream::new(client);

@@ -210,12 +210,12 @@ pub async fn send_with(
     target: &crate::core::machines::PublishedInstance,
     message: &SignalMessage,
 ) -> Result<Delivery, super::CoordinationError> {
-    let client = super::nats::connect_client(settings).await.map_err(|e| {
-        super::CoordinationError::Unreachable {
+    let client = super::jetstream_kv::connect_client(settings)
+        .await
+        .map_err(|e| super::CoordinationError::Unreachable {
             servers: settings.servers_text(),
             reason: e.to_string(),
-        }
-    })?;
+        })?;
     let replicas = super::registry_kv::replicas_for(&client, settings);
     let js = jetstream::new(client);
     let failed = |reason: String| super::CoordinationError::JetStream {
