@@ -136,10 +136,13 @@ fn assert_steps_in_order(terminal: &str, chat: &str) -> usize {
     checked
 }
 
+/// The text of every entry queued in the outbox: committed entries only, not the temp
+/// file of a write still in progress (a run killed then never queued that message).
 fn outbox_text(sb: &Sandbox) -> String {
     std::fs::read_dir(sb.project.join(".agents/telegram-outbox"))
         .map(|d| {
             d.flatten()
+                .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
                 .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
                 .collect::<Vec<_>>()
                 .join("\n")
@@ -247,11 +250,8 @@ fn messages_queued_at_a_sigkill_go_out_on_the_next_start() {
     );
     api.end_outage();
     let _second = Kill(vec![start(&sb, &api, "killed", &[])]);
-    // Seen once to take over 60 s on a loaded machine (cause not found yet): a generous
-    // deadline for the delivery, which is still required.
     assert!(
-        wait_until(DEADLINE * 3, || chat_text(&api)
-            .contains("Phase 1 Complete")),
+        wait_until(DEADLINE, || chat_text(&api).contains("Phase 1 Complete")),
         "the restart sends what the killed run queued\n{}",
         output_of(&sb, "killed")
     );

@@ -107,8 +107,30 @@ impl Outbox {
             .create(&dir)
             .map_err(OutboxError::io("create", &dir))?;
         let mut outbox = Outbox { dir, next: 1 };
+        outbox.remove_unfinished_writes();
         outbox.next = next_seq(outbox.seqs()?);
         Ok(outbox)
+    }
+
+    /// Removes the temp files of writes that never completed (a run killed between
+    /// writing an entry and renaming it into place): such a message was never queued.
+    /// Only the instance holding the project's lock opens its outbox, so no write of a
+    /// live process is touched.
+    fn remove_unfinished_writes(&self) {
+        let Ok(listing) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        for entry in listing.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') && name.contains(".tmp-") {
+                match std::fs::remove_file(entry.path()) {
+                    Ok(()) => tracing::info!(file = %name,
+                        "removed an outbox write a killed run left unfinished (it was never queued)"),
+                    Err(e) => tracing::warn!(error = %e, file = %name,
+                        "cannot remove an unfinished outbox write"),
+                }
+            }
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -308,6 +330,17 @@ mod tests {
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .collect();
         assert!(names.iter().any(|n| n.contains(".corrupt-")), "{names:?}");
+        // The next start clears the unfinished write, and only it.
+        drop(outbox);
+        let again = Outbox::open(dir.path()).unwrap();
+        let names: Vec<String> = std::fs::read_dir(again.dir())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(!names.iter().any(|n| n.contains(".tmp-")), "{names:?}");
+        assert!(names.iter().any(|n| n.contains(".corrupt-")), "{names:?}");
+        assert_eq!(again.list().unwrap().len(), 1);
     }
 
     #[test]
