@@ -621,3 +621,65 @@ fn optional_coordination_falls_back_and_says_so_in_the_chat() {
     assert!(out.contains(&url), "{out}");
     assert!(out.contains("this machine only"), "{out}");
 }
+
+/// A `piv run` without Telegram is on the registry across machines too, and takes
+/// signals from them: another machine's `piv status --all` and `/status all` list it,
+/// and `piv signal` there pauses it, once.
+#[test]
+fn a_run_without_telegram_is_listed_and_steered_across_machines() {
+    let Some(cluster) = NatsCluster::start_or_skip("nats::run_without_telegram") else {
+        return;
+    };
+    let api = BotApiStandIn::start(TOKEN);
+    let a = machine("a");
+    let b = machine("b");
+    b.scenario(slow(1500));
+    let urls = cluster.urls();
+    let ttl = TTL_SECS.to_string();
+    let b_run = b
+        .piv(&["run"])
+        .env("PIV_COORDINATION", urls.as_str())
+        .env("PIV_LEASE_TTL_SECS", ttl.as_str())
+        .stdout(std::fs::File::create(b.root.path().join("b.out")).unwrap())
+        .stderr(std::fs::File::create(b.root.path().join("b.err")).unwrap())
+        .spawn()
+        .expect("spawn piv run");
+    let _procs = Kill(vec![b_run, start_on(&a, &api, &cluster, "a")]);
+    let host = piv::io::coordination::hostname();
+    let b_remote = format!("b@{host}");
+    assert!(
+        wait_until(DEADLINE, || status_all_prefixes(&a, &cluster)
+            .contains(&b_remote)),
+        "a's machine lists b, which runs without Telegram: {:?}\n{}",
+        status_all_prefixes(&a, &cluster),
+        output_of(&b, "b")
+    );
+    let t = Instant::now();
+    api.inject_message(CHAT, "/status all");
+    assert!(
+        wait_until(DEADLINE, || !replies_after(&api, t, "All Instances")
+            .is_empty()),
+        "answered\n{}",
+        output_of(&a, "a")
+    );
+    let reply = replies_after(&api, t, "All Instances").remove(0);
+    assert!(reply.contains("[b"), "b in /status all: {reply}");
+    let out = piv_with_env(
+        &a,
+        &["signal", "b", "pause"],
+        &[("PIV_COORDINATION", urls.as_str())],
+    );
+    let (stdout, _) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&a, &out));
+    assert!(stdout.contains("acknowledged"), "{stdout}");
+    assert!(
+        wait_until(DEADLINE, || crate::support::telegram_run::state_of(&b)
+            .as_deref()
+            == Some("paused")),
+        "b pauses\n{}",
+        output_of(&b, "b")
+    );
+    let later = Instant::now() + Duration::from_secs(TTL_SECS);
+    assert!(wait_until(DEADLINE, || Instant::now() > later));
+    assert_eq!(queued_from_other_machines(&b, "b"), 1);
+}

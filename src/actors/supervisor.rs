@@ -24,6 +24,7 @@ use crate::actors::control::{Control, Notify};
 use crate::actors::manifest::{ManifestActor, UpdateManifest};
 use crate::actors::notifier::{Flush, NotifierActor, NotifierSettings};
 use crate::actors::phase_runner::{PhaseRunnerActor, RunEnded, StartRun, StopRun, StopSteps};
+use crate::actors::presence::{PresenceActor, Withdraw};
 use crate::actors::registry::{Deregister, InstanceIdentity, Register, RegistryActor};
 use crate::actors::signal_watcher::{SignalReceived, SignalWatcherActor};
 use crate::config::RunConfig;
@@ -56,6 +57,8 @@ pub struct SupervisorActor {
     bot_owner: Option<Addr<BotOwnerActor>>,
     runner: Option<Addr<PhaseRunnerActor>>,
     _watcher: Option<Addr<SignalWatcherActor>>,
+    /// This instance across machines (`PIV_COORDINATION`), with or without Telegram.
+    presence: Option<Addr<PresenceActor>>,
     budget: RestartBudget,
     origin: Instant,
     shutting_down: bool,
@@ -81,6 +84,7 @@ impl SupervisorActor {
             bot_owner: None,
             runner: None,
             _watcher: None,
+            presence: None,
             budget,
             origin: Instant::now(),
             shutting_down: false,
@@ -174,6 +178,17 @@ impl SupervisorActor {
         })
         .start();
         self.notifier = Some(notifier.clone());
+        if let Some(presence) = cfg.coordinator.as_ref().and_then(|c| c.presence.clone()) {
+            self.presence = Some(
+                PresenceActor::new(
+                    presence,
+                    cfg.prefix.clone(),
+                    cfg.project_dir.clone(),
+                    cfg.home.clone(),
+                )
+                .start(),
+            );
+        }
         let runner = actix::Supervisor::start({
             let settings = cfg.runner_settings();
             let manifest = manifest.clone();
@@ -218,6 +233,7 @@ impl SupervisorActor {
         let runner = self.runner.clone();
         let manifest = self.manifest.clone();
         let bot_owner = self.bot_owner.clone();
+        let presence = self.presence.clone();
         let registry = self.registry.take();
         let notifier = self.notifier.clone();
         let grace = self.cfg.agent.kill_grace + Duration::from_secs(10);
@@ -265,7 +281,10 @@ impl SupervisorActor {
             if let (Some(n), Some(event)) = (&notifier, announce) {
                 n.do_send(Notify(event));
             }
-            // 5. Deregister.
+            // 5. Deregister, here and across machines.
+            if let Some(p) = &presence {
+                let _ = tokio::time::timeout(Duration::from_secs(3), p.send(Withdraw)).await;
+            }
             if let Some(reg) = &registry {
                 match reg.send(Deregister).await {
                     Ok(Ok(())) => {}

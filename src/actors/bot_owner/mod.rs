@@ -120,9 +120,6 @@ pub struct BotOwnerActor {
     client: Option<TelegramClient>,
     stopped: bool,
     poll: Option<PollHandle>,
-    /// Publishes this instance in the registry across machines and receives the signals
-    /// other machines send it (NATS only).
-    background: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl BotOwnerActor {
@@ -151,7 +148,6 @@ impl BotOwnerActor {
             client,
             stopped: false,
             poll: None,
-            background: Vec::new(),
         }
     }
 }
@@ -235,33 +231,10 @@ impl Actor for BotOwnerActor {
         {
             self.notifier.do_send(Notify(RunEvent::Info(note)));
         }
-        if let Some(coordinator) = &self.settings.coordinator {
-            let facts = InstanceFacts {
-                prefix: self.settings.prefix.clone(),
-                project_dir: self.settings.project_dir.display().to_string(),
-                pid: Some(std::process::id()),
-                is_bot_owner: false,
-                started_at_unix_secs: None,
-            };
-            self.background
-                .extend(crate::io::coordination::registry_kv::spawn_publisher(
-                    coordinator.shared.clone(),
-                    facts,
-                    self.settings.project_dir.clone(),
-                ));
-            self.background.extend(
-                coordinator
-                    .shared
-                    .spawn_signal_receiver(self.settings.home.clone()),
-            );
-        }
         self.wait_for_ownership(ctx);
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
-        for task in self.background.drain(..) {
-            task.abort();
-        }
         if self.poll.take().is_some() {
             if let Some(registry) = &self.registry {
                 registry.do_send(SetBotOwner(false));
@@ -382,22 +355,12 @@ impl Handler<StopPolling> for BotOwnerActor {
 
     fn handle(&mut self, _: StopPolling, _: &mut Self::Context) -> Self::Result {
         self.stopped = true;
-        for task in self.background.drain(..) {
-            task.abort();
-        }
-        let coordinator = self.settings.coordinator.clone();
-        let withdraw = async move {
-            if let Some(c) = coordinator {
-                c.shared.withdraw_instance().await;
-            }
-        };
         let Some(poll) = self.poll.take() else {
-            return Box::pin(withdraw);
+            return Box::pin(async {});
         };
         let _ = poll.stop.send(true);
         let registry = self.registry.clone();
         Box::pin(async move {
-            withdraw.await;
             let _ = poll.released.await;
             if let Some(registry) = registry {
                 if let Ok(Err(e)) = registry.send(SetBotOwner(false)).await {

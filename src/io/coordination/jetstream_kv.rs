@@ -41,6 +41,26 @@ pub async fn connect_client(
     Ok(client)
 }
 
+/// Connects to `settings.servers` and checks that JetStream answers; an error names the
+/// servers (never credentials).
+pub async fn connect_jetstream(
+    settings: &CoordinationSettings,
+) -> Result<(async_nats::Client, jetstream::Context), CoordinationError> {
+    let unreachable = |reason: String| CoordinationError::Unreachable {
+        servers: settings.servers_text(),
+        reason,
+    };
+    let client = connect_client(settings)
+        .await
+        .map_err(|e| unreachable(e.to_string()))?;
+    let js = jetstream::new(client.clone());
+    match tokio::time::timeout(CONNECT_TIMEOUT, js.query_account()).await {
+        Ok(Ok(_)) => Ok((client, js)),
+        Ok(Err(e)) => Err(unreachable(format!("JetStream not available: {e}"))),
+        Err(_) => Err(unreachable("JetStream did not answer in time".into())),
+    }
+}
+
 /// Opens `bucket`, creating it when it does not exist yet (history 1, per-key TTLs, a
 /// marker left for `marker_ttl` when a key expires).
 pub(super) async fn open_bucket(

@@ -16,6 +16,7 @@ pub mod elsewhere;
 pub mod jetstream_kv;
 pub mod local;
 pub mod nats;
+pub mod presence;
 pub mod registry_kv;
 pub mod signals_nats;
 
@@ -129,18 +130,10 @@ pub trait Coordination: Send + Sync {
         lease: &'a dyn PollerLease,
         update_id: i64,
     ) -> BoxFuture<'a, Result<(), CoordinationError>>;
-    /// How often this instance publishes its status in the shared registry (None: there
-    /// is none; this machine's registry file is all there is).
-    fn registry_every(&self) -> Option<Duration> {
+    /// This instance's presence across machines (the shared registry, the signals other
+    /// machines send it), when coordination spans machines.
+    fn presence(&self) -> Option<Arc<presence::NatsPresence>> {
         None
-    }
-    /// Publishes this instance's status in the shared registry.
-    fn publish_instance(&self, _status: crate::core::status::InstanceStatus) -> BoxFuture<'_, ()> {
-        Box::pin(async {})
-    }
-    /// Takes this instance's entry out of the shared registry (a clean stop).
-    fn withdraw_instance(&self) -> BoxFuture<'_, ()> {
-        Box::pin(async {})
     }
     /// Sends a control signal to an instance on another machine (from the shared
     /// registry) and waits a few seconds for it to acknowledge.
@@ -155,11 +148,6 @@ pub trait Coordination: Send + Sync {
                 reason: "no coordination across machines".into(),
             })
         })
-    }
-    /// Starts receiving the signals other machines send this instance (None: there are
-    /// none to receive).
-    fn spawn_signal_receiver(&self, _home: PathBuf) -> Option<tokio::task::JoinHandle<()>> {
-        None
     }
     /// Books a send slot of `chat_id` in the budget shared across machines
     /// (`budget_nats`; slots in ms since the epoch). None: there is none, this machine's
@@ -255,6 +243,9 @@ pub fn hostname() -> String {
 pub struct Coordinator {
     pub shared: SharedCoordination,
     pub fallback_note: Option<String>,
+    /// This instance's presence across machines (with or without a bot); none on this
+    /// machine only.
+    pub presence: Option<Arc<presence::NatsPresence>>,
 }
 
 impl std::fmt::Debug for Coordinator {
@@ -262,14 +253,15 @@ impl std::fmt::Debug for Coordinator {
         f.debug_struct("Coordinator")
             .field("shared", &self.shared.describe())
             .field("fallback_note", &self.fallback_note)
+            .field("presence", &self.presence.is_some())
             .finish()
     }
 }
 
 /// Chooses the implementation at start: NATS when `settings` is given and a server
 /// answers; when none answers, an error (exit 2) unless coordination is optional, then
-/// this machine only with a note saying so. `bot_id` None (no Telegram): only the
-/// reachability is checked.
+/// this machine only with a note saying so. `bot_id` None (no Telegram): no lease and no
+/// budget, only this instance's presence across machines.
 pub async fn choose(
     settings: Option<&CoordinationSettings>,
     bot_id: Option<&str>,
@@ -281,32 +273,43 @@ pub async fn choose(
         Some(id) => crate::io::home::bot_dir(home, id),
         None => home.to_path_buf(),
     };
-    let local = |note: Option<String>| Coordinator {
-        shared: Arc::new(local::LocalCoordination::new(bot_dir.clone())),
-        fallback_note: note,
-    };
+    let local =
+        || -> SharedCoordination { Arc::new(local::LocalCoordination::new(bot_dir.clone())) };
     let Some(settings) = settings else {
-        return Ok(local(None));
+        return Ok(Coordinator {
+            shared: local(),
+            fallback_note: None,
+            presence: None,
+        });
     };
     let connected = match bot_id {
         Some(bot_id) => nats::connect(settings, bot_id, holder_id(), project_dir)
             .await
-            .map(|c| Some(Arc::new(c) as SharedCoordination)),
-        None => jetstream_kv::check_reachable(settings).await.map(|()| None),
+            .map(|c| {
+                let shared: SharedCoordination = Arc::new(c);
+                (shared.clone(), shared.presence())
+            }),
+        None => presence::NatsPresence::connect(settings, project_dir)
+            .await
+            .map(|p| (local(), Some(Arc::new(p)))),
     };
     match connected {
-        Ok(Some(shared)) => Ok(Coordinator {
+        Ok((shared, presence)) => Ok(Coordinator {
             shared,
             fallback_note: None,
+            presence,
         }),
-        Ok(None) => Ok(local(None)),
         Err(e) if settings.optional => {
             let note = format!(
                 "⚠️ Coordination across machines is off: {e}. PIV_COORDINATION_OPTIONAL=1, so \
                  this instance runs on this machine only (kernel locks in PIV_HOME)."
             );
             tracing::warn!("{note}");
-            Ok(local(Some(note)))
+            Ok(Coordinator {
+                shared: local(),
+                fallback_note: Some(note),
+                presence: None,
+            })
         }
         Err(e) => Err(e),
     }

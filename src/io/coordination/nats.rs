@@ -19,11 +19,12 @@ use futures_util::StreamExt;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::jetstream_kv::{cas_put, connect_client, open_bucket, CasFailed, CONNECT_TIMEOUT};
+use super::jetstream_kv::{cas_put, open_bucket, CasFailed};
+use super::presence::NatsPresence;
 use super::{BoxFuture, Coordination, CoordinationError, CoordinationSettings, PollerLease};
 use crate::core::lease::{
-    bot_bucket, fence, renew_every, replicas, standby_retry, Held, LeaseOnServer, Renewal,
-    LEASE_KEY, OFFSET_KEY,
+    bot_bucket, fence, renew_every, standby_retry, Held, LeaseOnServer, Renewal, LEASE_KEY,
+    OFFSET_KEY,
 };
 
 /// What the chat hears when NATS stops answering, and when it is back.
@@ -44,14 +45,8 @@ pub struct NatsCoordination {
     origin: Instant,
     /// The offset key's revision as last seen, for the next compare-and-set.
     offset_revision: Mutex<u64>,
-    /// The registry across machines, and this instance's key and host there.
-    registry: kv::Store,
-    hostname: String,
-    registry_key: String,
-    project_dir: std::path::PathBuf,
-    replicas: usize,
-    /// Machines in the shared registry when last listed (the degraded budget's share).
-    machines_seen: std::sync::atomic::AtomicUsize,
+    /// This instance in the registry across machines (shared with the presence actor).
+    presence: Arc<NatsPresence>,
 }
 
 /// Connects to `settings.servers` and opens (or creates) the bot's bucket. Fails when no
@@ -62,31 +57,12 @@ pub async fn connect(
     holder: String,
     project_dir: &std::path::Path,
 ) -> Result<NatsCoordination, CoordinationError> {
-    let servers = settings.servers_text();
-    let unreachable = |reason: String| CoordinationError::Unreachable {
-        servers: servers.clone(),
-        reason,
-    };
-    let client = connect_client(settings)
-        .await
-        .map_err(|e| unreachable(e.to_string()))?;
+    let (client, mut js) = super::jetstream_kv::connect_jetstream(settings).await?;
     let ttl = settings.lease_ttl;
-    let mut js = jetstream::new(client.clone());
     // A renewal that gets no answer within a third of the TTL counts as no answer.
     js.set_timeout(renew_every(ttl).max(Duration::from_millis(300)));
-    match tokio::time::timeout(CONNECT_TIMEOUT, js.query_account()).await {
-        Ok(Ok(_)) => {}
-        Ok(Err(e)) => return Err(unreachable(format!("JetStream not available: {e}"))),
-        Err(_) => return Err(unreachable("JetStream did not answer in time".into())),
-    }
-    let info = client.server_info();
-    let cluster_size = crate::core::lease::cluster_size(
-        info.cluster.is_some(),
-        info.connect_urls.len(),
-        settings.servers.len(),
-    );
     let bucket = bot_bucket(bot_id);
-    let replicas = replicas(cluster_size, settings.replicas);
+    let replicas = super::registry_kv::replicas_for(&client, settings);
     let kv = open_bucket(
         &js,
         &bucket,
@@ -95,8 +71,9 @@ pub async fn connect(
         ttl,
     )
     .await?;
-    let registry = super::registry_kv::open(&js, replicas).await?;
-    tracing::info!(servers = %servers, bucket = %bucket, cluster_size, "coordination on NATS JetStream");
+    let presence = NatsPresence::open(&js, replicas, ttl, project_dir).await?;
+    let servers = settings.servers_text();
+    tracing::info!(servers = %servers, bucket = %bucket, replicas, "coordination on NATS JetStream");
     Ok(NatsCoordination {
         servers,
         client,
@@ -107,15 +84,7 @@ pub async fn connect(
         holder,
         origin: Instant::now(),
         offset_revision: Mutex::new(0),
-        registry,
-        hostname: super::hostname(),
-        registry_key: crate::core::machines::registry_key(
-            &super::hostname(),
-            &project_dir.display().to_string(),
-        ),
-        project_dir: project_dir.to_path_buf(),
-        replicas,
-        machines_seen: std::sync::atomic::AtomicUsize::new(0),
+        presence: Arc::new(presence),
     })
 }
 
@@ -127,13 +96,6 @@ enum Attempt {
 }
 
 impl NatsCoordination {
-    fn note_machines(&self, list: &[crate::core::machines::PublishedInstance]) {
-        self.machines_seen.store(
-            crate::core::machines::machines_in(list),
-            std::sync::atomic::Ordering::Relaxed,
-        );
-    }
-
     fn now(&self) -> Duration {
         self.origin.elapsed()
     }
@@ -382,32 +344,8 @@ impl Coordination for NatsCoordination {
         crate::core::lease::poll_timeout_under_lease(wanted, self.ttl)
     }
 
-    fn registry_every(&self) -> Option<Duration> {
-        Some(self.ttl)
-    }
-
-    fn publish_instance(&self, status: crate::core::status::InstanceStatus) -> BoxFuture<'_, ()> {
-        Box::pin(async move {
-            let entry = crate::core::machines::PublishedInstance {
-                hostname: self.hostname.clone(),
-                status,
-            };
-            let ttl = crate::core::lease::registry_entry_ttl(self.ttl);
-            if let Err(e) =
-                super::registry_kv::publish(&self.js, &self.registry_key, &entry, ttl).await
-            {
-                tracing::debug!(error = %e, "cannot publish this instance in the shared registry");
-            }
-            // Kept for the budget's share should NATS stop answering.
-            if let Ok(Ok(list)) = tokio::time::timeout(
-                Duration::from_secs(1),
-                super::registry_kv::list(&self.registry),
-            )
-            .await
-            {
-                self.note_machines(&list);
-            }
-        })
+    fn presence(&self) -> Option<Arc<NatsPresence>> {
+        Some(self.presence.clone())
     }
 
     fn send_signal<'a>(
@@ -415,64 +353,11 @@ impl Coordination for NatsCoordination {
         target: &'a crate::core::machines::PublishedInstance,
         message: crate::core::signal::SignalMessage,
     ) -> BoxFuture<'a, Result<super::signals_nats::Delivery, CoordinationError>> {
-        Box::pin(async move {
-            let key =
-                crate::core::machines::registry_key(&target.hostname, &target.status.project_dir);
-            super::signals_nats::open_stream(&self.js, self.replicas)
-                .await
-                .map_err(|reason| CoordinationError::JetStream {
-                    step: "open the signals stream",
-                    reason,
-                })?;
-            super::signals_nats::send(&self.js, &key, &message, Duration::from_secs(3))
-                .await
-                .map_err(|reason| CoordinationError::JetStream {
-                    step: "send a signal",
-                    reason,
-                })
-        })
-    }
-
-    fn spawn_signal_receiver(
-        &self,
-        home: std::path::PathBuf,
-    ) -> Option<tokio::task::JoinHandle<()>> {
-        Some(tokio::spawn(super::signals_nats::receive(
-            self.js.clone(),
-            self.registry_key.clone(),
-            self.project_dir.clone(),
-            home,
-            self.replicas,
-        )))
-    }
-
-    fn withdraw_instance(&self) -> BoxFuture<'_, ()> {
-        Box::pin(async move {
-            let _ = tokio::time::timeout(
-                Duration::from_secs(1),
-                self.registry.purge(&self.registry_key),
-            )
-            .await;
-        })
+        Box::pin(self.presence.send_signal(target, message))
     }
 
     fn published_instances(&self) -> BoxFuture<'_, Vec<crate::core::machines::PublishedInstance>> {
-        Box::pin(async move {
-            match tokio::time::timeout(self.ttl, super::registry_kv::list(&self.registry)).await {
-                Ok(Ok(list)) => {
-                    self.note_machines(&list);
-                    list
-                }
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "cannot list the shared registry");
-                    Vec::new()
-                }
-                Err(_) => {
-                    tracing::warn!("listing the shared registry timed out");
-                    Vec::new()
-                }
-            }
-        })
+        Box::pin(self.presence.list())
     }
 
     fn book_send(
@@ -517,8 +402,7 @@ impl Coordination for NatsCoordination {
     }
 
     fn machines_last_seen(&self) -> usize {
-        self.machines_seen
-            .load(std::sync::atomic::Ordering::Relaxed)
+        self.presence.machines_last_seen()
     }
 
     fn acquire_poller_lease(

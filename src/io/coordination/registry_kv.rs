@@ -13,7 +13,7 @@ use async_nats::{HeaderMap, HeaderValue};
 use bytes::Bytes;
 use futures_util::StreamExt;
 
-use super::{CoordinationError, CoordinationSettings, SharedCoordination};
+use super::{CoordinationError, CoordinationSettings};
 use crate::core::lease::{replicas, REGISTRY_BUCKET};
 use crate::core::machines::PublishedInstance;
 use crate::core::status::InstanceFacts;
@@ -115,25 +115,22 @@ pub fn replicas_for(client: &async_nats::Client, settings: &CoordinationSettings
     replicas(size, settings.replicas)
 }
 
-/// Publishes this instance's status every `coordination.registry_every()` until the
-/// returned handle is aborted (nothing to do on one machine).
+/// Publishes this instance's status every lease TTL until the task is aborted.
 pub fn spawn_publisher(
-    coordination: SharedCoordination,
+    presence: Arc<super::presence::NatsPresence>,
     facts: InstanceFacts,
     project_dir: PathBuf,
-) -> Option<tokio::task::JoinHandle<()>> {
-    let every = coordination.registry_every()?;
-    let coordination: Arc<dyn super::Coordination> = coordination;
-    Some(tokio::spawn(async move {
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
         loop {
             let (facts, dir) = (facts.clone(), project_dir.clone());
             if let Ok(status) =
                 tokio::task::spawn_blocking(move || crate::io::status_probe::probe(&facts, &dir))
                     .await
             {
-                coordination.publish_instance(status).await;
+                presence.publish(status).await;
             }
-            tokio::time::sleep(every).await;
+            tokio::time::sleep(presence.publish_every()).await;
         }
-    }))
+    })
 }
