@@ -91,10 +91,35 @@ pub fn degraded_interval_ms(interval_ms: u64, machines_last_seen: usize) -> u64 
     interval_ms.saturating_mul(machines_last_seen.max(MIN_MACHINES_WHEN_DEGRADED) as u64)
 }
 
+/// The earliest a machine sends once the budget shared across machines stops answering:
+/// a whole degraded spacing from `now_ms`, since the slots the other machines booked last
+/// are unknown here (its own file budget knows only its own).
+pub fn degraded_first_send_ms(now_ms: u64, interval_ms: u64, machines_last_seen: usize) -> u64 {
+    now_ms.saturating_add(degraded_interval_ms(interval_ms, machines_last_seen))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use MessageKind::*;
+
+    #[test]
+    fn degraded_first_send_table() {
+        // (now, interval, machines last seen) -> earliest send
+        let cases = [
+            (10_000, 1100, 0, 12_200),
+            (10_000, 1100, 3, 13_300),
+            (10_000, 3000, 2, 16_000),
+            (u64::MAX - 5, 1100, 2, u64::MAX),
+        ];
+        for (now, interval, machines, want) in cases {
+            assert_eq!(
+                degraded_first_send_ms(now, interval, machines),
+                want,
+                "{now} + {interval} ms × {machines}"
+            );
+        }
+    }
 
     #[test]
     fn degraded_interval_table() {

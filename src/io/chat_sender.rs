@@ -18,7 +18,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::core::forum::{topic_recovery, TopicRecovery};
 use crate::core::outbox::MessageKind;
-use crate::core::send_slots::{degraded_interval_ms, Booking, MAX_BACKOFF_AHEAD};
+use crate::core::send_slots::{
+    degraded_first_send_ms, degraded_interval_ms, Booking, MAX_BACKOFF_AHEAD,
+};
 use crate::core::telegram_text::{split_message, split_tagged, TELEGRAM_LIMIT};
 use crate::io::coordination::SharedCoordination;
 use crate::io::send_budget::{interval_for_chat, Reservation, SendBudget};
@@ -143,13 +145,23 @@ impl ChatSender {
             Err(_) => format!("no answer within {SHARED_BUDGET_TIMEOUT:?}"),
         };
         if !self.degraded.swap(true, Ordering::SeqCst) {
-            let share = degraded_interval_ms(
+            let (interval, machines) = (
                 interval_for_chat(chat_id).as_millis() as u64,
                 shared.machines_last_seen(),
             );
+            let share = degraded_interval_ms(interval, machines);
             tracing::warn!(error = %failure, share_ms = share,
                 "send budget across machines unavailable; booking in this machine's budget at a \
                  conservative share until NATS answers again");
+            // The other machines' last slots are unknown here: the first send in the file
+            // budget waits a whole share, however long ago this machine last sent.
+            let first =
+                degraded_first_send_ms(ms_since_epoch(SystemTime::now()), interval, machines);
+            let budget = self.budget(chat_id);
+            let until = UNIX_EPOCH + Duration::from_millis(first);
+            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || budget.push_back(until)).await {
+                tracing::warn!(error = %e, "cannot record the degraded budget's first send");
+            }
         }
         None
     }
@@ -428,4 +440,91 @@ pub enum Sent {
     Preempted,
     /// The topic refused it (deleted, closed, no rights): repair and send again.
     TopicFailed(TopicRecovery),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::coordination::{BoxFuture, Coordination, CoordinationError, PollerLease};
+
+    /// Coordination across machines whose budget never answers (NATS down).
+    struct BudgetDown;
+
+    impl Coordination for BudgetDown {
+        fn describe(&self) -> String {
+            "NATS, down".into()
+        }
+        fn acquire_poller_lease(
+            &self,
+            _stop: tokio::sync::watch::Receiver<bool>,
+            _notes: tokio::sync::mpsc::UnboundedSender<String>,
+        ) -> BoxFuture<'_, Option<Box<dyn PollerLease>>> {
+            Box::pin(async { None })
+        }
+        fn read_offset(&self) -> BoxFuture<'_, Option<i64>> {
+            Box::pin(async { None })
+        }
+        fn write_offset<'a>(
+            &'a self,
+            _lease: &'a dyn PollerLease,
+            _update_id: i64,
+        ) -> BoxFuture<'a, Result<(), CoordinationError>> {
+            Box::pin(async { Err(CoordinationError::LeaseLost) })
+        }
+        fn book_send(
+            &self,
+            _chat_id: i64,
+            _kind: MessageKind,
+            _interval: Duration,
+        ) -> Option<BoxFuture<'_, Result<Booking, CoordinationError>>> {
+            Some(Box::pin(async {
+                Err(CoordinationError::JetStream {
+                    step: "book a send slot",
+                    reason: "no answer".into(),
+                })
+            }))
+        }
+        fn machines_last_seen(&self) -> usize {
+            3
+        }
+    }
+
+    /// The first send after the shared budget stops answering waits a whole share (the
+    /// chat's interval × the machines last seen), although this machine's own file budget
+    /// has nothing booked; the next ones are spaced by the share.
+    #[actix_rt::test]
+    async fn the_first_send_after_losing_the_shared_budget_waits_a_whole_share() {
+        let home = tempfile::tempdir().unwrap();
+        let client = TelegramClient::new("5:t", "http://127.0.0.1:9", 1).unwrap();
+        let sender = ChatSender::new(client, home.path().to_path_buf())
+            .with_coordination(Some(Arc::new(BudgetDown)));
+        let chat = 42;
+        let share = Duration::from_millis(degraded_interval_ms(
+            interval_for_chat(chat).as_millis() as u64,
+            3,
+        ));
+        let start = tokio::time::Instant::now();
+        assert!(
+            sender
+                .wait_for_slot(chat, MessageKind::Notification, None)
+                .await
+        );
+        let first = start.elapsed();
+        // The wall clock and tokio's may differ by a few ms in rounding.
+        assert!(
+            first + Duration::from_millis(20) >= share,
+            "{first:?} < {share:?}"
+        );
+        assert!(sender.degraded.load(Ordering::SeqCst));
+        assert!(
+            sender
+                .wait_for_slot(chat, MessageKind::Notification, None)
+                .await
+        );
+        let second = start.elapsed() - first;
+        assert!(
+            second + Duration::from_millis(20) >= share,
+            "{second:?} < {share:?}"
+        );
+    }
 }
