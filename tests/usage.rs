@@ -158,11 +158,11 @@ fn three_instances_wait_for_one_reset_and_resume_in_priority_order() {
         });
         firsts.push(first);
     }
+    // The stagger is checked above as lower bounds: no project started a session before
+    // its own turn (reset + rank × 3 s). The gaps between the actual first starts are not
+    // asserted: a loaded machine may start the first turn late (seen: 1 s), which
+    // shortens the gap to the next one without anything going wrong.
     assert!(firsts[0] < firsts[1] && firsts[1] < firsts[2], "{firsts:?}");
-    assert!(
-        firsts[1] - firsts[0] >= 2000 && firsts[2] - firsts[1] >= 2000,
-        "{firsts:?}"
-    );
     // One message, from the instance that hit the limit, naming all three in order.
     let outs: Vec<String> = [&hit, &high, &mid].iter().map(|s| s.run_stdout()).collect();
     let messages: Vec<&str> = outs
