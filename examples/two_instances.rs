@@ -12,7 +12,8 @@
 //!
 //! With `TELEGRAM_BOT_TOKEN` and `TELEGRAM_CHAT_ID` set it uses the real Telegram instead
 //! (watch it from your phone); the chat commands are then sent with `piv signal` and the
-//! status is read with `piv status --all`, since the demo cannot type in your chat.
+//! status is read with `piv status --all`, since the demo cannot type in your chat; the
+//! escalation's Retry button is yours to tap (the demo waits up to two minutes for it).
 //!
 //! Run: `cargo run --example two_instances`. It finishes by itself (bounded in time).
 
@@ -28,6 +29,8 @@ use piv_testkit::project::{ready_manifest, scaffold};
 const DEMO_DEADLINE: Duration = Duration::from_secs(240);
 /// One wait for one condition.
 const STEP_DEADLINE: Duration = Duration::from_secs(60);
+/// With the real Telegram, how long the demo waits for you to tap a button.
+const TAP_WAIT: Duration = Duration::from_secs(120);
 const DEMO_TOKEN: &str = "424242:demo-token-for-the-local-stand-in";
 /// A forum supergroup of the stand-in (topics on).
 const DEMO_CHAT: i64 = -1_001_777_000_000;
@@ -378,6 +381,9 @@ fn run_demo() -> Result<(), String> {
 
         step(9, "An escalation settled with its button");
         demo.button_press(s)?;
+    } else {
+        step(9, "An escalation settled with its button (you tap it)");
+        demo.button_press_by_you()?;
     }
 
     step(10, "Clean shutdown");
@@ -555,7 +561,9 @@ impl Demo {
     /// A third project escalates (a 401 while planning, once); its message carries a Retry
     /// button; the demo taps it; the project runs again and finishes; a second tap is
     /// refused.
-    fn button_press(&self, s: &BotApiStandIn) -> Result<(), String> {
+    /// Starts a third project, [gamma], whose first plan fails with a 401 once: it
+    /// escalates (a message with a Retry button) and waits for a human.
+    fn start_escalating_project(&self) -> Result<(PathBuf, Child), String> {
         let dir = self.project("gamma", 1)?;
         let script = self.root.path().join("gamma-scenario.json");
         Scenario::new()
@@ -577,7 +585,7 @@ impl Demo {
         let out =
             std::fs::File::create(self.root.path().join("gamma.out")).map_err(|e| e.to_string())?;
         // Without --exit-when-done: it waits for a human after the escalation.
-        let mut child = self
+        let child = self
             .piv_cmd(&dir)
             .env(SCRIPT_ENV, &script)
             .env("TELEGRAM_PROJECT_PREFIX", "gamma")
@@ -591,6 +599,38 @@ impl Demo {
             "  started `piv run` for [gamma] (pid {}); its first plan fails with a 401",
             child.id()
         ));
+        Ok((dir, child))
+    }
+
+    /// With the real Telegram: [gamma] escalates in your chat and the demo waits for you
+    /// to tap its Retry button (the demo cannot tap for you); it goes on without a tap
+    /// after [`TAP_WAIT`].
+    fn button_press_by_you(&self) -> Result<(), String> {
+        let (dir, mut child) = self.start_escalating_project()?;
+        wait(STEP_DEADLINE, "gamma to wait for a human", || {
+            state_of(&dir).as_deref() == Some("waiting_for_human")
+        })?;
+        say(&format!(
+            "  [gamma]'s escalation is in your chat (its topic in a forum group), with a \
+             [🔁 Retry] button: tap it now (waiting up to {} s)",
+            TAP_WAIT.as_secs()
+        ));
+        match wait(TAP_WAIT, "your tap", || {
+            state_of(&dir).as_deref() == Some("done")
+        }) {
+            Ok(()) => {
+                say("  tapped: [gamma] ran again and finished; the message says who chose what")
+            }
+            Err(_) => say("  no tap: [gamma] still waits; moving on"),
+        }
+        self.signal(&dir, "gamma", "shutdown")?;
+        let status = wait_child(&mut child, STEP_DEADLINE)?;
+        say(&format!("  [gamma] shut down: {status}"));
+        Ok(())
+    }
+
+    fn button_press(&self, s: &BotApiStandIn) -> Result<(), String> {
+        let (dir, mut child) = self.start_escalating_project()?;
         let mut escalation = None;
         wait(STEP_DEADLINE, "gamma's escalation with a button", || {
             escalation = s
