@@ -3,8 +3,10 @@
 //! only asks, naming the checkpoint (Yes / Cancel); Cancel puts the buttons back; Yes
 //! sends the rollback through the signal queue and the instance resets the work to the
 //! checkpoint (HEAD at the tag, the work since then gone), records it, says so with a new
-//! Retry, and stays stopped; a second Yes is refused with an alert.
+//! Retry, and stays stopped; a second Yes is refused with an alert. The edits are charged
+//! to the bot's send budget.
 
+use piv::io::send_budget::PRIVATE_CHAT_INTERVAL;
 use piv_testkit::bot_api::BotApiStandIn;
 use piv_testkit::fake_claude::{Rule, Scenario};
 
@@ -45,7 +47,10 @@ fn rollback_asks_first_then_resets_to_the_checkpoint_once() {
     let escalation = api
         .wait_for_sent(|m| !m.buttons.is_empty(), DEADLINE)
         .unwrap_or_else(|| panic!("no escalation with buttons\n{}", output_of(&sb, "rb")));
-    assert!(escalation.text.contains("integration_auth"), "{escalation:?}");
+    assert!(
+        escalation.text.contains("integration_auth"),
+        "{escalation:?}"
+    );
     assert_eq!(labels(&escalation.buttons), ["🔁 Retry", "⏪ Rollback"]);
     assert!(
         wait_until(DEADLINE, || state_of(&sb).as_deref()
@@ -65,11 +70,16 @@ fn rollback_asks_first_then_resets_to_the_checkpoint_once() {
     git(&sb.project, &["add", "work.txt"]);
     git(&sb.project, &["commit", "-qm", "the attempt"]);
     std::fs::write(sb.project.join("scratch.txt"), "untracked\n").unwrap();
-    assert_ne!(git_output(&sb.project, &["rev-parse", "HEAD"]), at_checkpoint);
+    assert_ne!(
+        git_output(&sb.project, &["rev-parse", "HEAD"]),
+        at_checkpoint
+    );
 
     // Rollback asks first, naming the checkpoint; nothing is done.
     let rollback = data_of(&escalation.buttons, "⏪ Rollback");
-    let tap = api.inject_tap(escalation.message_id, &rollback, 31337).unwrap();
+    let tap = api
+        .inject_tap(escalation.message_id, &rollback, 31337)
+        .unwrap();
     let answer = api.wait_for_callback_answer(&tap, DEADLINE).unwrap();
     assert!(!answer.show_alert, "{answer:?}");
     let question = format!("Roll back [rb] to checkpoint <code>{tag}</code>? Uncommitted work since then is discarded.");
@@ -80,11 +90,18 @@ fn rollback_asks_first_then_resets_to_the_checkpoint_once() {
         )
         .unwrap_or_else(|| panic!("no confirmation\n{:?}", api.edits()));
     assert_eq!(labels(&confirm.buttons), ["⚠️ Yes, roll back", "Cancel"]);
-    assert!(sb.project.join("work.txt").exists(), "a question acts on nothing");
+    assert!(
+        sb.project.join("work.txt").exists(),
+        "a question acts on nothing"
+    );
 
     // Cancel: the escalation's own buttons come back, without the question.
     let tap = api
-        .inject_tap(escalation.message_id, &data_of(&confirm.buttons, "Cancel"), 31337)
+        .inject_tap(
+            escalation.message_id,
+            &data_of(&confirm.buttons, "Cancel"),
+            31337,
+        )
         .unwrap();
     api.wait_for_callback_answer(&tap, DEADLINE).unwrap();
     let restored = api
@@ -94,10 +111,19 @@ fn rollback_asks_first_then_resets_to_the_checkpoint_once() {
         )
         .expect("Cancel edits the message");
     assert_eq!(labels(&restored.buttons), ["🔁 Retry", "⏪ Rollback"]);
+    // The edits after a tap take slots of the bot's send budget, as messages do: the
+    // second, tapped at once after the first, still waits for the chat's interval.
+    let spacing = restored.at - confirm.at;
+    assert!(
+        spacing >= PRIVATE_CHAT_INTERVAL - std::time::Duration::from_millis(100),
+        "edits {spacing:?} apart"
+    );
     assert!(!restored.text.contains("Roll back ["), "{restored:?}");
 
     // Rollback again, then Yes.
-    let tap = api.inject_tap(escalation.message_id, &rollback, 31337).unwrap();
+    let tap = api
+        .inject_tap(escalation.message_id, &rollback, 31337)
+        .unwrap();
     api.wait_for_callback_answer(&tap, DEADLINE).unwrap();
     let confirm = api
         .wait_for_edit(
@@ -114,7 +140,10 @@ fn rollback_asks_first_then_resets_to_the_checkpoint_once() {
     let tap = api.inject_tap(escalation.message_id, &yes, 31337).unwrap();
     let answer = api.wait_for_callback_answer(&tap, DEADLINE).unwrap();
     assert!(!answer.show_alert, "{answer:?}");
-    assert_eq!(answer.text.as_deref(), Some("⚠️ Yes, roll back sent to [rb]"));
+    assert_eq!(
+        answer.text.as_deref(),
+        Some("⚠️ Yes, roll back sent to [rb]")
+    );
     assert!(
         wait_until(DEADLINE, || git_output(&sb.project, &["rev-parse", "HEAD"])
             == at_checkpoint),
@@ -136,26 +165,31 @@ fn rollback_asks_first_then_resets_to_the_checkpoint_once() {
     assert_eq!(labels(&said.buttons), ["🔁 Retry"], "{said:?}");
     assert!(
         wait_until(DEADLINE, || {
-            sb.manifest()["failures"]
-                .as_sequence()
-                .is_some_and(|f| {
-                    f.iter().any(|f| {
-                        f["resolution"] == "rolled_back" && f["checkpoint"].as_str() == Some(&tag)
-                    })
+            sb.manifest()["failures"].as_sequence().is_some_and(|f| {
+                f.iter().any(|f| {
+                    f["resolution"] == "rolled_back" && f["checkpoint"].as_str() == Some(&tag)
                 })
+            })
         }),
         "the rollback is recorded\n{}",
         sb.manifest_text()
     );
     let edit = api
         .wait_for_edit(
-            |e| e.message_id == escalation.message_id && e.text.contains("Yes, roll back — chosen by @tester"),
+            |e| {
+                e.message_id == escalation.message_id
+                    && e.text.contains("Yes, roll back — chosen by @tester")
+            },
             DEADLINE,
         )
         .expect("the escalation says who chose");
     assert!(edit.buttons.is_empty());
     assert!(!edit.text.contains("Roll back ["), "{edit:?}");
-    assert_eq!(state_of(&sb).as_deref(), Some("waiting_for_human"), "stays stopped");
+    assert_eq!(
+        state_of(&sb).as_deref(),
+        Some("waiting_for_human"),
+        "stays stopped"
+    );
     assert_eq!(calls_starting(&sb, "/execute").len(), 1);
 
     // A second Yes: an alert, nothing done.
@@ -163,7 +197,11 @@ fn rollback_asks_first_then_resets_to_the_checkpoint_once() {
     let refused = api.wait_for_callback_answer(&again, DEADLINE).unwrap();
     assert!(refused.show_alert, "{refused:?}");
     assert!(
-        refused.text.as_deref().unwrap_or("").contains("no longer open"),
+        refused
+            .text
+            .as_deref()
+            .unwrap_or("")
+            .contains("no longer open"),
         "{refused:?}"
     );
     assert_eq!(sb.log().matches("rolled back from the chat").count(), 1);

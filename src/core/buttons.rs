@@ -355,21 +355,57 @@ mod tests {
         };
         // (manifest, phase, checkpoint offered)
         let cases = [
-            (doc(&[failure("escalated_blocking", "t1")], "active"), Some(1), Some("t1")),
-            (doc(&[failure("escalated_blocking", "t1")], "resolved"), Some(1), None),
-            (doc(&[failure("escalated_blocking", "t1")], "active"), Some(2), None),
-            (doc(&[failure("escalated_blocking", "t1")], "active"), None, None),
-            (doc(&[failure("rolled_back", "t1")], "active"), Some(1), None),
-            (doc(&[failure("pending", "t1")], "active"), Some(1), None),
-            (doc(&[failure("escalated_blocking", "other")], "active"), Some(1), None),
-            // The newest failure of the phase decides.
             (
-                doc(&[failure("escalated_blocking", "t1"), failure("rolled_back", "t1")], "active"),
+                doc(&[failure("escalated_blocking", "t1")], "active"),
+                Some(1),
+                Some("t1"),
+            ),
+            (
+                doc(&[failure("escalated_blocking", "t1")], "resolved"),
                 Some(1),
                 None,
             ),
             (
-                doc(&[failure("rolled_back", "t1"), failure("escalated_blocking", "t1")], "active"),
+                doc(&[failure("escalated_blocking", "t1")], "active"),
+                Some(2),
+                None,
+            ),
+            (
+                doc(&[failure("escalated_blocking", "t1")], "active"),
+                None,
+                None,
+            ),
+            (
+                doc(&[failure("rolled_back", "t1")], "active"),
+                Some(1),
+                None,
+            ),
+            (doc(&[failure("pending", "t1")], "active"), Some(1), None),
+            (
+                doc(&[failure("escalated_blocking", "other")], "active"),
+                Some(1),
+                None,
+            ),
+            // The newest failure of the phase decides.
+            (
+                doc(
+                    &[
+                        failure("escalated_blocking", "t1"),
+                        failure("rolled_back", "t1"),
+                    ],
+                    "active",
+                ),
+                Some(1),
+                None,
+            ),
+            (
+                doc(
+                    &[
+                        failure("rolled_back", "t1"),
+                        failure("escalated_blocking", "t1"),
+                    ],
+                    "active",
+                ),
                 Some(1),
                 Some("t1"),
             ),
@@ -434,7 +470,6 @@ mod tests {
             assert_eq!(Button::parse(data), None, "{data}");
         }
     }
-
 
     #[test]
     fn only_the_open_escalation_acts() {

@@ -140,10 +140,14 @@ pub enum ControlReply {
     /// The phase runner did not take the message (it is restarting or gone).
     RunnerUnavailable,
     /// The work was rolled back to the checkpoint `tag`; the run stays stopped.
-    RolledBack { tag: String },
+    RolledBack {
+        tag: String,
+    },
     /// A rollback was asked for and not done (a stale escalation, a step running, no
     /// checkpoint, git failed): `why`.
-    NotRolledBack { why: String },
+    NotRolledBack {
+        why: String,
+    },
 }
 
 impl ControlReply {

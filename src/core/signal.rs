@@ -295,7 +295,10 @@ mod tests {
             Ok(message.clone())
         );
         assert!(message.sent_at().is_some());
-        assert!(!message.to_json().contains("escalation"), "omitted when none");
+        assert!(
+            !message.to_json().contains("escalation"),
+            "omitted when none"
+        );
         let button = SignalMessage {
             action: ControlAction::Rollback,
             escalation: Some(1_764_540_000_123),

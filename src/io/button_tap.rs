@@ -18,6 +18,7 @@ use crate::core::buttons::{
 use crate::core::control::ControlAction;
 use crate::core::signal::SignalMessage;
 use crate::core::telegram_text::escape_html;
+use crate::io::chat_sender::ChatSender;
 use crate::io::escalation_file;
 use crate::io::signal_queue;
 use crate::io::telegram::{ButtonTap, TelegramClient};
@@ -59,9 +60,12 @@ pub enum TapOutcome {
     Acted,
 }
 
-/// Handles one tap (see the module docs); `from` names the owner in the signal.
+/// Handles one tap (see the module docs); `from` names the owner in the signal. The
+/// answer goes at once (it is not a message); the edits wait for a reply-kind slot of the
+/// bot's send budget (`sender`).
 pub async fn handle_tap(
     client: &TelegramClient,
+    sender: &ChatSender,
     tap: &ButtonTap,
     targets: &[TapTarget],
     from: &str,
@@ -81,8 +85,10 @@ pub async fn handle_tap(
         return TapOutcome::Unknown;
     };
     match tap_plan(button.action) {
-        TapPlan::Confirm | TapPlan::Restore => ask_or_restore(client, tap, &button, target).await,
-        TapPlan::Signal(action) => signal(client, tap, &button, target, action, from).await,
+        TapPlan::Confirm | TapPlan::Restore => {
+            ask_or_restore(client, sender, tap, &button, target).await
+        }
+        TapPlan::Signal(action) => signal(client, sender, tap, &button, target, action, from).await,
     }
 }
 
@@ -90,6 +96,7 @@ pub async fn handle_tap(
 /// Cancel (the escalation's own buttons back). Neither claims the escalation.
 async fn ask_or_restore(
     client: &TelegramClient,
+    sender: &ChatSender,
     tap: &ButtonTap,
     button: &Button,
     target: &TapTarget,
@@ -140,7 +147,7 @@ async fn ask_or_restore(
         })
         .collect::<Vec<_>>()];
     if let (Some(chat), Some(message)) = (tap.chat_id, tap.message_id) {
-        if let Err(e) = client.edit_html(chat, message, &html, &rows).await {
+        if let Err(e) = sender.edit_reply(chat, message, &html, &rows).await {
             tracing::warn!(error = %e, "cannot show the rollback's confirmation");
         }
     }
@@ -150,6 +157,7 @@ async fn ask_or_restore(
 /// Claims the escalation, then signals the instance; the message then says who chose what.
 async fn signal(
     client: &TelegramClient,
+    sender: &ChatSender,
     tap: &ButtonTap,
     button: &Button,
     target: &TapTarget,
@@ -213,7 +221,7 @@ async fn signal(
             escape_html(without_question(tap.message_text.as_deref().unwrap_or(""))),
             chosen_line(button.action, &by, &at)
         );
-        if let Err(e) = client.edit_html(chat, message, &text, &Vec::new()).await {
+        if let Err(e) = sender.edit_reply(chat, message, &text, &Vec::new()).await {
             tracing::warn!(error = %e, "cannot mark the escalation as settled");
         }
     }

@@ -184,7 +184,15 @@ mod tests {
         );
         assert_eq!(take(&path, 9).unwrap(), None, "once");
         // The run went on before the instance took it: stale.
-        record_open(&path, &OpenEscalation { id: 10, checkpoint: None, buttons: vec![] }).unwrap();
+        record_open(
+            &path,
+            &OpenEscalation {
+                id: 10,
+                checkpoint: None,
+                buttons: vec![],
+            },
+        )
+        .unwrap();
         assert!(close_if_open(&path, 10).unwrap());
         write_open(&path, None).unwrap();
         assert_eq!(take(&path, 10).unwrap(), None);
@@ -197,7 +205,11 @@ mod tests {
         std::fs::write(&path, r#"{"open":5}"#).unwrap();
         assert_eq!(
             read_escalation(&path),
-            Some(OpenEscalation { id: 5, checkpoint: None, buttons: vec![] })
+            Some(OpenEscalation {
+                id: 5,
+                checkpoint: None,
+                buttons: vec![]
+            })
         );
     }
 }
