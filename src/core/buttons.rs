@@ -21,16 +21,19 @@ pub enum ButtonAction {
     Resume,
     /// Calls off a rollback's confirmation: the escalation's own buttons come back.
     Cancel,
+    /// The overage stop: go on, paid from extra usage, for this one decision (a resume).
+    ContinueOverage,
 }
 
 impl ButtonAction {
-    const ALL: [ButtonAction; 6] = [
+    const ALL: [ButtonAction; 7] = [
         ButtonAction::Retry,
         ButtonAction::Rollback,
         ButtonAction::RollbackConfirmed,
         ButtonAction::Pause,
         ButtonAction::Resume,
         ButtonAction::Cancel,
+        ButtonAction::ContinueOverage,
     ];
 
     /// The action of a code (the `callback_data` part, also kept in the escalation file).
@@ -47,6 +50,7 @@ impl ButtonAction {
             ButtonAction::Pause => "p",
             ButtonAction::Resume => "u",
             ButtonAction::Cancel => "c",
+            ButtonAction::ContinueOverage => "o",
         }
     }
 
@@ -59,6 +63,7 @@ impl ButtonAction {
             ButtonAction::Pause => "⏸ Pause",
             ButtonAction::Resume => "▶️ Resume",
             ButtonAction::Cancel => "Cancel",
+            ButtonAction::ContinueOverage => "💳 Continue on extra usage",
         }
     }
 }
@@ -159,16 +164,44 @@ pub fn tap_is_current(tapped: u64, open: Option<u64>) -> bool {
 }
 
 /// The buttons of an escalation as they are offered now: a run paused for a human (the
-/// cost cap, an overage, the daily cap) gets Resume; a run stopped for one gets Retry
-/// (running the loop again) and, when the failure left a checkpoint to go back to,
-/// Rollback. `action` is the escalation's "action taken" text.
-pub fn offered_buttons(action: &str, checkpoint: Option<&str>) -> Vec<ButtonAction> {
+/// cost cap, the daily cap, a login) gets Resume — the overage stop "Continue on extra
+/// usage", which is the same resume; a run stopped for one gets Retry (running the loop
+/// again) and, when the failure left a checkpoint to go back to, Rollback. `category` and
+/// `action` are the escalation's category and "action taken" text.
+pub fn offered_buttons(
+    category: &str,
+    action: &str,
+    checkpoint: Option<&str>,
+) -> Vec<ButtonAction> {
     if action.trim_start().starts_with("Paused") {
-        vec![ButtonAction::Resume]
+        if category == "overage" {
+            vec![ButtonAction::ContinueOverage]
+        } else {
+            vec![ButtonAction::Resume]
+        }
     } else if checkpoint.is_some() {
         vec![ButtonAction::Retry, ButtonAction::Rollback]
     } else {
         vec![ButtonAction::Retry]
+    }
+}
+
+/// The buttons an event's message carries, if any: an escalation's (above); a wait the run
+/// gets through on its own (an API outage, the usage limit) offers Pause, so a human can
+/// hold the run where it is. `checkpoint` is the one a Rollback would go back to.
+pub fn event_buttons(
+    event: &crate::core::events::RunEvent,
+    checkpoint: Option<&str>,
+) -> Option<Vec<ButtonAction>> {
+    use crate::core::events::RunEvent;
+    match event {
+        RunEvent::NeedsHuman {
+            category, action, ..
+        } => Some(offered_buttons(category, action, checkpoint)),
+        RunEvent::OutageStarted { .. } | RunEvent::UsageLimitWait { .. } => {
+            Some(vec![ButtonAction::Pause])
+        }
+        _ => None,
     }
 }
 
@@ -209,7 +242,10 @@ pub fn tap_plan(action: ButtonAction) -> TapPlan {
         // Retrying an escalated step is running the loop again from the manifest.
         ButtonAction::Retry => TapPlan::Signal(ControlAction::Go),
         ButtonAction::Pause => TapPlan::Signal(ControlAction::Pause),
-        ButtonAction::Resume => TapPlan::Signal(ControlAction::Resume),
+        // The overage stop holds as a pause; resuming is going on past it, once.
+        ButtonAction::Resume | ButtonAction::ContinueOverage => {
+            TapPlan::Signal(ControlAction::Resume)
+        }
         ButtonAction::RollbackConfirmed => TapPlan::Signal(ControlAction::Rollback),
     }
 }
@@ -294,7 +330,51 @@ mod tests {
             ),
         ];
         for (action, checkpoint, want) in cases {
-            assert_eq!(offered_buttons(action, checkpoint), want, "{action}");
+            assert_eq!(
+                offered_buttons("cost_cap", action, checkpoint),
+                want,
+                "{action}"
+            );
+        }
+        // The overage stop: going on paid from extra usage is its resume.
+        let overage = "Paused — /resume (or `piv signal <prefix> resume`) to continue";
+        assert_eq!(
+            offered_buttons("overage", overage, None),
+            vec![ContinueOverage]
+        );
+        assert_eq!(offered_buttons("overage", "Stopped", None), vec![Retry]);
+    }
+
+    #[test]
+    fn waits_the_run_gets_through_offer_pause_escalations_their_own() {
+        use crate::core::events::RunEvent;
+        use ButtonAction::*;
+        let escalation = RunEvent::NeedsHuman {
+            phase: Some(1),
+            category: "integration_auth".into(),
+            details: "401".into(),
+            action: "Escalated immediately".into(),
+        };
+        let outage = RunEvent::OutageStarted {
+            phase: Some(1),
+            step: "plan".into(),
+            detail: "unreachable".into(),
+            retry_in_secs: 30,
+        };
+        let limit = RunEvent::UsageLimitWait {
+            resets_at: "2026-12-01T05:00:00Z".into(),
+        };
+        // (event, checkpoint, buttons)
+        let cases = [
+            (escalation.clone(), Some("t"), Some(vec![Retry, Rollback])),
+            (escalation, None, Some(vec![Retry])),
+            (outage, Some("t"), Some(vec![Pause])),
+            (limit, None, Some(vec![Pause])),
+            (RunEvent::Info("x".into()), None, None),
+            (RunEvent::Stopped { why: "x".into() }, None, None),
+        ];
+        for (event, checkpoint, want) in cases {
+            assert_eq!(event_buttons(&event, checkpoint), want, "{event:?}");
         }
     }
 
@@ -311,6 +391,10 @@ mod tests {
                 TapPlan::Signal(ControlAction::Rollback),
             ),
             (ButtonAction::Cancel, TapPlan::Restore),
+            (
+                ButtonAction::ContinueOverage,
+                TapPlan::Signal(ControlAction::Resume),
+            ),
         ];
         assert_eq!(cases.len(), ButtonAction::ALL.len());
         for (action, want) in cases {
