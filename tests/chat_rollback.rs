@@ -4,9 +4,13 @@
 //! sends the rollback through the signal queue and the instance resets the work to the
 //! checkpoint (HEAD at the tag, the work since then gone), records it, says so with a new
 //! Retry, and stays stopped; a second Yes is refused with an alert. The edits are charged
-//! to the bot's send budget.
+//! to the bot's send budget. A rollback signal for an escalation no longer taken (written
+//! straight into the queue) is logged and does nothing.
 
+use piv::core::control::ControlAction;
+use piv::core::signal::SignalMessage;
 use piv::io::send_budget::PRIVATE_CHAT_INTERVAL;
+use piv::io::signal_queue::enqueue_message;
 use piv_testkit::bot_api::BotApiStandIn;
 use piv_testkit::fake_claude::{Rule, Scenario};
 
@@ -205,6 +209,27 @@ fn rollback_asks_first_then_resets_to_the_checkpoint_once() {
         "{refused:?}"
     );
     assert_eq!(sb.log().matches("rolled back from the chat").count(), 1);
+
+    // A rollback signal for that escalation written straight into the queue (past the
+    // owner's check): the instance finds it no longer taken, logs it and does nothing.
+    std::fs::write(sb.project.join("later.txt"), "work after the rollback\n").unwrap();
+    let escalation_id: u64 = yes.split(':').nth(2).unwrap().parse().unwrap();
+    let stale = SignalMessage {
+        action: ControlAction::Rollback,
+        timestamp: chrono::Utc::now().to_rfc3339(),
+        from: "test".into(),
+        escalation: Some(escalation_id),
+    };
+    enqueue_message(&sb.project, &stale).unwrap();
+    assert!(
+        wait_until(DEADLINE, || sb.log().contains(&format!(
+            "rollback not done: escalation {escalation_id} is no longer open"
+        ))),
+        "the stale signal is logged\n{}",
+        output_of(&sb, "rb")
+    );
+    assert!(sb.project.join("later.txt").exists(), "nothing rolled back");
+    std::fs::remove_file(sb.project.join("later.txt")).unwrap();
 
     // The new escalation's Retry runs the phase again from the checkpoint, to its end.
     let retry = data_of(&said.buttons, "🔁 Retry");
