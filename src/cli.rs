@@ -425,9 +425,12 @@ pub struct StatusArgs {
 /// names and texts are [`ControlAction`]'s, so there is nothing to map by hand).
 fn control_action_parser() -> impl clap::builder::TypedValueParser<Value = ControlAction> {
     use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
-    PossibleValuesParser::new(
-        ControlAction::ALL.map(|a| PossibleValue::new(a.as_str()).help(a.describe())),
-    )
+    PossibleValuesParser::new(ControlAction::ALL.map(|a| {
+        // A rollback names its escalation: only its button sends one.
+        PossibleValue::new(a.as_str())
+            .help(a.describe())
+            .hide(a == ControlAction::Rollback)
+    }))
     .map(|name| ControlAction::from_name(&name).expect("only the actions' names are accepted"))
 }
 

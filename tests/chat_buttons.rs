@@ -2,10 +2,11 @@
 //! planning), its message carries a Retry button; a tap (injected into the Bot API
 //! stand-in) is answered at once, the instance runs again through its signal queue and
 //! finishes, the message is edited to say who chose what; a second tap on the same button
-//! gets an alert and does nothing.
+//! gets an alert and does nothing. A paused escalation offers Resume (the overage stop:
+//! "Continue on extra usage"); an outage the run waits out offers Pause.
 
 use piv_testkit::bot_api::BotApiStandIn;
-use piv_testkit::fake_claude::{Rule, Scenario};
+use piv_testkit::fake_claude::{Action, Rule, Scenario};
 
 use crate::support::telegram_run::{output_of, start_with_telegram, state_of, Kill};
 use crate::support::*;
@@ -145,4 +146,130 @@ fn a_paused_escalation_offers_resume() {
     let again = api.inject_tap(escalation.message_id, &data, 31337).unwrap();
     let refused = api.wait_for_callback_answer(&again, DEADLINE).unwrap();
     assert!(refused.show_alert, "{refused:?}");
+}
+
+/// The overage stop offers "Continue on extra usage": a tap goes on (a resume, for this
+/// one decision), and the run finishes.
+#[test]
+fn the_overage_stop_offers_continue_on_extra_usage() {
+    let api = BotApiStandIn::start(TOKEN);
+    let sb = Sandbox::new("ovg", &ready_manifest(1));
+    sb.scenario(
+        Scenario::new().rule(
+            Rule::new(
+                "/plan-feature",
+                Action::RateLimitInfo {
+                    status: "allowed".into(),
+                    utilization: Some(0.2),
+                    using_overage: true,
+                    resets_in_secs: Some(3600),
+                },
+            )
+            .times(1),
+        ),
+    );
+    let _run = Kill(vec![start_with_telegram(
+        &sb,
+        &api,
+        (TOKEN, CHAT),
+        "ovg",
+        &[],
+        &[],
+    )]);
+    let escalation = api
+        .wait_for_sent(|m| !m.buttons.is_empty(), DEADLINE)
+        .unwrap_or_else(|| panic!("no escalation with buttons\n{}", output_of(&sb, "ovg")));
+    assert!(escalation.text.contains("overage"), "{escalation:?}");
+    let labels: Vec<&str> = escalation
+        .buttons
+        .iter()
+        .flatten()
+        .map(|(l, _)| l.as_str())
+        .collect();
+    assert_eq!(labels, ["💳 Continue on extra usage"]);
+    assert!(
+        wait_until(DEADLINE, || state_of(&sb).as_deref() == Some("paused")),
+        "{:?}\n{}",
+        state_of(&sb),
+        output_of(&sb, "ovg")
+    );
+    assert!(calls_starting(&sb, "/execute").is_empty());
+    let data = escalation.buttons[0][0].1.clone();
+    assert!(
+        data.starts_with("piv:o:") && data.ends_with(":ovg"),
+        "{data}"
+    );
+    let tap = api.inject_tap(escalation.message_id, &data, 31337).unwrap();
+    let answer = api.wait_for_callback_answer(&tap, DEADLINE).unwrap();
+    assert_eq!(
+        answer.text.as_deref(),
+        Some("💳 Continue on extra usage sent to [ovg]")
+    );
+    assert!(
+        wait_until(DEADLINE, || state_of(&sb).as_deref() == Some("done")),
+        "the run goes on to its end\n{}",
+        output_of(&sb, "ovg")
+    );
+    assert_eq!(calls_starting(&sb, "/commit").len(), 1);
+}
+
+/// An API outage the run waits out offers Pause: a tap pauses it through the signal
+/// queue, like `/pause` — once the wait is over the run holds before the step runs
+/// again, until a resume.
+#[test]
+fn an_outage_offers_pause_and_a_tap_pauses() {
+    let api = BotApiStandIn::start(TOKEN);
+    let sb = Sandbox::new("out", &ready_manifest(1));
+    sb.scenario(
+        Scenario::new()
+            .rule(Rule::new("/plan-feature", Action::ApiUnreachable { retries: 1 }).times(1)),
+    );
+    // Long enough for a tap to arrive while the run waits, on any machine.
+    let _run = Kill(vec![start_with_telegram(
+        &sb,
+        &api,
+        (TOKEN, CHAT),
+        "out",
+        &[],
+        &[("PIV_OUTAGE_BACKOFF_SECS", "20")],
+    )]);
+    let outage = api
+        .wait_for_sent(|m| !m.buttons.is_empty(), DEADLINE)
+        .unwrap_or_else(|| panic!("no message with buttons\n{}", output_of(&sb, "out")));
+    assert!(outage.text.contains("unreachable"), "{outage:?}");
+    let (label, data) = outage.buttons[0][0].clone();
+    assert_eq!(outage.buttons[0].len(), 1);
+    assert_eq!(label, "⏸ Pause");
+    assert!(
+        data.starts_with("piv:p:") && data.ends_with(":out"),
+        "{data}"
+    );
+    let tap = api.inject_tap(outage.message_id, &data, 31337).unwrap();
+    let answer = api.wait_for_callback_answer(&tap, DEADLINE).unwrap();
+    assert!(!answer.show_alert, "{answer:?}");
+    assert_eq!(answer.text.as_deref(), Some("⏸ Pause sent to [out]"));
+    assert!(
+        wait_until(DEADLINE, || state_of(&sb).as_deref() == Some("paused")),
+        "the run holds after the step\n{:?}\n{}",
+        state_of(&sb),
+        output_of(&sb, "out")
+    );
+    // The wait ends, and the run holds before the step runs again.
+    assert_eq!(calls_starting(&sb, "/plan-feature").len(), 1, "held");
+    assert!(
+        calls_starting(&sb, "/execute").is_empty(),
+        "nothing after the pause"
+    );
+    let edit = api
+        .wait_for_edit(|e| e.message_id == outage.message_id, DEADLINE)
+        .expect("the message says who chose");
+    assert!(edit.text.contains("Pause — chosen by @tester"), "{edit:?}");
+    let resumed = sb.piv(&["signal", "out", "resume"]).output().unwrap();
+    assert!(resumed.status.success(), "{resumed:?}");
+    assert!(
+        wait_until(DEADLINE, || state_of(&sb).as_deref() == Some("done")),
+        "a resume goes on\n{}",
+        output_of(&sb, "out")
+    );
+    assert_eq!(calls_starting(&sb, "/plan-feature").len(), 2);
 }

@@ -30,7 +30,7 @@ use tokio::sync::{oneshot, watch, Notify as WakeUp};
 
 use crate::actors::control::Notify;
 use crate::config::TelegramSettings;
-use crate::core::buttons::{offered_buttons, Button, ButtonAction};
+use crate::core::buttons::{event_buttons, rollback_checkpoint, Button};
 use crate::core::events::{telegram_html, terminal_line, RunEvent};
 use crate::core::forum::{fallback_notice, placement, Placement, TopicState};
 use crate::core::notify_level::{delivery, ChatDelivery, NotifyLevel};
@@ -388,6 +388,8 @@ pub struct NotifierActor {
     escalation_path: PathBuf,
     /// Whether this instance has recorded one open.
     escalation_open: bool,
+    /// The project, whose manifest names an escalation's checkpoint (for Rollback).
+    project_dir: PathBuf,
 }
 
 impl NotifierActor {
@@ -456,21 +458,40 @@ impl NotifierActor {
                 .map_or(NotifyLevel::Verbose, |tg| tg.notify),
             escalation_path: settings.outbox_dir.join(escalation_file::ESCALATION_FILE),
             escalation_open: false,
+            project_dir: PathBuf::from(&settings.project_dir),
         }
     }
 }
 
 impl NotifierActor {
-    /// Queues an escalation with its buttons (`core::buttons::offered_buttons`) after recording it
+    /// Queues an escalation with its buttons (`core::buttons::event_buttons`; Rollback when
+    /// the manifest names a checkpoint to go back to) after recording it
     /// as the open one, so that a tap acts only while it is. Its id is the time in
     /// milliseconds, after any earlier one.
-    fn post_escalation(&mut self, queue: &Queue, html: &str, offered: &[ButtonAction]) {
+    fn post_escalation(&mut self, queue: &Queue, html: &str, event: &RunEvent) {
+        // The record was written before the event: its newest failure of the phase says
+        // whether there is a checkpoint to roll back to.
+        let checkpoint = match event {
+            RunEvent::NeedsHuman { phase, action, .. } if !action.starts_with("Paused") => {
+                crate::io::manifest_file::read(&self.project_dir)
+                    .ok()
+                    .and_then(|m| m.view().ok())
+                    .and_then(|view| rollback_checkpoint(&view, *phase))
+            }
+            _ => None,
+        };
+        let offered = event_buttons(event, checkpoint.as_deref()).unwrap_or_default();
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
         let id = escalation_file::read_open(&self.escalation_path)
             .map_or(now, |previous| now.max(previous + 1));
-        let buttons = match escalation_file::write_open(&self.escalation_path, Some(id)) {
+        let record = escalation_file::OpenEscalation {
+            id,
+            checkpoint,
+            buttons: offered.iter().map(|a| a.code().to_string()).collect(),
+        };
+        let buttons = match escalation_file::record_open(&self.escalation_path, &record) {
             Ok(()) => {
                 self.escalation_open = true;
                 vec![offered
@@ -545,13 +566,10 @@ impl Handler<Notify> for NotifierActor {
             let queue = &*queue;
             let own_message = delivery(self.level, &event) == ChatDelivery::NewMessage;
             if let (true, Some(html)) = (own_message, telegram_html(&event)) {
-                match &event {
-                    RunEvent::NeedsHuman { action, .. } => {
-                        self.post_escalation(queue, &html, &offered_buttons(action));
-                    }
-                    _ => {
-                        queue.push(MessageKind::Notification, None, None, &self.prefix, &html);
-                    }
+                if event_buttons(&event, None).is_some() {
+                    self.post_escalation(queue, &html, &event);
+                } else {
+                    queue.push(MessageKind::Notification, None, None, &self.prefix, &html);
                 }
             }
             if matches!(event, RunEvent::StepStarted { .. }) && self.escalation_open {

@@ -23,7 +23,9 @@ use crate::actors::bot_owner::{BotOwnerActor, BotOwnerSettings, StopPolling};
 use crate::actors::control::{Control, Notify};
 use crate::actors::manifest::{ManifestActor, UpdateManifest};
 use crate::actors::notifier::{Flush, NotifierActor, NotifierSettings};
-use crate::actors::phase_runner::{PhaseRunnerActor, RunEnded, StartRun, StopRun, StopSteps};
+use crate::actors::phase_runner::{
+    PhaseRunnerActor, RollBackEscalation, RunEnded, StartRun, StopRun, StopSteps,
+};
 use crate::actors::presence::{PresenceActor, Withdraw};
 use crate::actors::registry::{Deregister, InstanceIdentity, Register, RegistryActor};
 use crate::actors::signal_watcher::{SignalReceived, SignalWatcherActor};
@@ -425,7 +427,17 @@ impl Handler<SignalReceived> for SupervisorActor {
             action: msg.0.action,
             by: format!("signal from {}", msg.0.from),
         };
-        let reply = self.control(control, ctx);
+        let reply = match (&self.runner, msg.0.action) {
+            // A rollback names the escalation its button was on (issue 14).
+            (Some(runner), ControlAction::Rollback) => {
+                let ask = runner.send(RollBackEscalation {
+                    escalation: msg.0.escalation,
+                    by: control.by,
+                });
+                Box::pin(async move { ask.await.unwrap_or(ControlReply::RunnerUnavailable) })
+            }
+            _ => self.control(control, ctx),
+        };
         ctx.spawn(reply.into_actor(self).map(|reply, act, _| {
             if let Some(text) = reply.announcement() {
                 act.say(RunEvent::Info(text.to_string()));

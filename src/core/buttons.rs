@@ -19,24 +19,38 @@ pub enum ButtonAction {
     RollbackConfirmed,
     Pause,
     Resume,
+    /// Calls off a rollback's confirmation: the escalation's own buttons come back.
+    Cancel,
+    /// The overage stop: go on, paid from extra usage, for this one decision (a resume).
+    ContinueOverage,
 }
 
 impl ButtonAction {
-    const ALL: [ButtonAction; 5] = [
+    const ALL: [ButtonAction; 7] = [
         ButtonAction::Retry,
         ButtonAction::Rollback,
         ButtonAction::RollbackConfirmed,
         ButtonAction::Pause,
         ButtonAction::Resume,
+        ButtonAction::Cancel,
+        ButtonAction::ContinueOverage,
     ];
 
-    fn code(self) -> &'static str {
+    /// The action of a code (the `callback_data` part, also kept in the escalation file).
+    pub fn from_code(code: &str) -> Option<ButtonAction> {
+        ButtonAction::ALL.into_iter().find(|a| a.code() == code)
+    }
+
+    /// Its short code in `callback_data`.
+    pub fn code(self) -> &'static str {
         match self {
             ButtonAction::Retry => "r",
             ButtonAction::Rollback => "b",
             ButtonAction::RollbackConfirmed => "B",
             ButtonAction::Pause => "p",
             ButtonAction::Resume => "u",
+            ButtonAction::Cancel => "c",
+            ButtonAction::ContinueOverage => "o",
         }
     }
 
@@ -48,6 +62,8 @@ impl ButtonAction {
             ButtonAction::RollbackConfirmed => "⚠️ Yes, roll back",
             ButtonAction::Pause => "⏸ Pause",
             ButtonAction::Resume => "▶️ Resume",
+            ButtonAction::Cancel => "Cancel",
+            ButtonAction::ContinueOverage => "💳 Continue on extra usage",
         }
     }
 }
@@ -116,7 +132,7 @@ impl Button {
             return None;
         }
         let code = parts.next()?;
-        let action = ButtonAction::ALL.into_iter().find(|a| a.code() == code)?;
+        let action = ButtonAction::from_code(code)?;
         let escalation = parts.next()?.parse().ok()?;
         let project = parts.next()?;
         let project = match project.strip_prefix('#') {
@@ -141,21 +157,6 @@ impl fmt::Display for ButtonAction {
     }
 }
 
-/// The buttons of an open escalation, one row each: Retry and Rollback (when there is a
-/// checkpoint to roll back to), then Pause or Resume as fits the run.
-pub fn escalation_buttons(has_checkpoint: bool, paused: bool) -> Vec<ButtonAction> {
-    let mut buttons = vec![ButtonAction::Retry];
-    if has_checkpoint {
-        buttons.push(ButtonAction::Rollback);
-    }
-    buttons.push(if paused {
-        ButtonAction::Resume
-    } else {
-        ButtonAction::Pause
-    });
-    buttons
-}
-
 /// Whether a tap may act: only on the escalation that is open right now. A tap on an
 /// older escalation (or after it was settled) gets an alert, never an action.
 pub fn tap_is_current(tapped: u64, open: Option<u64>) -> bool {
@@ -163,27 +164,119 @@ pub fn tap_is_current(tapped: u64, open: Option<u64>) -> bool {
 }
 
 /// The buttons of an escalation as they are offered now: a run paused for a human (the
-/// cost cap, an overage, the daily cap) gets Resume; a run stopped for one gets Retry
-/// (running the loop again). `action` is the escalation's "action taken" text.
-pub fn offered_buttons(action: &str) -> Vec<ButtonAction> {
+/// cost cap, the daily cap, a login) gets Resume — the overage stop "Continue on extra
+/// usage", which is the same resume; a run stopped for one gets Retry (running the loop
+/// again) and, when the failure left a checkpoint to go back to, Rollback. `category` and
+/// `action` are the escalation's category and "action taken" text.
+pub fn offered_buttons(
+    category: &str,
+    action: &str,
+    checkpoint: Option<&str>,
+) -> Vec<ButtonAction> {
     if action.trim_start().starts_with("Paused") {
-        vec![ButtonAction::Resume]
+        if category == "overage" {
+            vec![ButtonAction::ContinueOverage]
+        } else {
+            vec![ButtonAction::Resume]
+        }
+    } else if checkpoint.is_some() {
+        vec![ButtonAction::Retry, ButtonAction::Rollback]
     } else {
         vec![ButtonAction::Retry]
     }
 }
 
-/// What a tapped button asks the instance to do, as a control action (`None`: not
-/// available from a button yet — the rollback with its confirmation).
-pub fn control_of(action: ButtonAction) -> Option<crate::core::control::ControlAction> {
+/// The buttons an event's message carries, if any: an escalation's (above); a wait the run
+/// gets through on its own (an API outage, the usage limit) offers Pause, so a human can
+/// hold the run where it is. `checkpoint` is the one a Rollback would go back to.
+pub fn event_buttons(
+    event: &crate::core::events::RunEvent,
+    checkpoint: Option<&str>,
+) -> Option<Vec<ButtonAction>> {
+    use crate::core::events::RunEvent;
+    match event {
+        RunEvent::NeedsHuman {
+            category, action, ..
+        } => Some(offered_buttons(category, action, checkpoint)),
+        RunEvent::OutageStarted { .. } | RunEvent::UsageLimitWait { .. } => {
+            Some(vec![ButtonAction::Pause])
+        }
+        _ => None,
+    }
+}
+
+/// The checkpoint an escalation of `phase` may roll back to: the newest failure of that
+/// phase was escalated (not retried, not already rolled back) with a checkpoint that is
+/// still active.
+pub fn rollback_checkpoint(
+    view: &crate::core::manifest::ManifestView,
+    phase: Option<u32>,
+) -> Option<String> {
+    let phase = phase?;
+    let failure = view.failures.iter().rev().find(|f| f.phase == phase)?;
+    let tag = failure.checkpoint.as_deref().filter(|t| !t.is_empty())?;
+    let active = view
+        .checkpoints
+        .iter()
+        .any(|c| c.tag == tag && c.status == "active");
+    (failure.resolution == "escalated_blocking" && active).then(|| tag.to_string())
+}
+
+/// What the owner does with a tap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TapPlan {
+    /// Ask to confirm (Rollback): the message gains the question and Yes / Cancel.
+    Confirm,
+    /// Call off the confirmation (Cancel): the escalation's own buttons come back.
+    Restore,
+    /// Claim the escalation and send this to the instance.
+    Signal(crate::core::control::ControlAction),
+}
+
+/// What a tapped button makes the owner do.
+pub fn tap_plan(action: ButtonAction) -> TapPlan {
     use crate::core::control::ControlAction;
     match action {
+        ButtonAction::Rollback => TapPlan::Confirm,
+        ButtonAction::Cancel => TapPlan::Restore,
         // Retrying an escalated step is running the loop again from the manifest.
-        ButtonAction::Retry => Some(ControlAction::Go),
-        ButtonAction::Pause => Some(ControlAction::Pause),
-        ButtonAction::Resume => Some(ControlAction::Resume),
-        ButtonAction::Rollback | ButtonAction::RollbackConfirmed => None,
+        ButtonAction::Retry => TapPlan::Signal(ControlAction::Go),
+        ButtonAction::Pause => TapPlan::Signal(ControlAction::Pause),
+        // The overage stop holds as a pause; resuming is going on past it, once.
+        ButtonAction::Resume | ButtonAction::ContinueOverage => {
+            TapPlan::Signal(ControlAction::Resume)
+        }
+        ButtonAction::RollbackConfirmed => TapPlan::Signal(ControlAction::Rollback),
     }
+}
+
+/// Marks where the confirmation question starts in a message's (plain) text.
+const QUESTION_HEAD: &str = "\n\n⏪ Roll back [";
+
+/// The confirmation asked under the escalation (HTML): it names the checkpoint.
+pub fn rollback_question(prefix: &str, tag: &str) -> String {
+    use crate::core::telegram_text::escape_html;
+    format!(
+        "{}{}] to checkpoint <code>{}</code>? Uncommitted work since then is discarded.",
+        escape_html(QUESTION_HEAD),
+        escape_html(prefix),
+        escape_html(tag)
+    )
+}
+
+/// The confirmation's buttons.
+pub fn confirmation_buttons() -> Vec<ButtonAction> {
+    vec![ButtonAction::RollbackConfirmed, ButtonAction::Cancel]
+}
+
+/// A message's text without the confirmation question (what Cancel puts back).
+pub fn without_question(text: &str) -> &str {
+    text.rfind(QUESTION_HEAD).map_or(text, |at| &text[..at])
+}
+
+/// The alert for a Rollback when the escalation has no checkpoint on record.
+pub fn no_checkpoint(prefix: &str) -> String {
+    format!("[{prefix}] has no checkpoint to roll back to.")
 }
 
 /// The short answer to a tap that acted (shown at once).
@@ -211,25 +304,77 @@ mod tests {
     use super::*;
 
     #[test]
-    fn paused_escalations_offer_resume_stopped_ones_retry() {
+    fn paused_escalations_offer_resume_stopped_ones_retry_and_rollback() {
+        use ButtonAction::*;
+        let tag = Some("piv-checkpoint/phase-1-x");
+        // (action taken, checkpoint, buttons)
         let cases = [
-            ("Paused — resume to continue", vec![ButtonAction::Resume]),
+            ("Paused — resume to continue", None, vec![Resume]),
+            ("Paused — resume to continue", tag, vec![Resume]),
             (
                 "Paused — /resume (or `piv signal <prefix> resume`) to continue",
-                vec![ButtonAction::Resume],
+                None,
+                vec![Resume],
             ),
-            ("Stopped", vec![ButtonAction::Retry]),
+            ("Stopped", None, vec![Retry]),
+            ("Stopped", tag, vec![Retry, Rollback]),
             (
                 "Escalated immediately — check the credentials",
-                vec![ButtonAction::Retry],
+                tag,
+                vec![Retry, Rollback],
             ),
             (
-                "Rolled back to checkpoint x; stopped",
-                vec![ButtonAction::Retry],
+                "Escalated immediately — check the credentials",
+                None,
+                vec![Retry],
             ),
         ];
-        for (action, want) in cases {
-            assert_eq!(offered_buttons(action), want, "{action}");
+        for (action, checkpoint, want) in cases {
+            assert_eq!(
+                offered_buttons("cost_cap", action, checkpoint),
+                want,
+                "{action}"
+            );
+        }
+        // The overage stop: going on paid from extra usage is its resume.
+        let overage = "Paused — /resume (or `piv signal <prefix> resume`) to continue";
+        assert_eq!(
+            offered_buttons("overage", overage, None),
+            vec![ContinueOverage]
+        );
+        assert_eq!(offered_buttons("overage", "Stopped", None), vec![Retry]);
+    }
+
+    #[test]
+    fn waits_the_run_gets_through_offer_pause_escalations_their_own() {
+        use crate::core::events::RunEvent;
+        use ButtonAction::*;
+        let escalation = RunEvent::NeedsHuman {
+            phase: Some(1),
+            category: "integration_auth".into(),
+            details: "401".into(),
+            action: "Escalated immediately".into(),
+        };
+        let outage = RunEvent::OutageStarted {
+            phase: Some(1),
+            step: "plan".into(),
+            detail: "unreachable".into(),
+            retry_in_secs: 30,
+        };
+        let limit = RunEvent::UsageLimitWait {
+            resets_at: "2026-12-01T05:00:00Z".into(),
+        };
+        // (event, checkpoint, buttons)
+        let cases = [
+            (escalation.clone(), Some("t"), Some(vec![Retry, Rollback])),
+            (escalation, None, Some(vec![Retry])),
+            (outage, Some("t"), Some(vec![Pause])),
+            (limit, None, Some(vec![Pause])),
+            (RunEvent::Info("x".into()), None, None),
+            (RunEvent::Stopped { why: "x".into() }, None, None),
+        ];
+        for (event, checkpoint, want) in cases {
+            assert_eq!(event_buttons(&event, checkpoint), want, "{event:?}");
         }
     }
 
@@ -237,14 +382,24 @@ mod tests {
     fn what_a_tap_does_and_says() {
         use crate::core::control::ControlAction;
         let cases = [
-            (ButtonAction::Retry, Some(ControlAction::Go)),
-            (ButtonAction::Pause, Some(ControlAction::Pause)),
-            (ButtonAction::Resume, Some(ControlAction::Resume)),
-            (ButtonAction::Rollback, None),
-            (ButtonAction::RollbackConfirmed, None),
+            (ButtonAction::Retry, TapPlan::Signal(ControlAction::Go)),
+            (ButtonAction::Pause, TapPlan::Signal(ControlAction::Pause)),
+            (ButtonAction::Resume, TapPlan::Signal(ControlAction::Resume)),
+            (ButtonAction::Rollback, TapPlan::Confirm),
+            (
+                ButtonAction::RollbackConfirmed,
+                TapPlan::Signal(ControlAction::Rollback),
+            ),
+            (ButtonAction::Cancel, TapPlan::Restore),
+            (
+                ButtonAction::ContinueOverage,
+                TapPlan::Signal(ControlAction::Resume),
+            ),
         ];
+        assert_eq!(cases.len(), ButtonAction::ALL.len());
         for (action, want) in cases {
-            assert_eq!(control_of(action), want, "{action:?}");
+            assert_eq!(tap_plan(action), want, "{action:?}");
+            assert_eq!(ButtonAction::from_code(action.code()), Some(action));
         }
         assert_eq!(tap_taken(ButtonAction::Retry, "b"), "🔁 Retry sent to [b]");
         assert!(tap_stale("b").contains("no longer open"));
@@ -252,6 +407,102 @@ mod tests {
             chosen_line(ButtonAction::Retry, "@a<b>", "21:05"),
             "\n\n<i>🔁 Retry — chosen by @a&lt;b&gt; at 21:05 UTC</i>"
         );
+    }
+
+    #[test]
+    fn the_confirmation_names_the_checkpoint_and_cancel_takes_it_away() {
+        let question = rollback_question("b<1>", "piv-checkpoint/phase-1-x");
+        assert_eq!(
+            question,
+            "\n\n⏪ Roll back [b&lt;1&gt;] to checkpoint <code>piv-checkpoint/phase-1-x</code>? Uncommitted work since then is discarded."
+        );
+        // The tapped message's text is plain: the question as the chat shows it.
+        let shown = "🔴 Phase 1 needs a human\n\n⏪ Roll back [b] to checkpoint t? Uncommitted work since then is discarded.";
+        assert_eq!(without_question(shown), "🔴 Phase 1 needs a human");
+        assert_eq!(without_question("no question"), "no question");
+        assert_eq!(
+            confirmation_buttons(),
+            vec![ButtonAction::RollbackConfirmed, ButtonAction::Cancel]
+        );
+    }
+
+    #[test]
+    fn rollback_is_offered_for_an_escalated_failure_with_an_active_checkpoint() {
+        let failure = |resolution: &str, checkpoint: &str| {
+            format!("  - {{command: execute, phase: 1, error_category: integration_auth, retry_count: 0, resolution: {resolution}, checkpoint: {checkpoint}, details: x}}\n")
+        };
+        let doc = |failures: &[String], status: &str| {
+            format!(
+                "phases: {{}}\ncheckpoints:\n  - {{tag: t1, phase: 1, status: {status}}}\nfailures:\n{}",
+                failures.concat()
+            )
+        };
+        // (manifest, phase, checkpoint offered)
+        let cases = [
+            (
+                doc(&[failure("escalated_blocking", "t1")], "active"),
+                Some(1),
+                Some("t1"),
+            ),
+            (
+                doc(&[failure("escalated_blocking", "t1")], "resolved"),
+                Some(1),
+                None,
+            ),
+            (
+                doc(&[failure("escalated_blocking", "t1")], "active"),
+                Some(2),
+                None,
+            ),
+            (
+                doc(&[failure("escalated_blocking", "t1")], "active"),
+                None,
+                None,
+            ),
+            (
+                doc(&[failure("rolled_back", "t1")], "active"),
+                Some(1),
+                None,
+            ),
+            (doc(&[failure("pending", "t1")], "active"), Some(1), None),
+            (
+                doc(&[failure("escalated_blocking", "other")], "active"),
+                Some(1),
+                None,
+            ),
+            // The newest failure of the phase decides.
+            (
+                doc(
+                    &[
+                        failure("escalated_blocking", "t1"),
+                        failure("rolled_back", "t1"),
+                    ],
+                    "active",
+                ),
+                Some(1),
+                None,
+            ),
+            (
+                doc(
+                    &[
+                        failure("rolled_back", "t1"),
+                        failure("escalated_blocking", "t1"),
+                    ],
+                    "active",
+                ),
+                Some(1),
+                Some("t1"),
+            ),
+        ];
+        for (text, phase, want) in cases {
+            let manifest = crate::core::manifest::Manifest::parse(&text).unwrap();
+            let view = manifest.view().unwrap();
+            assert_eq!(
+                rollback_checkpoint(&view, phase).as_deref(),
+                want,
+                "{text} {phase:?}"
+            );
+        }
     }
 
     #[test]
@@ -301,21 +552,6 @@ mod tests {
             "other:r:3:beta",
         ] {
             assert_eq!(Button::parse(data), None, "{data}");
-        }
-    }
-
-    #[test]
-    fn an_escalation_offers_what_fits() {
-        use ButtonAction::*;
-        // (has checkpoint, paused, buttons)
-        let cases = [
-            (true, false, vec![Retry, Rollback, Pause]),
-            (false, false, vec![Retry, Pause]),
-            (true, true, vec![Retry, Rollback, Resume]),
-            (false, true, vec![Retry, Resume]),
-        ];
-        for (checkpoint, paused, want) in cases {
-            assert_eq!(escalation_buttons(checkpoint, paused), want);
         }
     }
 

@@ -20,15 +20,19 @@ pub enum ControlAction {
     Resume,
     /// Stop cleanly (the supervisor's ordered shutdown).
     Shutdown,
+    /// Roll back to the checkpoint of the escalation still open (from its confirmed
+    /// button: the signal names the escalation).
+    Rollback,
 }
 
 impl ControlAction {
     /// Every action, in the order help texts list them.
-    pub const ALL: [ControlAction; 4] = [
+    pub const ALL: [ControlAction; 5] = [
         ControlAction::Go,
         ControlAction::Pause,
         ControlAction::Resume,
         ControlAction::Shutdown,
+        ControlAction::Rollback,
     ];
 
     /// The wire name (`go`, `pause`, `resume`, `shutdown`): the chat command without `/`,
@@ -39,6 +43,7 @@ impl ControlAction {
             ControlAction::Pause => "pause",
             ControlAction::Resume => "resume",
             ControlAction::Shutdown => "shutdown",
+            ControlAction::Rollback => "rollback",
         }
     }
 
@@ -54,13 +59,17 @@ impl ControlAction {
             ControlAction::Pause => "Hold before the next step.",
             ControlAction::Resume => "Continue after a pause.",
             ControlAction::Shutdown => "Stop cleanly.",
+            ControlAction::Rollback => {
+                "Roll back to the open escalation's checkpoint (its confirmed button)."
+            }
         }
     }
 
     /// Whether the chat offers it as a command (`/go`, `/pause`, `/resume`; shutting an
-    /// instance down stays with its terminal and `piv signal`).
+    /// instance down stays with its terminal and `piv signal`; a rollback comes only from
+    /// an escalation's confirmed button, which names the escalation).
     pub fn in_chat(self) -> bool {
-        !matches!(self, ControlAction::Shutdown)
+        !matches!(self, ControlAction::Shutdown | ControlAction::Rollback)
     }
 
     /// The icon of the chat's confirmations.
@@ -70,6 +79,7 @@ impl ControlAction {
             ControlAction::Pause => "⏸",
             ControlAction::Resume => "▶️",
             ControlAction::Shutdown => "🛑",
+            ControlAction::Rollback => "⏪",
         }
     }
 }
@@ -129,6 +139,15 @@ pub enum ControlReply {
     ShuttingDown,
     /// The phase runner did not take the message (it is restarting or gone).
     RunnerUnavailable,
+    /// The work was rolled back to the checkpoint `tag`; the run stays stopped.
+    RolledBack {
+        tag: String,
+    },
+    /// A rollback was asked for and not done (a stale escalation, a step running, no
+    /// checkpoint, git failed): `why`.
+    NotRolledBack {
+        why: String,
+    },
 }
 
 impl ControlReply {
@@ -153,6 +172,10 @@ impl ControlReply {
     /// running step names it ([`pausing_words`]).
     pub fn text(&self) -> String {
         let text = match self {
+            ControlReply::RolledBack { tag } => {
+                return format!("⏪ Rolled back to {tag}. Stopped: /go (or Retry) runs again.")
+            }
+            ControlReply::NotRolledBack { why } => return format!("⚠️ Not rolled back: {why}"),
             ControlReply::Pausing { step, running_secs } => {
                 let words = pausing_words(Some(step), Some(*running_secs));
                 // "pausing …" starts the reply, capitalised.
@@ -176,7 +199,10 @@ impl ControlReply {
     /// could not be reached (logged, not announced).
     pub fn announcement(&self) -> Option<String> {
         match self {
-            ControlReply::ShuttingDown | ControlReply::RunnerUnavailable => None,
+            // A rollback is said by the run itself, as an escalation with its Retry.
+            ControlReply::ShuttingDown
+            | ControlReply::RunnerUnavailable
+            | ControlReply::RolledBack { .. } => None,
             other => Some(other.text()),
         }
     }
@@ -194,6 +220,7 @@ mod tests {
             (ControlAction::Pause, "pause", true, "⏸"),
             (ControlAction::Resume, "resume", true, "▶️"),
             (ControlAction::Shutdown, "shutdown", false, "🛑"),
+            (ControlAction::Rollback, "rollback", false, "⏪"),
         ];
         assert_eq!(table.len(), ControlAction::ALL.len());
         for (action, name, in_chat, icon) in table {
@@ -251,6 +278,21 @@ mod tests {
                 false,
             ),
         ];
+        let rolled = ControlReply::RolledBack {
+            tag: "piv-checkpoint/phase-1-x".into(),
+        };
+        assert_eq!(
+            rolled.text(),
+            "⏪ Rolled back to piv-checkpoint/phase-1-x. Stopped: /go (or Retry) runs again."
+        );
+        assert_eq!(rolled.announcement(), None, "the run says it itself");
+        let refused = ControlReply::NotRolledBack {
+            why: "that escalation is no longer open".into(),
+        };
+        assert_eq!(
+            refused.announcement().as_deref(),
+            Some("⚠️ Not rolled back: that escalation is no longer open")
+        );
         for (reply, text, announced) in table {
             assert_eq!(reply.text(), text);
             assert_eq!(

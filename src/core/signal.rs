@@ -21,6 +21,9 @@ pub struct SignalMessage {
     pub timestamp: String,
     /// The sender's prefix (or `terminal` for `piv signal`).
     pub from: String,
+    /// The escalation a button's signal answers (a rollback acts only while it is open).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escalation: Option<u64>,
 }
 
 impl SignalMessage {
@@ -47,7 +50,7 @@ pub enum SignalError {
     TooLarge { size: u64 },
     #[error("signal is not valid JSON: {0}")]
     BadJson(String),
-    #[error("unknown signal action {0:?} (expected go, pause, resume or shutdown)")]
+    #[error("unknown signal action {0:?} (expected go, pause, resume, shutdown or rollback)")]
     UnknownAction(String),
     #[error("signal has no {0:?} field")]
     MissingField(&'static str),
@@ -87,10 +90,20 @@ pub fn parse_signal(bytes: &[u8]) -> Result<SignalMessage, SignalError> {
         None | Some(serde_json::Value::Null) => String::new(),
         Some(_) => field("from")?.to_string(),
     };
+    let escalation = match object.get("escalation") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::Number(n)) if n.as_u64().is_some() => n.as_u64(),
+        Some(other) => {
+            return Err(SignalError::BadJson(format!(
+                "field \"escalation\" is not an escalation id: {other}"
+            )))
+        }
+    };
     Ok(SignalMessage {
         action,
         timestamp: timestamp.to_string(),
         from,
+        escalation,
     })
 }
 
@@ -275,12 +288,33 @@ mod tests {
             action: ControlAction::Pause,
             timestamp: "2024-05-01T10:00:00Z".into(),
             from: "ops".into(),
+            escalation: None,
         };
         assert_eq!(
             parse_signal(message.to_json().as_bytes()),
             Ok(message.clone())
         );
         assert!(message.sent_at().is_some());
+        assert!(
+            !message.to_json().contains("escalation"),
+            "omitted when none"
+        );
+        let button = SignalMessage {
+            action: ControlAction::Rollback,
+            escalation: Some(1_764_540_000_123),
+            ..message
+        };
+        assert!(button.to_json().contains(r#""action":"rollback""#));
+        assert_eq!(parse_signal(button.to_json().as_bytes()), Ok(button));
+        for bad in [r#""x""#, "-1", "1.5"] {
+            let text = format!(
+                r#"{{"action":"rollback","timestamp":"2024-05-01T10:00:00Z","escalation":{bad}}}"#
+            );
+            assert!(
+                matches!(parse_signal(text.as_bytes()), Err(SignalError::BadJson(_))),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -3,12 +3,22 @@
 //! `io::escalation_file`, so a second tap — or a tap replayed after a takeover — is
 //! refused with an alert); the choice goes to the instance through its signal queue (the
 //! same exactly-once delivery as `/pause b`); the message is then edited to say who chose
-//! what and when, its buttons gone. The decisions and texts are `core::buttons`'.
+//! what and when, its buttons gone. A Rollback acts in two taps: the first edits the
+//! message to ask for a confirmation naming the checkpoint (Yes / Cancel, nothing claimed);
+//! Cancel puts the escalation's own buttons back; only Yes claims and signals (the
+//! signal names the escalation, which the instance checks again). The decisions and texts
+//! are `core::buttons`'.
 
 use std::path::PathBuf;
 
-use crate::core::buttons::{chosen_line, control_of, tap_stale, tap_taken, Button};
+use crate::core::buttons::{
+    chosen_line, confirmation_buttons, no_checkpoint, rollback_question, tap_plan, tap_stale,
+    tap_taken, without_question, Button, ButtonAction, TapPlan,
+};
+use crate::core::control::ControlAction;
+use crate::core::signal::SignalMessage;
 use crate::core::telegram_text::escape_html;
+use crate::io::chat_sender::ChatSender;
 use crate::io::escalation_file;
 use crate::io::signal_queue;
 use crate::io::telegram::{ButtonTap, TelegramClient};
@@ -44,15 +54,18 @@ pub enum TapOutcome {
     Unknown,
     /// The escalation was no longer open.
     Stale,
-    /// Not offered from a button yet.
-    Unavailable,
+    /// A Rollback: the confirmation was asked (or Cancel took it back); nothing sent.
+    Asked,
     /// Sent to the instance.
     Acted,
 }
 
-/// Handles one tap (see the module docs); `from` names the owner in the signal.
+/// Handles one tap (see the module docs); `from` names the owner in the signal. The
+/// answer goes at once (it is not a message); the edits wait for a reply-kind slot of the
+/// bot's send budget (`sender`).
 pub async fn handle_tap(
     client: &TelegramClient,
+    sender: &ChatSender,
     tap: &ButtonTap,
     targets: &[TapTarget],
     from: &str,
@@ -71,18 +84,100 @@ pub async fn handle_tap(
         .await;
         return TapOutcome::Unknown;
     };
-    let Some(action) = control_of(button.action) else {
-        answer(client, tap, "Not available from a button yet.", true).await;
-        return TapOutcome::Unavailable;
+    match tap_plan(button.action) {
+        TapPlan::Confirm | TapPlan::Restore => {
+            ask_or_restore(client, sender, tap, &button, target).await
+        }
+        TapPlan::Signal(action) => signal(client, sender, tap, &button, target, action, from).await,
+    }
+}
+
+/// The first tap on Rollback (the question naming the checkpoint, with Yes / Cancel) or
+/// Cancel (the escalation's own buttons back). Neither claims the escalation.
+async fn ask_or_restore(
+    client: &TelegramClient,
+    sender: &ChatSender,
+    tap: &ButtonTap,
+    button: &Button,
+    target: &TapTarget,
+) -> TapOutcome {
+    let path = escalation_file::path_in_project(&target.project_dir);
+    let open = tokio::task::spawn_blocking(move || escalation_file::read_escalation(&path))
+        .await
+        .ok()
+        .flatten()
+        .filter(|e| e.id == button.escalation);
+    let Some(open) = open else {
+        answer(client, tap, &tap_stale(&target.prefix), true).await;
+        return TapOutcome::Stale;
     };
+    let text = tap.message_text.as_deref().unwrap_or("");
+    let (html, actions, said) = if button.action == ButtonAction::Rollback {
+        let Some(tag) = open.checkpoint.as_deref() else {
+            answer(client, tap, &no_checkpoint(&target.prefix), true).await;
+            return TapOutcome::Stale;
+        };
+        (
+            format!(
+                "{}{}",
+                escape_html(without_question(text)),
+                rollback_question(&target.prefix, tag)
+            ),
+            confirmation_buttons(),
+            "Confirm the rollback below.",
+        )
+    } else {
+        let own: Vec<ButtonAction> = open
+            .buttons
+            .iter()
+            .filter_map(|c| ButtonAction::from_code(c))
+            .collect();
+        (
+            escape_html(without_question(text)),
+            own,
+            "Rollback cancelled.",
+        )
+    };
+    answer(client, tap, said, false).await;
+    let rows = vec![actions
+        .iter()
+        .map(|a| {
+            let b = Button::new(*a, open.id, &target.prefix);
+            (a.label().to_string(), b.callback_data())
+        })
+        .collect::<Vec<_>>()];
+    if let (Some(chat), Some(message)) = (tap.chat_id, tap.message_id) {
+        if let Err(e) = sender.edit_reply(chat, message, &html, &rows).await {
+            tracing::warn!(error = %e, "cannot show the rollback's confirmation");
+        }
+    }
+    TapOutcome::Asked
+}
+
+/// Claims the escalation, then signals the instance; the message then says who chose what.
+async fn signal(
+    client: &TelegramClient,
+    sender: &ChatSender,
+    tap: &ButtonTap,
+    button: &Button,
+    target: &TapTarget,
+    action: ControlAction,
+    from: &str,
+) -> TapOutcome {
     let path = escalation_file::path_in_project(&target.project_dir);
     let dir = target.project_dir.clone();
-    let (id, from) = (button.escalation, from.to_string());
+    let id = button.escalation;
+    let message = SignalMessage {
+        action,
+        timestamp: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        from: from.to_string(),
+        escalation: Some(id),
+    };
     // Claim, then signal: a tap claimed by a killed owner is refused on replay (the
     // signal may be lost then, never doubled).
     let claimed =
         tokio::task::spawn_blocking(move || match escalation_file::close_if_open(&path, id) {
-            Ok(true) => signal_queue::enqueue(&dir, action, &from)
+            Ok(true) => signal_queue::enqueue_message(&dir, &message)
                 .map(|_| true)
                 .map_err(|e| e.to_string()),
             Ok(false) => Ok(false),
@@ -123,10 +218,10 @@ pub async fn handle_tap(
         let at = chrono::Utc::now().format("%H:%M").to_string();
         let text = format!(
             "{}{}",
-            escape_html(tap.message_text.as_deref().unwrap_or("")),
+            escape_html(without_question(tap.message_text.as_deref().unwrap_or(""))),
             chosen_line(button.action, &by, &at)
         );
-        if let Err(e) = client.edit_html(chat, message, &text, &Vec::new()).await {
+        if let Err(e) = sender.edit_reply(chat, message, &text, &Vec::new()).await {
             tracing::warn!(error = %e, "cannot mark the escalation as settled");
         }
     }

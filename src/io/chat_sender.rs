@@ -375,6 +375,27 @@ impl ChatSender {
         result
     }
 
+    /// Edits a message the chat acted on (an escalation after a button: the rollback's
+    /// question, who chose what) in a reply-kind slot of the shared budget, so a burst of
+    /// taps cannot overrun the chat's rate ("not modified" is success).
+    pub async fn edit_reply(
+        &self,
+        chat_id: i64,
+        message_id: i64,
+        html: &str,
+        buttons: &ButtonRows,
+    ) -> Result<(), TelegramError> {
+        self.wait_for_slot(chat_id, MessageKind::Reply, None).await;
+        let result = self
+            .client
+            .edit_html(chat_id, message_id, html, buttons)
+            .await;
+        if let Err(TelegramError::RetryAfter(wait)) = &result {
+            self.back_off_for(chat_id, *wait).await;
+        }
+        result
+    }
+
     /// Tags `body` with `[prefix] ` (an empty prefix: untagged, inside the project's own
     /// topic), puts `buttons` (if any) under its last part, splits it under Telegram's limit and sends every part to `chat_id` (forum
     /// topic `thread`, none: the chat or General) in order. A part Telegram can never

@@ -25,7 +25,13 @@ impl Poller {
             // An escalation's button (issue 14): answered at once, acted on at most once.
             let targets = crate::io::button_tap::targets(&self.prefix, &self.project_dir, &others);
             let from = format!("button via {}", self.prefix);
-            crate::io::button_tap::handle_tap(&self.client, tap, &targets, &from).await;
+            // Its edits are charged to the bot's send budget, like every message.
+            let sender = crate::io::chat_sender::ChatSender::new(
+                self.client.clone(),
+                crate::io::home::bot_dir(&self.home, self.own.bot_id),
+            )
+            .with_coordination(Some(self.coordination.clone()));
+            crate::io::button_tap::handle_tap(&self.client, &sender, tap, &targets, &from).await;
             return;
         }
         let Some(command) = update

@@ -123,31 +123,9 @@ impl LoopRun {
         StepEnd::Stop(StopReason::NeedsHuman { why })
     }
 
-    /// Rolls the work back to `tag`. The rollback undoes the work, not the record: the
-    /// manifest as it is now is written back after the reset, and `.agents/` (plans, the
-    /// runtime files' .gitignore) is kept out of the clean, as the reference kept its
-    /// in-memory manifest. `Ok` names the working-tree snapshot restored, if the
-    /// checkpoint has one; `Err` carries the action text of a rollback that failed.
+    /// Rolls the work back to `tag` ([`roll_back_to`]).
     pub(super) async fn roll_back(&mut self, tag: &str) -> Result<Option<String>, String> {
-        let record_before = self.read_manifest().await.ok();
-        let rollback = blocking({
-            let (dir, tag) = (self.settings.project_dir.clone(), tag.to_string());
-            move || git::rollback_keeping(&dir, &tag, &[".agents"])
-        })
-        .await;
-        if let Some(before) = record_before {
-            match self.manifest.send(RestoreManifest(before)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    tracing::error!("cannot restore the manifest after the rollback: {e}")
-                }
-                Err(e) => tracing::error!("manifest actor unavailable: {e}"),
-            }
-        }
-        rollback.map_err(|err| {
-            tracing::error!("rollback to {tag} failed: {err}");
-            format!("Rollback to {tag} FAILED ({err}); paused, awaiting human resolution")
-        })
+        roll_back_to(&self.manifest, &self.settings.project_dir, tag).await
     }
 
     pub(super) async fn escalate(
@@ -202,6 +180,42 @@ impl LoopRun {
             action: action.to_string(),
         });
     }
+}
+
+/// Rolls the work back to `tag`: the loop's own rollback (retries exhausted) and the
+/// chat's (an escalation's confirmed Rollback button) are this one function. The rollback
+/// undoes the work, not the record: the manifest as it is now is written back after the
+/// reset, and `.agents/` (plans, the runtime files' .gitignore) is kept out of the clean,
+/// as the reference kept its in-memory manifest. `Ok` names the working-tree snapshot
+/// restored, if the checkpoint has one; `Err` carries the action text of a rollback that
+/// failed.
+pub(super) async fn roll_back_to(
+    manifest: &Addr<ManifestActor>,
+    project_dir: &std::path::Path,
+    tag: &str,
+) -> Result<Option<String>, String> {
+    let record_before = match manifest.send(ReadManifest).await {
+        Ok(Ok(m)) => Some(m),
+        _ => None,
+    };
+    let rollback = blocking({
+        let (dir, tag) = (project_dir.to_path_buf(), tag.to_string());
+        move || git::rollback_keeping(&dir, &tag, &[".agents"])
+    })
+    .await;
+    if let Some(before) = record_before {
+        match manifest.send(RestoreManifest(before)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::error!("cannot restore the manifest after the rollback: {e}")
+            }
+            Err(e) => tracing::error!("manifest actor unavailable: {e}"),
+        }
+    }
+    rollback.map_err(|err| {
+        tracing::error!("rollback to {tag} failed: {err}");
+        format!("Rollback to {tag} FAILED ({err}); paused, awaiting human resolution")
+    })
 }
 
 /// A failure entry in the reference's shape.

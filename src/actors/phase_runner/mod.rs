@@ -34,6 +34,7 @@ use crate::io::agent::{self, PairingOutcome};
 use crate::io::clock::now_rfc3339;
 use crate::io::{git, state_file};
 
+mod button_rollback;
 mod crash;
 mod failure;
 mod loop_run;
@@ -41,6 +42,7 @@ mod sessions;
 mod steps;
 mod usage;
 
+pub use button_rollback::RollBackEscalation;
 use crash::InRunnerLoop;
 pub use crash::{panic_text, record_crash, IN_RUNNER_LOOP};
 pub use failure::failure_entry;
@@ -401,6 +403,10 @@ impl Handler<crate::actors::control::Control> for PhaseRunnerActor {
                 let _ = self.control.send(Control::Stopping { by: msg.by });
                 ControlReply::ShuttingDown
             }
+            // A rollback names its escalation: it comes as `RollBackEscalation`.
+            ControlAction::Rollback => ControlReply::NotRolledBack {
+                why: "only an escalation's Rollback button rolls back".into(),
+            },
         })
     }
 }

@@ -61,6 +61,7 @@ pub async fn signal(
         action,
         timestamp: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
         from: from.to_string(),
+        escalation: None,
     };
     match coordination.send_signal(target, message).await {
         Ok(Delivery::Applied) => {
