@@ -107,6 +107,7 @@ pub fn signal_other_machine(
         action,
         timestamp: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
         from: from.to_string(),
+        text: None,
     };
     let shown = format!("{}@{}", target.status.prefix, target.hostname);
     match runtime.block_on(crate::io::coordination::signals_nats::send_with(

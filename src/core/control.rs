@@ -20,15 +20,27 @@ pub enum ControlAction {
     Resume,
     /// Stop cleanly (the supervisor's ordered shutdown).
     Shutdown,
+    /// Open the project's PRD relay (`/create_prd`).
+    #[serde(rename = "prd_start")]
+    PrdStart,
+    /// A message for the open PRD relay (free text in the chat; the signal's `text`).
+    #[serde(rename = "prd_text")]
+    PrdText,
+    /// Close the PRD relay (`/end_prd`).
+    #[serde(rename = "prd_end")]
+    PrdEnd,
 }
 
 impl ControlAction {
     /// Every action, in the order help texts list them.
-    pub const ALL: [ControlAction; 4] = [
+    pub const ALL: [ControlAction; 7] = [
         ControlAction::Go,
         ControlAction::Pause,
         ControlAction::Resume,
         ControlAction::Shutdown,
+        ControlAction::PrdStart,
+        ControlAction::PrdText,
+        ControlAction::PrdEnd,
     ];
 
     /// The wire name (`go`, `pause`, `resume`, `shutdown`): the chat command without `/`,
@@ -39,7 +51,34 @@ impl ControlAction {
             ControlAction::Pause => "pause",
             ControlAction::Resume => "resume",
             ControlAction::Shutdown => "shutdown",
+            ControlAction::PrdStart => "prd_start",
+            ControlAction::PrdText => "prd_text",
+            ControlAction::PrdEnd => "prd_end",
         }
+    }
+
+    /// The chat command that sends it (`create_prd` for `prd_start`); the wire name for
+    /// the others. Free text has no command: `prd_text` keeps its wire name.
+    pub fn command_name(self) -> &'static str {
+        match self {
+            ControlAction::PrdStart => "create_prd",
+            ControlAction::PrdEnd => "end_prd",
+            other => other.as_str(),
+        }
+    }
+
+    /// The actions of the PRD relay, which the relay handles instead of the phase runner.
+    pub fn is_prd(self) -> bool {
+        matches!(
+            self,
+            ControlAction::PrdStart | ControlAction::PrdText | ControlAction::PrdEnd
+        )
+    }
+
+    /// Whether `piv signal` offers it: all but `prd_text`, which needs a message the
+    /// command line does not take.
+    pub fn from_terminal(self) -> bool {
+        self != ControlAction::PrdText
     }
 
     /// Parses a wire name, exactly (lowercase); `None` for anything else.
@@ -54,13 +93,20 @@ impl ControlAction {
             ControlAction::Pause => "Hold before the next step.",
             ControlAction::Resume => "Continue after a pause.",
             ControlAction::Shutdown => "Stop cleanly.",
+            ControlAction::PrdStart => "Open the PRD relay (its answers go to the chat).",
+            ControlAction::PrdText => "A message for the open PRD relay.",
+            ControlAction::PrdEnd => "Close the PRD relay.",
         }
     }
 
-    /// Whether the chat offers it as a command (`/go`, `/pause`, `/resume`; shutting an
-    /// instance down stays with its terminal and `piv signal`).
+    /// Whether the chat offers it as a command named by its wire name (`/go`, `/pause`,
+    /// `/resume`; shutting an instance down stays with its terminal and `piv signal`; the
+    /// relay's actions have commands of their own, [`command_name`](Self::command_name)).
     pub fn in_chat(self) -> bool {
-        !matches!(self, ControlAction::Shutdown)
+        matches!(
+            self,
+            ControlAction::Go | ControlAction::Pause | ControlAction::Resume
+        )
     }
 
     /// The icon of the chat's confirmations.
@@ -70,6 +116,7 @@ impl ControlAction {
             ControlAction::Pause => "⏸",
             ControlAction::Resume => "▶️",
             ControlAction::Shutdown => "🛑",
+            ControlAction::PrdStart | ControlAction::PrdText | ControlAction::PrdEnd => "📝",
         }
     }
 }
@@ -129,6 +176,10 @@ pub enum ControlReply {
     ShuttingDown,
     /// The phase runner did not take the message (it is restarting or gone).
     RunnerUnavailable,
+    /// `/go` or `/resume` while the project's PRD relay is open: one agent per project.
+    PrdOpen,
+    /// A relay action reached the runner, which does not handle it.
+    NotForRunner,
 }
 
 impl ControlReply {
@@ -167,6 +218,10 @@ impl ControlReply {
             ControlReply::NothingRunning => "⚠️ Nothing is running to pause.",
             ControlReply::ShuttingDown => "🛑 Shutting down...",
             ControlReply::RunnerUnavailable => "⚠️ Could not reach the runner.",
+            ControlReply::PrdOpen => {
+                "⚠️ A PRD session is open in this project. Send /end_prd first, then /go or /resume."
+            }
+            ControlReply::NotForRunner => "⚠️ The runner does not handle that action.",
         };
         text.to_string()
     }
@@ -176,7 +231,9 @@ impl ControlReply {
     /// could not be reached (logged, not announced).
     pub fn announcement(&self) -> Option<String> {
         match self {
-            ControlReply::ShuttingDown | ControlReply::RunnerUnavailable => None,
+            ControlReply::ShuttingDown
+            | ControlReply::RunnerUnavailable
+            | ControlReply::NotForRunner => None,
             other => Some(other.text()),
         }
     }
@@ -194,6 +251,9 @@ mod tests {
             (ControlAction::Pause, "pause", true, "⏸"),
             (ControlAction::Resume, "resume", true, "▶️"),
             (ControlAction::Shutdown, "shutdown", false, "🛑"),
+            (ControlAction::PrdStart, "prd_start", false, "📝"),
+            (ControlAction::PrdText, "prd_text", false, "📝"),
+            (ControlAction::PrdEnd, "prd_end", false, "📝"),
         ];
         assert_eq!(table.len(), ControlAction::ALL.len());
         for (action, name, in_chat, icon) in table {
@@ -208,6 +268,23 @@ mod tests {
                 serde_json::to_string(&action).unwrap(),
                 format!("\"{name}\"")
             );
+        }
+    }
+
+    #[test]
+    fn relay_actions_have_commands_of_their_own() {
+        // (action, chat command, a relay action, `piv signal` offers it)
+        let table = [
+            (ControlAction::Go, "go", false, true),
+            (ControlAction::Shutdown, "shutdown", false, true),
+            (ControlAction::PrdStart, "create_prd", true, true),
+            (ControlAction::PrdText, "prd_text", true, false),
+            (ControlAction::PrdEnd, "end_prd", true, true),
+        ];
+        for (action, command, prd, terminal) in table {
+            assert_eq!(action.command_name(), command);
+            assert_eq!(action.is_prd(), prd, "{action}");
+            assert_eq!(action.from_terminal(), terminal, "{action}");
         }
     }
 
@@ -248,6 +325,16 @@ mod tests {
             (
                 ControlReply::RunnerUnavailable,
                 "⚠️ Could not reach the runner.",
+                false,
+            ),
+            (
+                ControlReply::PrdOpen,
+                "⚠️ A PRD session is open in this project. Send /end_prd first, then /go or /resume.",
+                true,
+            ),
+            (
+                ControlReply::NotForRunner,
+                "⚠️ The runner does not handle that action.",
                 false,
             ),
         ];

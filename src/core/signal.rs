@@ -1,6 +1,7 @@
 //! Signals between instances: the signal file's model
-//! (`{"action":"go|pause|resume|shutdown","timestamp":RFC3339,"from":"<prefix>"}`), its
-//! validation, and the queue file names that sort by send time.
+//! (`{"action":"go|pause|resume|shutdown|prd_start|prd_text|prd_end","timestamp":RFC3339,
+//! "from":"<prefix>","text":"…"}`, `text` only for `prd_text`), its validation, and the
+//! queue file names that sort by send time.
 //!
 //! Pure: `io::signal_queue` reads, writes and moves the files; the watcher actor turns a
 //! valid message into a control message for the runner. Nothing here knows about paths.
@@ -21,6 +22,9 @@ pub struct SignalMessage {
     pub timestamp: String,
     /// The sender's prefix (or `terminal` for `piv signal`).
     pub from: String,
+    /// The user's message, for `prd_text` (the PRD relay); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
 }
 
 impl SignalMessage {
@@ -47,7 +51,9 @@ pub enum SignalError {
     TooLarge { size: u64 },
     #[error("signal is not valid JSON: {0}")]
     BadJson(String),
-    #[error("unknown signal action {0:?} (expected go, pause, resume or shutdown)")]
+    #[error(
+        "unknown signal action {0:?} (expected go, pause, resume, shutdown, prd_start, prd_text or prd_end)"
+    )]
     UnknownAction(String),
     #[error("signal has no {0:?} field")]
     MissingField(&'static str),
@@ -87,10 +93,15 @@ pub fn parse_signal(bytes: &[u8]) -> Result<SignalMessage, SignalError> {
         None | Some(serde_json::Value::Null) => String::new(),
         Some(_) => field("from")?.to_string(),
     };
+    let text = match object.get("text") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(_) => Some(field("text")?.to_string()),
+    };
     Ok(SignalMessage {
         action,
         timestamp: timestamp.to_string(),
         from,
+        text,
     })
 }
 
@@ -275,12 +286,55 @@ mod tests {
             action: ControlAction::Pause,
             timestamp: "2024-05-01T10:00:00Z".into(),
             from: "ops".into(),
+            text: None,
         };
         assert_eq!(
             parse_signal(message.to_json().as_bytes()),
             Ok(message.clone())
         );
         assert!(message.sent_at().is_some());
+        // No `text` key unless there is a text: older readers see the same file.
+        assert!(!message.to_json().contains("text"));
+    }
+
+    #[test]
+    fn relay_signals_carry_the_users_text() {
+        let ts = "2024-05-01T10:00:00Z";
+        // (file, parsed action and text, or the error)
+        let cases: [(String, Result<(ControlAction, Option<&str>), SignalError>); 5] = [
+            (
+                format!(r#"{{"action":"prd_text","timestamp":"{ts}","from":"a","text":"a todo app"}}"#),
+                Ok((ControlAction::PrdText, Some("a todo app"))),
+            ),
+            (
+                format!(r#"{{"action":"prd_start","timestamp":"{ts}","from":"a"}}"#),
+                Ok((ControlAction::PrdStart, None)),
+            ),
+            (
+                format!(r#"{{"action":"prd_end","timestamp":"{ts}","text":null}}"#),
+                Ok((ControlAction::PrdEnd, None)),
+            ),
+            (
+                format!(r#"{{"action":"prd_text","timestamp":"{ts}","text":7}}"#),
+                Err(SignalError::BadJson("field \"text\" is not a string: 7".into())),
+            ),
+            (
+                format!(r#"{{"action":"prdStart","timestamp":"{ts}"}}"#),
+                Err(SignalError::UnknownAction("prdStart".into())),
+            ),
+        ];
+        for (file, want) in cases {
+            let got = parse_signal(file.as_bytes()).map(|m| (m.action, m.text));
+            let want = want.map(|(a, t)| (a, t.map(String::from)));
+            assert_eq!(got, want, "{file}");
+        }
+        let message = SignalMessage {
+            action: ControlAction::PrdText,
+            timestamp: ts.into(),
+            from: "a".into(),
+            text: Some("line one\n<b>two</b> \"quoted\"".into()),
+        };
+        assert_eq!(parse_signal(message.to_json().as_bytes()), Ok(message));
     }
 
     #[test]

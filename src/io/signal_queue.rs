@@ -102,6 +102,7 @@ pub fn enqueue(
         action,
         timestamp: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
         from: from.to_string(),
+        text: None,
     };
     enqueue_message(project_dir, &message)
 }

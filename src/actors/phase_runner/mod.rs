@@ -401,6 +401,10 @@ impl Handler<crate::actors::control::Control> for PhaseRunnerActor {
                 let _ = self.control.send(Control::Stopping { by: msg.by });
                 ControlReply::ShuttingDown
             }
+            // The supervisor hands the PRD relay's actions to the relay actor.
+            ControlAction::PrdStart | ControlAction::PrdText | ControlAction::PrdEnd => {
+                ControlReply::NotForRunner
+            }
         })
     }
 }
