@@ -224,6 +224,9 @@ impl Handler<Control> for FakeRunner {
             ControlAction::Pause => ControlReply::Paused,
             ControlAction::Resume => ControlReply::Resumed,
             ControlAction::Shutdown => ControlReply::ShuttingDown,
+            ControlAction::PrdStart | ControlAction::PrdText | ControlAction::PrdEnd => {
+                ControlReply::NotForRunner
+            }
         })
     }
 }

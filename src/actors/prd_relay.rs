@@ -1,7 +1,7 @@
 //! PrdRelayActor: owns one project's PRD relay (`core::prd_relay::PrdRelay`). It takes the
 //! relay's signals (`prd_start`, `prd_text`, `prd_end`) from the supervisor, asks the core
-//! what to do, and does it: replies and Claude's answers go to the project's chat through
-//! the notifier (as replies, so they go first), a turn runs `claude -p "/create-prd …"` or
+//! what to do, and does it: replies and Claude's answers go to the project's chat (its
+//! topic) through the notifier, as messages of their own at every notify level, a turn runs `claude -p "/create-prd …"` or
 //! `claude -p "…" --resume <id>` through `io::agent` with the run's settings, and each
 //! turn's cost goes into the cost ledger.
 //!
@@ -12,7 +12,7 @@ use std::path::PathBuf;
 
 use actix::prelude::*;
 
-use crate::actors::notifier::{NotifierActor, QueueReply};
+use crate::actors::notifier::{NotifierActor, QueueProjectMessage};
 use crate::core::control::ControlAction;
 use crate::core::prd_relay::{PrdRelay, RelayEffect, RelayInput};
 use crate::core::session_outcome::ReportedCosts;
@@ -46,8 +46,6 @@ pub struct PrdRelaySettings {
     pub agent: AgentConfig,
     /// Where the cost ledger lives (None: no ledger, as for the runner).
     pub ledger_home: Option<PathBuf>,
-    /// The instance's own chat, where the relay's messages go (its topic, if any).
-    pub chat_id: i64,
     /// Only to keep it out of error texts.
     pub token: String,
 }
@@ -106,13 +104,9 @@ impl PrdRelayActor {
         }
     }
 
+    /// Into the project's chat (its topic, if it has one).
     fn say(&self, html: String) {
-        self.notifier.do_send(QueueReply {
-            chat_id: self.settings.chat_id,
-            thread: None,
-            tag: self.settings.prefix.clone(),
-            html,
-        });
+        self.notifier.do_send(QueueProjectMessage { html });
     }
 
     fn run_turn(&mut self, prompt: String, resume: Option<String>, ctx: &mut Context<Self>) {
@@ -208,8 +202,8 @@ impl Handler<RelaySignal> for PrdRelayActor {
     fn handle(&mut self, msg: RelaySignal, ctx: &mut Context<Self>) {
         let input = match msg.action {
             ControlAction::PrdStart => {
-                let state = crate::io::state_file::read(&self.settings.project_dir)
-                    .map(|s| s.state);
+                let state =
+                    crate::io::state_file::read(&self.settings.project_dir).map(|s| s.state);
                 RelayInput::Start {
                     step_running: state.is_some_and(crate::core::prd_relay::step_running),
                 }

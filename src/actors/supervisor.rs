@@ -195,7 +195,6 @@ impl SupervisorActor {
                         project_dir: cfg.project_dir.clone(),
                         agent: runner_settings.agent,
                         ledger_home: runner_settings.home,
-                        chat_id: tg.chat_id,
                         token: tg.token.clone(),
                     },
                     notifier.clone(),

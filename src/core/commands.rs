@@ -339,8 +339,16 @@ mod tests {
                 Command::Control(PrdEnd, Some("alpha".into())),
             ),
             // The wire names are not commands.
-            ("/prd_start", Command::Unknown("prd_start".into()), Command::Unknown("prd_start".into())),
-            ("/prd_text hi", Command::Unknown("prd_text".into()), Command::Unknown("prd_text".into())),
+            (
+                "/prd_start",
+                Command::Unknown("prd_start".into()),
+                Command::Unknown("prd_start".into()),
+            ),
+            (
+                "/prd_text hi",
+                Command::Unknown("prd_text".into()),
+                Command::Unknown("prd_text".into()),
+            ),
         ];
         for (typed, parsed, in_topic) in cases {
             let got = parse_command(typed, Some("pivbot")).unwrap();
@@ -348,11 +356,17 @@ mod tests {
             assert_eq!(in_topic_of(got, "beta"), in_topic, "{typed}");
         }
         assert!(acts(&Command::Control(PrdStart, None)));
-        assert_eq!(reply_sent(PrdStart, "b"), "📝 Sent /create_prd signal to [b]");
+        assert_eq!(
+            reply_sent(PrdStart, "b"),
+            "📝 Sent /create_prd signal to [b]"
+        );
         let menu: Vec<&str> = command_menu().iter().map(|(c, _)| *c).collect();
         assert!(menu.contains(&"create_prd") && menu.contains(&"end_prd"));
         let help = crate::core::telegram_text::format_help();
-        assert!(help.contains("/create_prd") && help.contains("/end_prd"), "{help}");
+        assert!(
+            help.contains("/create_prd") && help.contains("/end_prd"),
+            "{help}"
+        );
     }
 
     #[test]

@@ -303,7 +303,9 @@ mod tests {
         // (file, parsed action and text, or the error)
         let cases: [(String, Result<(ControlAction, Option<&str>), SignalError>); 5] = [
             (
-                format!(r#"{{"action":"prd_text","timestamp":"{ts}","from":"a","text":"a todo app"}}"#),
+                format!(
+                    r#"{{"action":"prd_text","timestamp":"{ts}","from":"a","text":"a todo app"}}"#
+                ),
                 Ok((ControlAction::PrdText, Some("a todo app"))),
             ),
             (
@@ -316,7 +318,9 @@ mod tests {
             ),
             (
                 format!(r#"{{"action":"prd_text","timestamp":"{ts}","text":7}}"#),
-                Err(SignalError::BadJson("field \"text\" is not a string: 7".into())),
+                Err(SignalError::BadJson(
+                    "field \"text\" is not a string: 7".into(),
+                )),
             ),
             (
                 format!(r#"{{"action":"prdStart","timestamp":"{ts}"}}"#),

@@ -185,8 +185,7 @@ impl Poller {
             Route::Local => (own.clone(), self.project_dir.clone()),
             Route::Remote(other) => match elsewhere::find_published(&elsewhere, other) {
                 Some(there) => {
-                    let reply =
-                        elsewhere::signal(&*self.coordination, there, action, &own).await;
+                    let reply = elsewhere::signal(&*self.coordination, there, action, &own).await;
                     return Some((tag, reply));
                 }
                 None => (other.prefix.clone(), PathBuf::from(&other.project_dir)),
@@ -215,10 +214,9 @@ impl Poller {
             from: self.prefix.clone(),
             text,
         };
-        let queued = tokio::task::spawn_blocking(move || {
-            signal_queue::enqueue_message(&dir, &message)
-        })
-        .await;
+        let queued =
+            tokio::task::spawn_blocking(move || signal_queue::enqueue_message(&dir, &message))
+                .await;
         let error = match queued {
             Ok(Ok(path)) => {
                 tracing::info!(to = %prefix, action = action.as_str(), file = %path.display(),
@@ -247,7 +245,11 @@ impl Poller {
         others: &[Instance],
     ) {
         use crate::core::prd_relay::{reply_several_open, text_target, TextTarget};
-        if is_stale(update.date, chrono::Utc::now().timestamp(), self.stale_command_secs) {
+        if is_stale(
+            update.date,
+            chrono::Utc::now().timestamp(),
+            self.stale_command_secs,
+        ) {
             tracing::info!(update_id = update.update_id, "not relaying a stale message");
             return;
         }
