@@ -95,7 +95,8 @@ pub enum Command {
     /// first, then a unique case-insensitive one. The signal is queued as one file in
     /// `<project>/.agents/signals/`; the instance handles it between steps (pause holds
     /// before the next step, resume continues, shutdown stops cleanly, go starts or
-    /// continues the phases).
+    /// continues the phases). prd_start and prd_end open and close the instance's PRD
+    /// relay, as /create_prd and /end_prd do in the chat.
     ///
     /// With the registry disabled (PIV_REGISTRY_DISABLED=1), or with the prefix `-`,
     /// `--project DIR` names the target project directly: `piv signal - pause --project

@@ -177,6 +177,11 @@ fn a_prd_conversation_in_a_projects_topic() {
         relay_calls(&sb, &["too early", "too late"]).is_empty(),
         "text outside the relay reached claude"
     );
+    // The command menu lists the relay's commands.
+    let menu = api.commands_set().last().cloned().unwrap_or_default();
+    for c in ["create_prd", "end_prd"] {
+        assert!(menu.iter().any(|(name, _)| name == c), "{c}: {menu:?}");
+    }
     let relaying: usize = api
         .sent_messages()
         .iter()

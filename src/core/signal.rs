@@ -301,7 +301,8 @@ mod tests {
     fn relay_signals_carry_the_users_text() {
         let ts = "2024-05-01T10:00:00Z";
         // (file, parsed action and text, or the error)
-        let cases: [(String, Result<(ControlAction, Option<&str>), SignalError>); 5] = [
+        type Parsed = Result<(ControlAction, Option<&'static str>), SignalError>;
+        let cases: [(String, Parsed); 5] = [
             (
                 format!(
                     r#"{{"action":"prd_text","timestamp":"{ts}","from":"a","text":"a todo app"}}"#
