@@ -8,7 +8,10 @@
 use std::time::Instant;
 
 use piv_testkit::bot_api::{BotApiStandIn, ChatSetup, SentMessage};
+use piv_testkit::fake_claude::{Action, Rule};
 use serde_json::Value;
+
+use crate::pause_visible::{held_execute, release_file, wait_held};
 
 use crate::support::telegram_run::{output_of, start_with_telegram, state_of, Kill};
 use crate::support::*;
@@ -246,4 +249,72 @@ fn a_prd_conversation_in_a_private_chat_with_a_prefix() {
     api.inject_message(PRIVATE, "/end_prd b");
     let ended = wait_sent(&api, t, ENDED, "b's relay ends");
     assert!(ended.text.starts_with("[b] "), "{ended:?}");
+}
+
+/// One agent per project: `/create_prd` is refused while a step's session runs; once the
+/// run is done it opens, and a turn that fails is reported as a relay error (the relay
+/// stays open for the next message).
+#[test]
+fn no_relay_beside_a_running_step_and_a_failed_turn_is_reported() {
+    let api = BotApiStandIn::start(TOKEN);
+    api.set_chat(PRIVATE, ChatSetup::Private);
+    let sb = project("held", None);
+    let release = release_file(&sb);
+    sb.scenario(held_execute(&release).rule(Rule::new(
+        "/create-prd",
+        Action::Fail {
+            subtype: "error_during_execution".into(),
+            is_error: true,
+            message: "the model gave up".into(),
+            exit_code: None,
+        },
+    )));
+    let _run = Kill(vec![start_with_telegram(
+        &sb,
+        &api,
+        (TOKEN, PRIVATE),
+        "held",
+        &[],
+        &[],
+    )]);
+    wait_held(&sb, &output_of(&sb, "held"));
+
+    let t = Instant::now();
+    api.inject_message(PRIVATE, "/create_prd");
+    wait_sent(
+        &api,
+        t,
+        "A step is running in this project",
+        "refused beside a step",
+    );
+    // Refused means not opened: text is still ignored.
+    assert!(!sb.project.join(".agents/prd-relay.json").exists());
+
+    std::fs::write(&release, "go on").unwrap();
+    assert!(
+        wait_until(DEADLINE, || state_of(&sb).as_deref() == Some("done")),
+        "{}",
+        output_of(&sb, "held")
+    );
+    let t = Instant::now();
+    api.inject_message(PRIVATE, "/create_prd");
+    wait_sent(&api, t, STARTED, "opens once the run is done");
+    assert!(sb.project.join(".agents/prd-relay.json").exists());
+
+    let t = Instant::now();
+    api.inject_message(PRIVATE, "a todo app");
+    let error = wait_sent(&api, t, "⚠️ PRD relay error: ", "the failed turn");
+    assert!(error.text.contains("the model gave up"), "{error:?}");
+    assert!(!error.text.contains("SECRET"), "{error:?}");
+
+    let t = Instant::now();
+    api.inject_message(PRIVATE, "/end_prd");
+    wait_sent(&api, t, ENDED, "ends");
+    assert!(
+        wait_until(DEADLINE, || !sb
+            .project
+            .join(".agents/prd-relay.json")
+            .exists()),
+        "the open mark is removed"
+    );
 }
