@@ -194,7 +194,8 @@ fn a_prd_conversation_in_a_projects_topic() {
 }
 
 /// In a private chat (no topics) with two projects: `/create_prd b` opens b's relay; free
-/// text then goes to b, the only open relay, and b's answer comes back tagged `[b]`.
+/// text then goes to b, the only open relay, and b's answer comes back tagged `[b]`; b
+/// refuses `/go b` while its relay is open, visibly at the default notify level.
 #[test]
 fn a_prd_conversation_in_a_private_chat_with_a_prefix() {
     let api = BotApiStandIn::start(TOKEN);
@@ -220,7 +221,8 @@ fn a_prd_conversation_in_a_private_chat_with_a_prefix() {
         (TOKEN, PRIVATE),
         "b",
         &[],
-        &[],
+        // The relay's messages, and its refusal of `/go`, are sent at the default level.
+        &[("PIV_NOTIFY", "normal")],
     ));
     assert!(
         wait_until(DEADLINE, || state_of(&b).as_deref() == Some("done")),
@@ -244,6 +246,12 @@ fn a_prd_conversation_in_a_private_chat_with_a_prefix() {
     assert!(answer.text.starts_with("[b] "), "{answer:?}");
     assert_eq!(relay_calls(&b, &["/create-prd"]).len(), 1);
     assert!(relay_calls(&a, &["/create-prd", "a todo app"]).is_empty());
+
+    // `/go b` reaches b through its signal queue, and b refuses it while its relay is open.
+    let t = Instant::now();
+    api.inject_message(PRIVATE, "/go b");
+    let refused = wait_sent(&api, t, "Send /end_prd first", "b refuses /go");
+    assert!(refused.text.starts_with("[b] "), "{refused:?}");
 
     let t = Instant::now();
     api.inject_message(PRIVATE, "/end_prd b");

@@ -455,8 +455,18 @@ impl Handler<SignalReceived> for SupervisorActor {
         };
         let reply = self.control(control, ctx);
         ctx.spawn(reply.into_actor(self).map(|reply, act, _| {
-            if let Some(text) = reply.announcement() {
-                act.say(RunEvent::Info(text.to_string()));
+            match (&reply, &act.notifier) {
+                // A refused `/go b` must reach the chat at every notify level.
+                (ControlReply::PrdOpen, Some(n)) => {
+                    n.do_send(crate::actors::notifier::QueueProjectMessage {
+                        html: crate::core::telegram_text::escape_html(&reply.text()),
+                    })
+                }
+                _ => {
+                    if let Some(text) = reply.announcement() {
+                        act.say(RunEvent::Info(text.to_string()));
+                    }
+                }
             }
         }));
     }
