@@ -95,7 +95,8 @@ pub enum Command {
     /// first, then a unique case-insensitive one. The signal is queued as one file in
     /// `<project>/.agents/signals/`; the instance handles it between steps (pause holds
     /// before the next step, resume continues, shutdown stops cleanly, go starts or
-    /// continues the phases).
+    /// continues the phases). prd_start and prd_end open and close the instance's PRD
+    /// relay, as /create_prd and /end_prd do in the chat.
     ///
     /// With the registry disabled (PIV_REGISTRY_DISABLED=1), or with the prefix `-`,
     /// `--project DIR` names the target project directly: `piv signal - pause --project
@@ -425,12 +426,12 @@ pub struct StatusArgs {
 /// names and texts are [`ControlAction`]'s, so there is nothing to map by hand).
 fn control_action_parser() -> impl clap::builder::TypedValueParser<Value = ControlAction> {
     use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
-    PossibleValuesParser::new(ControlAction::ALL.map(|a| {
-        // A rollback names its escalation: only its button sends one.
-        PossibleValue::new(a.as_str())
-            .help(a.describe())
-            .hide(a == ControlAction::Rollback)
-    }))
+    PossibleValuesParser::new(
+        ControlAction::ALL
+            .into_iter()
+            .filter(|a| a.from_terminal())
+            .map(|a| PossibleValue::new(a.as_str()).help(a.describe())),
+    )
     .map(|name| ControlAction::from_name(&name).expect("only the actions' names are accepted"))
 }
 
@@ -556,14 +557,15 @@ mod tests {
 
     #[test]
     fn signal_takes_every_action_by_its_wire_name() {
-        for action in ControlAction::ALL {
+        for action in ControlAction::ALL.into_iter().filter(|a| a.from_terminal()) {
             let cli = Cli::try_parse_from(["piv", "signal", "b", action.as_str()]).unwrap();
             let Command::Signal(args) = cli.command else {
                 panic!("signal parsed as another command");
             };
             assert_eq!(args.action, action);
         }
-        for bad in ["Pause", "stop", ""] {
+        // `prd_text` needs a message the command line does not take.
+        for bad in ["Pause", "stop", "", "prd_text"] {
             assert!(
                 Cli::try_parse_from(["piv", "signal", "b", bad]).is_err(),
                 "{bad}"

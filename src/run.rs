@@ -160,6 +160,7 @@ fn ensure_runtime_files_ignored(project_dir: &std::path::Path) {
         "orchestrator.agent-pgid",
         "signals/",
         "telegram-outbox/",
+        "prd-relay.json",
         ".*.tmp-*",
     ];
     let path = project_dir.join(".agents").join(".gitignore");

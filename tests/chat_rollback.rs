@@ -219,6 +219,7 @@ fn rollback_asks_first_then_resets_to_the_checkpoint_once() {
         timestamp: chrono::Utc::now().to_rfc3339(),
         from: "test".into(),
         escalation: Some(escalation_id),
+        text: None,
     };
     enqueue_message(&sb.project, &stale).unwrap();
     assert!(

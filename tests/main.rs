@@ -10,6 +10,7 @@ mod chaos;
 mod chat_buttons;
 mod chat_card;
 mod chat_commands;
+mod chat_prd;
 mod chat_rollback;
 mod chat_standin;
 mod chat_topics;

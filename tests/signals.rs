@@ -218,6 +218,7 @@ fn signals_older_than_the_start_are_discarded() {
         timestamp: (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339(),
         from: "yesterday".into(),
         escalation: None,
+        text: None,
     };
     enqueue_message(dir.path(), &old).unwrap();
     let start = SystemTime::now() - Duration::from_secs(60);
@@ -308,6 +309,7 @@ async fn polling_fallback_delivers_without_notify() {
         timestamp: (chrono::Utc::now() - chrono::Duration::minutes(5)).to_rfc3339(),
         from: "old".into(),
         escalation: None,
+        text: None,
     };
     enqueue_message(dir.path(), &leftover).unwrap();
     let (_watcher, seen) = start_watcher(dir.path(), Duration::from_millis(100), false);

@@ -227,6 +227,9 @@ impl Handler<Control> for FakeRunner {
             ControlAction::Rollback => ControlReply::NotRolledBack {
                 why: "not from the chat".into(),
             },
+            ControlAction::PrdStart | ControlAction::PrdText | ControlAction::PrdEnd => {
+                ControlReply::NotForRunner
+            }
         })
     }
 }

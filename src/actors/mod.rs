@@ -6,6 +6,7 @@ pub mod control;
 pub mod manifest;
 pub mod notifier;
 pub mod phase_runner;
+pub mod prd_relay;
 pub mod presence;
 pub mod registry;
 pub mod signal_watcher;

@@ -87,6 +87,15 @@ pub struct QueueReply {
     pub html: String,
 }
 
+/// A message of the project's own that is not a run event (the PRD relay's replies and
+/// Claude's answers): queued like a notification, so it goes to the project's topic, and
+/// sent as a message of its own at every `PIV_NOTIFY` level.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct QueueProjectMessage {
+    pub html: String,
+}
+
 /// The outbox shared by the actor (which fills it) and its sender task (which drains it).
 struct Queue {
     disk: RefCell<Outbox>,
@@ -603,6 +612,25 @@ impl Handler<QueueReply> for NotifierActor {
                 let _ = sent.await;
             }
         })
+    }
+}
+
+impl Handler<QueueProjectMessage> for NotifierActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: QueueProjectMessage, _: &mut Self::Context) {
+        match &self.queue {
+            Some(queue) => {
+                queue.push(
+                    MessageKind::Notification,
+                    None,
+                    None,
+                    &self.prefix,
+                    &msg.html,
+                );
+            }
+            None => tracing::info!(text = %msg.html, "no chat for a project message"),
+        }
     }
 }
 

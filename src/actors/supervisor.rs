@@ -26,6 +26,7 @@ use crate::actors::notifier::{Flush, NotifierActor, NotifierSettings};
 use crate::actors::phase_runner::{
     PhaseRunnerActor, RollBackEscalation, RunEnded, StartRun, StopRun, StopSteps,
 };
+use crate::actors::prd_relay::{IsRelayOpen, PrdRelayActor, PrdRelaySettings, RelaySignal};
 use crate::actors::presence::{PresenceActor, Withdraw};
 use crate::actors::registry::{Deregister, InstanceIdentity, Register, RegistryActor};
 use crate::actors::signal_watcher::{SignalReceived, SignalWatcherActor};
@@ -58,6 +59,8 @@ pub struct SupervisorActor {
     notifier: Option<Addr<NotifierActor>>,
     bot_owner: Option<Addr<BotOwnerActor>>,
     runner: Option<Addr<PhaseRunnerActor>>,
+    /// The PRD relay (with Telegram only: its answers go to the chat).
+    prd_relay: Option<Addr<PrdRelayActor>>,
     _watcher: Option<Addr<SignalWatcherActor>>,
     /// This instance across machines (`PIV_COORDINATION`), with or without Telegram.
     presence: Option<Addr<PresenceActor>>,
@@ -85,6 +88,7 @@ impl SupervisorActor {
             notifier: None,
             bot_owner: None,
             runner: None,
+            prd_relay: None,
             _watcher: None,
             presence: None,
             budget,
@@ -200,6 +204,20 @@ impl SupervisorActor {
         });
         self.runner = Some(runner.clone());
         if let Some(tg) = &cfg.telegram {
+            let runner_settings = cfg.runner_settings();
+            self.prd_relay = Some(
+                PrdRelayActor::new(
+                    PrdRelaySettings {
+                        prefix: cfg.prefix.clone(),
+                        project_dir: cfg.project_dir.clone(),
+                        agent: runner_settings.agent,
+                        ledger_home: runner_settings.home,
+                        token: tg.token.clone(),
+                    },
+                    notifier.clone(),
+                )
+                .start(),
+            );
             let settings = BotOwnerSettings {
                 prefix: cfg.prefix.clone(),
                 project_dir: cfg.project_dir.clone(),
@@ -397,15 +415,39 @@ impl SupervisorActor {
             self.shutdown(StopReason::Requested { by: msg.by }, ctx);
             return Box::pin(async { ControlReply::ShuttingDown });
         }
+        if msg.action.is_prd() {
+            self.to_relay(msg.action, None);
+            return Box::pin(async { ControlReply::NotForRunner });
+        }
         let Some(runner) = self.runner.clone() else {
             return Box::pin(async { ControlReply::RunnerUnavailable });
         };
+        // One agent per project: no step starts while the PRD relay is open.
+        let relay = self
+            .prd_relay
+            .clone()
+            .filter(|_| matches!(msg.action, ControlAction::Go | ControlAction::Resume));
         Box::pin(async move {
+            if let Some(relay) = relay {
+                if relay.send(IsRelayOpen).await.unwrap_or(false) {
+                    return ControlReply::PrdOpen;
+                }
+            }
             runner.send(msg).await.unwrap_or_else(|e| {
                 tracing::warn!("phase runner unavailable: {e}");
                 ControlReply::RunnerUnavailable
             })
         })
+    }
+}
+
+impl SupervisorActor {
+    /// A relay action goes to the PRD relay (none without Telegram: logged).
+    fn to_relay(&self, action: ControlAction, text: Option<String>) {
+        match &self.prd_relay {
+            Some(relay) => relay.do_send(RelaySignal { action, text }),
+            None => tracing::info!(%action, "no PRD relay without Telegram; signal ignored"),
+        }
     }
 }
 
@@ -423,6 +465,11 @@ impl Handler<SignalReceived> for SupervisorActor {
     type Result = ();
 
     fn handle(&mut self, msg: SignalReceived, ctx: &mut Context<Self>) {
+        if msg.0.action.is_prd() {
+            // The relay answers in the chat itself.
+            self.to_relay(msg.0.action, msg.0.text);
+            return;
+        }
         let control = Control {
             action: msg.0.action,
             by: format!("signal from {}", msg.0.from),
@@ -439,8 +486,18 @@ impl Handler<SignalReceived> for SupervisorActor {
             _ => self.control(control, ctx),
         };
         ctx.spawn(reply.into_actor(self).map(|reply, act, _| {
-            if let Some(text) = reply.announcement() {
-                act.say(RunEvent::Info(text.to_string()));
+            match (&reply, &act.notifier) {
+                // A refused `/go b` must reach the chat at every notify level.
+                (ControlReply::PrdOpen, Some(n)) => {
+                    n.do_send(crate::actors::notifier::QueueProjectMessage {
+                        html: crate::core::telegram_text::escape_html(&reply.text()),
+                    })
+                }
+                _ => {
+                    if let Some(text) = reply.announcement() {
+                        act.say(RunEvent::Info(text.to_string()));
+                    }
+                }
             }
         }));
     }

@@ -108,6 +108,7 @@ pub fn signal_other_machine(
         timestamp: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
         from: from.to_string(),
         escalation: None,
+        text: None,
     };
     let shown = format!("{}@{}", target.status.prefix, target.hostname);
     match runtime.block_on(crate::io::coordination::signals_nats::send_with(

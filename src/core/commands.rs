@@ -26,7 +26,8 @@ pub enum StatusTarget {
 pub enum Command {
     Status(StatusTarget),
     /// A control action the chat offers (`/go`, `/pause`, `/resume`; see
-    /// [`ControlAction::in_chat`]) and the instance it is for.
+    /// [`ControlAction::in_chat`]; and `/create_prd`, `/end_prd` as the relay's
+    /// `PrdStart`, `PrdEnd`) and the instance it is for.
     Control(ControlAction, Option<String>),
     /// `/help`, and `/start` (what Telegram sends when a chat opens the bot).
     Help,
@@ -86,6 +87,8 @@ pub fn parse_command(text: &str, bot_username: Option<&str>) -> Option<Command> 
             }
             Command::Logs(prefix, count)
         }
+        "create_prd" => Command::Control(ControlAction::PrdStart, arg),
+        "end_prd" => Command::Control(ControlAction::PrdEnd, arg),
         lower => match ControlAction::from_name(lower).filter(|a| a.in_chat()) {
             Some(action) => Command::Control(action, arg),
             None => Command::Unknown(name.to_string()),
@@ -174,6 +177,8 @@ pub fn command_menu() -> Vec<(&'static str, &'static str)> {
             "Credential and environment check (or /preflight <prefix>)",
         ),
         ("logs", "The last log lines (or /logs <prefix> <n>)"),
+        ("create_prd", "Start PRD creation conversation"),
+        ("end_prd", "End active PRD creation session"),
         ("help", "List the commands"),
     ]
 }
@@ -183,7 +188,7 @@ pub fn reply_sent(action: ControlAction, prefix: &str) -> String {
     format!(
         "{} Sent /{} signal to [{}]",
         action.icon(),
-        action.as_str(),
+        action.command_name(),
         escape_html(prefix)
     )
 }
@@ -198,7 +203,7 @@ pub fn reply_ask_which(action: ControlAction, prefixes: &[String]) -> String {
     let example = prefixes.first().map(|p| escape_html(p)).unwrap_or_default();
     format!(
         "❓ Several projects are running: {list}.\nSay which one: /{cmd} &lt;prefix&gt;, e.g. /{cmd} {example}",
-        cmd = action.as_str()
+        cmd = action.command_name()
     )
 }
 
@@ -244,8 +249,8 @@ pub fn reply_stale(
     max_age_secs: u64,
 ) -> String {
     let command = match target {
-        Some(t) => format!("/{} {}", action.as_str(), escape_html(t)),
-        None => format!("/{}", action.as_str()),
+        Some(t) => format!("/{} {}", action.command_name(), escape_html(t)),
+        None => format!("/{}", action.command_name()),
     };
     let at = chrono::DateTime::from_timestamp(sent_unix, 0)
         .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
@@ -306,6 +311,62 @@ mod tests {
         }
         let menu: Vec<&str> = command_menu().iter().map(|(c, _)| *c).collect();
         assert!(menu.contains(&"preflight") && menu.contains(&"logs"));
+    }
+
+    #[test]
+    fn the_prd_relay_commands_parse_and_go_to_the_topics_project() {
+        use ControlAction::{PrdEnd, PrdStart};
+        // (typed, parsed, typed in beta's topic)
+        let cases = [
+            (
+                "/create_prd",
+                Command::Control(PrdStart, None),
+                Command::Control(PrdStart, Some("beta".into())),
+            ),
+            (
+                "/create_prd b",
+                Command::Control(PrdStart, Some("b".into())),
+                Command::Control(PrdStart, Some("b".into())),
+            ),
+            (
+                "/END_PRD",
+                Command::Control(PrdEnd, None),
+                Command::Control(PrdEnd, Some("beta".into())),
+            ),
+            (
+                "/end_prd@pivbot alpha",
+                Command::Control(PrdEnd, Some("alpha".into())),
+                Command::Control(PrdEnd, Some("alpha".into())),
+            ),
+            // The wire names are not commands.
+            (
+                "/prd_start",
+                Command::Unknown("prd_start".into()),
+                Command::Unknown("prd_start".into()),
+            ),
+            (
+                "/prd_text hi",
+                Command::Unknown("prd_text".into()),
+                Command::Unknown("prd_text".into()),
+            ),
+        ];
+        for (typed, parsed, in_topic) in cases {
+            let got = parse_command(typed, Some("pivbot")).unwrap();
+            assert_eq!(got, parsed, "{typed}");
+            assert_eq!(in_topic_of(got, "beta"), in_topic, "{typed}");
+        }
+        assert!(acts(&Command::Control(PrdStart, None)));
+        assert_eq!(
+            reply_sent(PrdStart, "b"),
+            "📝 Sent /create_prd signal to [b]"
+        );
+        let menu: Vec<&str> = command_menu().iter().map(|(c, _)| *c).collect();
+        assert!(menu.contains(&"create_prd") && menu.contains(&"end_prd"));
+        let help = crate::core::telegram_text::format_help();
+        assert!(
+            help.contains("/create_prd") && help.contains("/end_prd"),
+            "{help}"
+        );
     }
 
     #[test]

@@ -23,16 +23,28 @@ pub enum ControlAction {
     /// Roll back to the checkpoint of the escalation still open (from its confirmed
     /// button: the signal names the escalation).
     Rollback,
+    /// Open the project's PRD relay (`/create_prd`).
+    #[serde(rename = "prd_start")]
+    PrdStart,
+    /// A message for the open PRD relay (free text in the chat; the signal's `text`).
+    #[serde(rename = "prd_text")]
+    PrdText,
+    /// Close the PRD relay (`/end_prd`).
+    #[serde(rename = "prd_end")]
+    PrdEnd,
 }
 
 impl ControlAction {
     /// Every action, in the order help texts list them.
-    pub const ALL: [ControlAction; 5] = [
+    pub const ALL: [ControlAction; 8] = [
         ControlAction::Go,
         ControlAction::Pause,
         ControlAction::Resume,
         ControlAction::Shutdown,
         ControlAction::Rollback,
+        ControlAction::PrdStart,
+        ControlAction::PrdText,
+        ControlAction::PrdEnd,
     ];
 
     /// The wire name (`go`, `pause`, `resume`, `shutdown`): the chat command without `/`,
@@ -44,7 +56,35 @@ impl ControlAction {
             ControlAction::Resume => "resume",
             ControlAction::Shutdown => "shutdown",
             ControlAction::Rollback => "rollback",
+            ControlAction::PrdStart => "prd_start",
+            ControlAction::PrdText => "prd_text",
+            ControlAction::PrdEnd => "prd_end",
         }
+    }
+
+    /// The chat command that sends it (`create_prd` for `prd_start`); the wire name for
+    /// the others. Free text has no command: `prd_text` keeps its wire name.
+    pub fn command_name(self) -> &'static str {
+        match self {
+            ControlAction::PrdStart => "create_prd",
+            ControlAction::PrdEnd => "end_prd",
+            other => other.as_str(),
+        }
+    }
+
+    /// The actions of the PRD relay, which the relay handles instead of the phase runner.
+    pub fn is_prd(self) -> bool {
+        matches!(
+            self,
+            ControlAction::PrdStart | ControlAction::PrdText | ControlAction::PrdEnd
+        )
+    }
+
+    /// Whether `piv signal` offers it: all but `prd_text`, which needs a message the
+    /// command line does not take, and `rollback`, which names an escalation (only its
+    /// confirmed button sends one).
+    pub fn from_terminal(self) -> bool {
+        !matches!(self, ControlAction::PrdText | ControlAction::Rollback)
     }
 
     /// Parses a wire name, exactly (lowercase); `None` for anything else.
@@ -62,14 +102,20 @@ impl ControlAction {
             ControlAction::Rollback => {
                 "Roll back to the open escalation's checkpoint (its confirmed button)."
             }
+            ControlAction::PrdStart => "Open the PRD relay (its answers go to the chat).",
+            ControlAction::PrdText => "A message for the open PRD relay.",
+            ControlAction::PrdEnd => "Close the PRD relay.",
         }
     }
 
-    /// Whether the chat offers it as a command (`/go`, `/pause`, `/resume`; shutting an
-    /// instance down stays with its terminal and `piv signal`; a rollback comes only from
-    /// an escalation's confirmed button, which names the escalation).
+    /// Whether the chat offers it as a command named by its wire name (`/go`, `/pause`,
+    /// `/resume`; shutting an instance down stays with its terminal and `piv signal`; the
+    /// relay's actions have commands of their own, [`command_name`](Self::command_name)).
     pub fn in_chat(self) -> bool {
-        !matches!(self, ControlAction::Shutdown | ControlAction::Rollback)
+        matches!(
+            self,
+            ControlAction::Go | ControlAction::Pause | ControlAction::Resume
+        )
     }
 
     /// The icon of the chat's confirmations.
@@ -80,6 +126,7 @@ impl ControlAction {
             ControlAction::Resume => "▶️",
             ControlAction::Shutdown => "🛑",
             ControlAction::Rollback => "⏪",
+            ControlAction::PrdStart | ControlAction::PrdText | ControlAction::PrdEnd => "📝",
         }
     }
 }
@@ -148,6 +195,10 @@ pub enum ControlReply {
     NotRolledBack {
         why: String,
     },
+    /// `/go` or `/resume` while the project's PRD relay is open: one agent per project.
+    PrdOpen,
+    /// A relay action reached the runner, which does not handle it.
+    NotForRunner,
 }
 
 impl ControlReply {
@@ -190,6 +241,10 @@ impl ControlReply {
             ControlReply::NothingRunning => "⚠️ Nothing is running to pause.",
             ControlReply::ShuttingDown => "🛑 Shutting down...",
             ControlReply::RunnerUnavailable => "⚠️ Could not reach the runner.",
+            ControlReply::PrdOpen => {
+                "⚠️ A PRD session is open in this project. Send /end_prd first, then /go or /resume."
+            }
+            ControlReply::NotForRunner => "⚠️ The runner does not handle that action.",
         };
         text.to_string()
     }
@@ -202,7 +257,8 @@ impl ControlReply {
             // A rollback is said by the run itself, as an escalation with its Retry.
             ControlReply::ShuttingDown
             | ControlReply::RunnerUnavailable
-            | ControlReply::RolledBack { .. } => None,
+            | ControlReply::RolledBack { .. }
+            | ControlReply::NotForRunner => None,
             other => Some(other.text()),
         }
     }
@@ -221,6 +277,9 @@ mod tests {
             (ControlAction::Resume, "resume", true, "▶️"),
             (ControlAction::Shutdown, "shutdown", false, "🛑"),
             (ControlAction::Rollback, "rollback", false, "⏪"),
+            (ControlAction::PrdStart, "prd_start", false, "📝"),
+            (ControlAction::PrdText, "prd_text", false, "📝"),
+            (ControlAction::PrdEnd, "prd_end", false, "📝"),
         ];
         assert_eq!(table.len(), ControlAction::ALL.len());
         for (action, name, in_chat, icon) in table {
@@ -235,6 +294,23 @@ mod tests {
                 serde_json::to_string(&action).unwrap(),
                 format!("\"{name}\"")
             );
+        }
+    }
+
+    #[test]
+    fn relay_actions_have_commands_of_their_own() {
+        // (action, chat command, a relay action, `piv signal` offers it)
+        let table = [
+            (ControlAction::Go, "go", false, true),
+            (ControlAction::Shutdown, "shutdown", false, true),
+            (ControlAction::PrdStart, "create_prd", true, true),
+            (ControlAction::PrdText, "prd_text", true, false),
+            (ControlAction::PrdEnd, "end_prd", true, true),
+        ];
+        for (action, command, prd, terminal) in table {
+            assert_eq!(action.command_name(), command);
+            assert_eq!(action.is_prd(), prd, "{action}");
+            assert_eq!(action.from_terminal(), terminal, "{action}");
         }
     }
 
@@ -275,6 +351,16 @@ mod tests {
             (
                 ControlReply::RunnerUnavailable,
                 "⚠️ Could not reach the runner.",
+                false,
+            ),
+            (
+                ControlReply::PrdOpen,
+                "⚠️ A PRD session is open in this project. Send /end_prd first, then /go or /resume.",
+                true,
+            ),
+            (
+                ControlReply::NotForRunner,
+                "⚠️ The runner does not handle that action.",
                 false,
             ),
         ];

@@ -6,6 +6,8 @@
 
 use std::collections::VecDeque;
 
+use crate::core::status::RunState;
+
 pub const STARTED: &str = "📝 PRD creation started. Send your messages and I'll relay them to Claude.\n\nSend /end_prd when finished.";
 pub const ALREADY_OPEN: &str = "⚠️ PRD session already in progress. Send /end_prd to stop it.";
 pub const NOT_OPEN: &str = "⚠️ No active PRD session.";
@@ -117,6 +119,27 @@ impl PrdRelay {
         self.busy = next.is_some();
         next.map(|text| self.turn(text))
     }
+}
+
+/// Whether the published run state means a step is running (or about to start), so a
+/// relay may not open beside it. Paused, idle, done and waiting for a human run nothing;
+/// `running` includes the waits between steps (an outage or a usage limit), after which
+/// the loop would start a step by itself.
+pub fn step_running(state: RunState) -> bool {
+    matches!(state, RunState::Running | RunState::Pausing)
+}
+
+/// Free text outside a topic while several of the chat's relays are open (HTML).
+pub fn reply_several_open(open: &[String]) -> String {
+    let list = open
+        .iter()
+        .map(|p| crate::core::telegram_text::escape_html(p))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "❓ Several PRD sessions are open: {list}. Write in the project's topic, or end the \
+         others with /end_prd &lt;prefix&gt; so that one is left."
+    )
 }
 
 /// Which open relay a free-text message in the chat is for.
@@ -254,6 +277,32 @@ mod tests {
         ]);
         assert_eq!(got[0], vec![Reply(STEP_RUNNING.into())]);
         assert_eq!(got[4], vec![]);
+    }
+
+    #[test]
+    fn several_open_relays_are_named() {
+        assert_eq!(
+            reply_several_open(&["a".into(), "<b>".into()]),
+            "❓ Several PRD sessions are open: a, &lt;b&gt;. Write in the project's topic, or \
+             end the others with /end_prd &lt;prefix&gt; so that one is left."
+        );
+    }
+
+    #[test]
+    fn a_relay_opens_only_when_no_step_runs() {
+        // (published state, a step is running)
+        let cases = [
+            (RunState::Running, true),
+            (RunState::Pausing, true),
+            (RunState::Paused, false),
+            (RunState::WaitingForHuman, false),
+            (RunState::Idle, false),
+            (RunState::Done, false),
+            (RunState::Stopped, false),
+        ];
+        for (state, running) in cases {
+            assert_eq!(step_running(state), running, "{state:?}");
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Signals between instances: the signal file's model
-//! (`{"action":"go|pause|resume|shutdown","timestamp":RFC3339,"from":"<prefix>"}`), its
-//! validation, and the queue file names that sort by send time.
+//! (`{"action":"go|pause|resume|shutdown|prd_start|prd_text|prd_end","timestamp":RFC3339,
+//! "from":"<prefix>","text":"…"}`, `text` only for `prd_text`), its validation, and the
+//! queue file names that sort by send time.
 //!
 //! Pure: `io::signal_queue` reads, writes and moves the files; the watcher actor turns a
 //! valid message into a control message for the runner. Nothing here knows about paths.
@@ -24,6 +25,9 @@ pub struct SignalMessage {
     /// The escalation a button's signal answers (a rollback acts only while it is open).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub escalation: Option<u64>,
+    /// The user's message, for `prd_text` (the PRD relay); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
 }
 
 impl SignalMessage {
@@ -50,7 +54,9 @@ pub enum SignalError {
     TooLarge { size: u64 },
     #[error("signal is not valid JSON: {0}")]
     BadJson(String),
-    #[error("unknown signal action {0:?} (expected go, pause, resume, shutdown or rollback)")]
+    #[error(
+        "unknown signal action {0:?} (expected go, pause, resume, shutdown, rollback, prd_start, prd_text or prd_end)"
+    )]
     UnknownAction(String),
     #[error("signal has no {0:?} field")]
     MissingField(&'static str),
@@ -99,11 +105,16 @@ pub fn parse_signal(bytes: &[u8]) -> Result<SignalMessage, SignalError> {
             )))
         }
     };
+    let text = match object.get("text") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(_) => Some(field("text")?.to_string()),
+    };
     Ok(SignalMessage {
         action,
         timestamp: timestamp.to_string(),
         from,
         escalation,
+        text,
     })
 }
 
@@ -289,6 +300,7 @@ mod tests {
             timestamp: "2024-05-01T10:00:00Z".into(),
             from: "ops".into(),
             escalation: None,
+            text: None,
         };
         assert_eq!(
             parse_signal(message.to_json().as_bytes()),
@@ -302,7 +314,7 @@ mod tests {
         let button = SignalMessage {
             action: ControlAction::Rollback,
             escalation: Some(1_764_540_000_123),
-            ..message
+            ..message.clone()
         };
         assert!(button.to_json().contains(r#""action":"rollback""#));
         assert_eq!(parse_signal(button.to_json().as_bytes()), Ok(button));
@@ -315,6 +327,54 @@ mod tests {
                 "{bad}"
             );
         }
+        // No `text` key unless there is a text: older readers see the same file.
+        assert!(!message.to_json().contains("text"));
+    }
+
+    #[test]
+    fn relay_signals_carry_the_users_text() {
+        let ts = "2024-05-01T10:00:00Z";
+        // (file, parsed action and text, or the error)
+        type Parsed = Result<(ControlAction, Option<&'static str>), SignalError>;
+        let cases: [(String, Parsed); 5] = [
+            (
+                format!(
+                    r#"{{"action":"prd_text","timestamp":"{ts}","from":"a","text":"a todo app"}}"#
+                ),
+                Ok((ControlAction::PrdText, Some("a todo app"))),
+            ),
+            (
+                format!(r#"{{"action":"prd_start","timestamp":"{ts}","from":"a"}}"#),
+                Ok((ControlAction::PrdStart, None)),
+            ),
+            (
+                format!(r#"{{"action":"prd_end","timestamp":"{ts}","text":null}}"#),
+                Ok((ControlAction::PrdEnd, None)),
+            ),
+            (
+                format!(r#"{{"action":"prd_text","timestamp":"{ts}","text":7}}"#),
+                Err(SignalError::BadJson(
+                    "field \"text\" is not a string: 7".into(),
+                )),
+            ),
+            (
+                format!(r#"{{"action":"prdStart","timestamp":"{ts}"}}"#),
+                Err(SignalError::UnknownAction("prdStart".into())),
+            ),
+        ];
+        for (file, want) in cases {
+            let got = parse_signal(file.as_bytes()).map(|m| (m.action, m.text));
+            let want = want.map(|(a, t)| (a, t.map(String::from)));
+            assert_eq!(got, want, "{file}");
+        }
+        let message = SignalMessage {
+            action: ControlAction::PrdText,
+            timestamp: ts.into(),
+            from: "a".into(),
+            escalation: None,
+            text: Some("line one\n<b>two</b> \"quoted\"".into()),
+        };
+        assert_eq!(parse_signal(message.to_json().as_bytes()), Ok(message));
     }
 
     #[test]

@@ -273,10 +273,14 @@ pub fn format_help() -> String {
         "/cost [prefix] — what the projects spent: today, 7 days, this month",
         "/preflight [prefix] — the credential and environment check",
         "/logs [prefix] [n] — the last n lines of the log (20 by default)",
+        "/create_prd [prefix] — start a PRD conversation with Claude (/create-prd); \
+         your messages are relayed to it",
+        "/end_prd [prefix] — end the PRD conversation",
         "/help — this list",
         "",
         "<i>Without a prefix a command goes to the only running project; with several, name one. \
-         In a project's forum topic a command is for that project.</i>",
+         In a project's forum topic a command is for that project, and so is a message while \
+         its PRD conversation is open.</i>",
     ]
     .join("\n")
 }

@@ -172,6 +172,7 @@ async fn signal(
         timestamp: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
         from: from.to_string(),
         escalation: Some(id),
+        text: None,
     };
     // Claim, then signal: a tap claimed by a killed owner is refused on replay (the
     // signal may be lost then, never doubled).

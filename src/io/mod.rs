@@ -20,6 +20,7 @@ pub mod log_file;
 pub mod manifest_file;
 pub mod outbox;
 pub mod pid_file;
+pub mod prd_relay_file;
 pub mod process_group;
 pub mod registry_store;
 pub mod room_reads;

@@ -103,6 +103,7 @@ pub fn enqueue(
         timestamp: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
         from: from.to_string(),
         escalation: None,
+        text: None,
     };
     enqueue_message(project_dir, &message)
 }

@@ -39,10 +39,16 @@ impl Poller {
             .as_deref()
             .and_then(|text| parse_command(text, self.bot_username.as_deref()))
         else {
-            tracing::debug!(
-                update_id = update.update_id,
-                "ignoring a message that is not a command"
-            );
+            match update.text.as_deref() {
+                // Free text: for an open PRD relay, or ignored (issue 14, behaviour.md §9.1).
+                Some(text) if !text.trim_start().starts_with('/') => {
+                    self.relay_text(update, chat_id, text, &others).await
+                }
+                _ => tracing::debug!(
+                    update_id = update.update_id,
+                    "ignoring a message that is not a command"
+                ),
+            }
             return;
         };
         // Typed inside a project's forum topic: for that project (issue 14).
@@ -79,6 +85,13 @@ impl Poller {
                     self.stale_command_secs,
                 );
                 (view.tag(&self.prefix), text)
+            }
+            // The relay answers in the chat itself; only a failure to reach it is replied.
+            Command::Control(action, target) if action.is_prd() => {
+                match self.prd_command(*action, target.as_deref(), &view).await {
+                    Some(reply) => reply,
+                    None => return,
+                }
             }
             _ => self.answer(command, &view).await,
         };
@@ -159,6 +172,174 @@ impl Poller {
                 };
                 (tag, reply)
             }
+        }
+    }
+
+    /// `/create_prd` or `/end_prd` for the project `target` names (or the chat's one
+    /// project): a signal on that instance's queue, as for `/pause b`. None when it was
+    /// queued (the relay itself answers); else the reply (ask which, unknown prefix, error).
+    async fn prd_command(
+        &self,
+        action: ControlAction,
+        target: Option<&str>,
+        view: &ChatView,
+    ) -> Option<(String, String)> {
+        let own = self.prefix.clone();
+        let tag = view.tag(&own);
+        let (view, elsewhere) = self.with_other_machines(view).await;
+        let (prefix, dir) = match view.route(target, &own) {
+            Route::Local => (own.clone(), self.project_dir.clone()),
+            Route::Remote(other) => match elsewhere::find_published(&elsewhere, other) {
+                Some(there) => {
+                    let reply = elsewhere::signal(&*self.coordination, there, action, &own).await;
+                    return Some((tag, reply));
+                }
+                None => (other.prefix.clone(), PathBuf::from(&other.project_dir)),
+            },
+            Route::AskWhich { prefixes } => return Some((tag, reply_ask_which(action, &prefixes))),
+            Route::UnknownPrefix { prefix, known } => {
+                return Some((tag, reply_unknown_prefix(&prefix, &known)))
+            }
+        };
+        self.enqueue_prd(dir, &prefix, action, None)
+            .await
+            .map(|error| (tag, error))
+    }
+
+    /// Queues a relay signal for the instance on `dir`; the error reply if it could not.
+    async fn enqueue_prd(
+        &self,
+        dir: PathBuf,
+        prefix: &str,
+        action: ControlAction,
+        text: Option<String>,
+    ) -> Option<String> {
+        let message = crate::core::signal::SignalMessage {
+            action,
+            timestamp: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            from: self.prefix.clone(),
+            escalation: None,
+            text,
+        };
+        let queued =
+            tokio::task::spawn_blocking(move || signal_queue::enqueue_message(&dir, &message))
+                .await;
+        let error = match queued {
+            Ok(Ok(path)) => {
+                tracing::info!(to = %prefix, action = action.as_str(), file = %path.display(),
+                    "routed a PRD relay message");
+                return None;
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => e.to_string(),
+        };
+        tracing::warn!(error = %error, "cannot queue a PRD relay signal");
+        Some(format!(
+            "⚠️ Could not send /{} to [{}]: {}",
+            action.command_name(),
+            crate::core::telegram_text::escape_html(prefix),
+            crate::core::telegram_text::escape_html(&error)
+        ))
+    }
+
+    /// Free text in an allowed chat: to the relay `core::prd_relay::text_target` picks
+    /// (the topic's project, or the chat's one open relay), else ignored.
+    async fn relay_text(
+        &self,
+        update: &IncomingUpdate,
+        chat_id: i64,
+        text: &str,
+        others: &[Instance],
+    ) {
+        use crate::core::prd_relay::{reply_several_open, text_target, TextTarget};
+        if is_stale(
+            update.date,
+            chrono::Utc::now().timestamp(),
+            self.stale_command_secs,
+        ) {
+            tracing::info!(update_id = update.update_id, "not relaying a stale message");
+            return;
+        }
+        let topic_project = room_reads::project_of_topic(
+            &crate::io::home::bot_dir(&self.home, self.own.bot_id),
+            chat_id,
+            update.topic,
+        )
+        .await;
+        let view = ChatView::new(self, chat_id, others);
+        // The chat's projects on this machine, whose open marks can be read.
+        let mut here: Vec<(String, PathBuf)> = Vec::new();
+        if view.owner_in_chat {
+            here.push((self.prefix.clone(), self.project_dir.clone()));
+        }
+        here.extend(
+            view.others
+                .iter()
+                .map(|i| (i.prefix.clone(), PathBuf::from(&i.project_dir))),
+        );
+        if let Some(project) = &topic_project {
+            if !here.iter().any(|(p, _)| p == project) {
+                // A topic of a project on another machine: its relay decides (closed:
+                // it ignores the text).
+                let (_, elsewhere) = self.with_other_machines(&view).await;
+                if let Some(there) = elsewhere.iter().find(|p| &p.status.prefix == project) {
+                    let reply = elsewhere::signal_with_text(
+                        &*self.coordination,
+                        there,
+                        ControlAction::PrdText,
+                        &self.prefix,
+                        Some(text.to_string()),
+                    )
+                    .await;
+                    tracing::info!(to = %project, %reply, "relayed free text to another machine");
+                }
+                return;
+            }
+        }
+        let marks = here.clone();
+        let open: Vec<String> = tokio::task::spawn_blocking(move || {
+            marks
+                .into_iter()
+                .filter(|(_, dir)| crate::io::prd_relay_file::is_open(dir))
+                .map(|(p, _)| p)
+                .collect()
+        })
+        .await
+        .unwrap_or_default();
+        match text_target(topic_project.as_deref(), &open) {
+            TextTarget::Relay(prefix) => {
+                let Some((_, dir)) = here.into_iter().find(|(p, _)| *p == prefix) else {
+                    return;
+                };
+                let error = self
+                    .enqueue_prd(dir, &prefix, ControlAction::PrdText, Some(text.to_string()))
+                    .await;
+                if let Some(html) = error {
+                    self.reply(chat_id, update.topic, view.tag(&self.prefix), html)
+                        .await;
+                }
+            }
+            TextTarget::Ambiguous(open) => {
+                let html = reply_several_open(&open);
+                self.reply(chat_id, update.topic, view.tag(&self.prefix), html)
+                    .await;
+            }
+            TextTarget::Ignore => tracing::debug!(
+                update_id = update.update_id,
+                "ignoring a message that is not a command"
+            ),
+        }
+    }
+
+    async fn reply(&self, chat_id: i64, thread: Option<i64>, tag: String, html: String) {
+        let reply = QueueReply {
+            chat_id,
+            thread,
+            tag,
+            html,
+        };
+        if let Err(e) = self.notifier.send(reply).await {
+            tracing::warn!(error = %e, "cannot queue a reply to a Telegram message");
         }
     }
 

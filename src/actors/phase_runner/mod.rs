@@ -407,6 +407,10 @@ impl Handler<crate::actors::control::Control> for PhaseRunnerActor {
             ControlAction::Rollback => ControlReply::NotRolledBack {
                 why: "only an escalation's Rollback button rolls back".into(),
             },
+            // The supervisor hands the PRD relay's actions to the relay actor.
+            ControlAction::PrdStart | ControlAction::PrdText | ControlAction::PrdEnd => {
+                ControlReply::NotForRunner
+            }
         })
     }
 }

@@ -57,11 +57,23 @@ pub async fn signal(
     action: ControlAction,
     from: &str,
 ) -> String {
+    signal_with_text(coordination, target, action, from, None).await
+}
+
+/// [`signal`] with the user's text (a PRD relay message, `prd_text`).
+pub async fn signal_with_text(
+    coordination: &dyn Coordination,
+    target: &PublishedInstance,
+    action: ControlAction,
+    from: &str,
+    text: Option<String>,
+) -> String {
     let message = crate::core::signal::SignalMessage {
         action,
         timestamp: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
         from: from.to_string(),
         escalation: None,
+        text,
     };
     match coordination.send_signal(target, message).await {
         Ok(Delivery::Applied) => {

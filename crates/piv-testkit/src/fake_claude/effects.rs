@@ -320,6 +320,12 @@ impl Ctx<'_> {
                 default_hooks.insert("preflight_status".into(), "passed".into());
                 self.preflight()
             }
+            // The PRD conversation's first turn (piv's relay sends the user's first
+            // message after the command); later turns are plain `--resume`d prompts.
+            "/create-prd" => Ok(format!(
+                "Let's write the PRD. You said: {}. Who are the users, and what must they be able to do first?",
+                first_line(self.prompt.trim_start_matches("/create-prd").trim())
+            )),
             _ => Ok(format!("Done: {}", first_line(self.prompt))),
         };
         self.print_tools(out);
