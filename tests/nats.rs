@@ -542,6 +542,30 @@ fn pause_reaches_another_machine_exactly_once() {
     assert!(received.contains("action=resume"), "{received}");
 }
 
+/// `piv signal b pause` on a's machine: acknowledged, b pauses, and b queued it once
+/// (still once a lease TTL later: no redelivery).
+fn pause_b_from_a_once(a: &Sandbox, b: &Sandbox, cluster: &NatsCluster) {
+    let urls = cluster.urls();
+    let out = piv_with_env(
+        a,
+        &["signal", "b", "pause"],
+        &[("PIV_COORDINATION", urls.as_str())],
+    );
+    let (stdout, _) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{}", show(a, &out));
+    assert!(stdout.contains("acknowledged"), "{stdout}");
+    assert!(
+        wait_until(DEADLINE, || crate::support::telegram_run::state_of(b)
+            .as_deref()
+            == Some("paused")),
+        "b pauses\n{}",
+        output_of(b, "b")
+    );
+    let later = Instant::now() + Duration::from_secs(TTL_SECS);
+    assert!(wait_until(DEADLINE, || Instant::now() > later));
+    assert_eq!(queued_from_other_machines(b, "b"), 1);
+}
+
 /// `piv signal <prefix>` on one machine for an instance on another: acknowledged, applied
 /// once.
 #[test]
@@ -561,25 +585,7 @@ fn piv_signal_reaches_another_machine_exactly_once() {
         "b published\n{}",
         output_of(&b, "b")
     );
-    let urls = cluster.urls();
-    let out = piv_with_env(
-        &a,
-        &["signal", "b", "pause"],
-        &[("PIV_COORDINATION", urls.as_str())],
-    );
-    let (stdout, _) = text(&out);
-    assert_eq!(out.status.code(), Some(0), "{}", show(&a, &out));
-    assert!(stdout.contains("acknowledged"), "{stdout}");
-    assert!(
-        wait_until(DEADLINE, || crate::support::telegram_run::state_of(&b)
-            .as_deref()
-            == Some("paused")),
-        "b pauses\n{}",
-        output_of(&b, "b")
-    );
-    let later = Instant::now() + Duration::from_secs(TTL_SECS);
-    assert!(wait_until(DEADLINE, || Instant::now() > later));
-    assert_eq!(queued_from_other_machines(&b, "b"), 1);
+    pause_b_from_a_once(&a, &b, &cluster);
     // Without coordination the prefix is unknown on a's machine.
     let out = a.piv(&["signal", "b", "pause"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
@@ -664,22 +670,5 @@ fn a_run_without_telegram_is_listed_and_steered_across_machines() {
     );
     let reply = replies_after(&api, t, "All Instances").remove(0);
     assert!(reply.contains("[b"), "b in /status all: {reply}");
-    let out = piv_with_env(
-        &a,
-        &["signal", "b", "pause"],
-        &[("PIV_COORDINATION", urls.as_str())],
-    );
-    let (stdout, _) = text(&out);
-    assert_eq!(out.status.code(), Some(0), "{}", show(&a, &out));
-    assert!(stdout.contains("acknowledged"), "{stdout}");
-    assert!(
-        wait_until(DEADLINE, || crate::support::telegram_run::state_of(&b)
-            .as_deref()
-            == Some("paused")),
-        "b pauses\n{}",
-        output_of(&b, "b")
-    );
-    let later = Instant::now() + Duration::from_secs(TTL_SECS);
-    assert!(wait_until(DEADLINE, || Instant::now() > later));
-    assert_eq!(queued_from_other_machines(&b, "b"), 1);
+    pause_b_from_a_once(&a, &b, &cluster);
 }
