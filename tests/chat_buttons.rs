@@ -8,7 +8,9 @@
 use piv_testkit::bot_api::BotApiStandIn;
 use piv_testkit::fake_claude::{Action, Rule, Scenario};
 
-use crate::support::telegram_run::{output_of, start_with_telegram, state_of, Kill};
+use crate::support::telegram_run::{
+    escalating_run, output_of, start_with_telegram, state_of, Kill,
+};
 use crate::support::*;
 
 const TOKEN: &str = "777017:chat-buttons-SECRET";
@@ -17,25 +19,7 @@ const CHAT: i64 = 1717;
 #[test]
 fn retry_button_acts_once() {
     let api = BotApiStandIn::start(TOKEN);
-    let sb = Sandbox::new("btn", &ready_manifest(1));
-    sb.scenario(
-        Scenario::new().rule(Rule::new("/plan-feature", fail("HTTP 401 Unauthorized")).times(1)),
-    );
-    let _run = Kill(vec![start_with_telegram(
-        &sb,
-        &api,
-        (TOKEN, CHAT),
-        "btn",
-        &[],
-        &[],
-    )]);
-    let escalation = api
-        .wait_for_sent(|m| !m.buttons.is_empty(), DEADLINE)
-        .unwrap_or_else(|| panic!("no escalation with buttons\n{}", output_of(&sb, "btn")));
-    assert!(
-        escalation.text.contains("integration_auth"),
-        "{escalation:?}"
-    );
+    let (sb, _run, escalation) = escalating_run(&api, (TOKEN, CHAT), "btn", "/plan-feature");
     let (label, data) = escalation.buttons[0][0].clone();
     assert_eq!(label, "🔁 Retry");
     assert!(

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use piv_testkit::bot_api::{BotApiStandIn, ChatSetup};
 
-use crate::support::telegram_run::{output_of, start_with_telegram, state_of, Kill};
+use crate::support::telegram_run::done_in_forum;
 use crate::support::*;
 
 const TOKEN: &str = "777018:chat-commands-SECRET";
@@ -19,24 +19,7 @@ fn preflight_and_logs_in_a_topic() {
     let api = BotApiStandIn::start(TOKEN);
     api.set_chat(FORUM, ChatSetup::Forum);
     let sb = Sandbox::new("cmds", &ready_manifest(1));
-    let _run = Kill(vec![start_with_telegram(
-        &sb,
-        &api,
-        (TOKEN, FORUM),
-        "cmds",
-        &[],
-        &[],
-    )]);
-    assert!(
-        wait_until(DEADLINE, || state_of(&sb).as_deref() == Some("done")),
-        "{}",
-        output_of(&sb, "cmds")
-    );
-    let topic = api
-        .wait_for_topics(FORUM, 1, DEADLINE)
-        .first()
-        .map(|t| t.thread_id)
-        .expect("a topic");
+    let (_run, topic) = done_in_forum(&sb, &api, (TOKEN, FORUM), "cmds");
 
     let t = Instant::now();
     api.inject_topic_message(FORUM, topic, "/preflight");

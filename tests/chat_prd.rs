@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use crate::pause_visible::{held_execute, release_file, wait_held};
 
-use crate::support::telegram_run::{output_of, start_with_telegram, state_of, Kill};
+use crate::support::telegram_run::{done_in_forum, output_of, start_with_telegram, state_of, Kill};
 use crate::support::*;
 
 const TOKEN: &str = "777021:chat-prd-SECRET";
@@ -83,24 +83,7 @@ fn a_prd_conversation_in_a_projects_topic() {
     let api = BotApiStandIn::start(TOKEN);
     api.set_chat(FORUM, ChatSetup::Forum);
     let sb = project("prd", None);
-    let _run = Kill(vec![start_with_telegram(
-        &sb,
-        &api,
-        (TOKEN, FORUM),
-        "prd",
-        &[],
-        &[],
-    )]);
-    assert!(
-        wait_until(DEADLINE, || state_of(&sb).as_deref() == Some("done")),
-        "{}",
-        output_of(&sb, "prd")
-    );
-    let topic = api
-        .wait_for_topics(FORUM, 1, DEADLINE)
-        .first()
-        .map(|t| t.thread_id)
-        .expect("a topic");
+    let (_run, topic) = done_in_forum(&sb, &api, (TOKEN, FORUM), "prd");
 
     // Before any relay: ignored (the updates are handled in order, so once /create_prd's
     // answer is out, this message was seen and dropped).

@@ -12,9 +12,8 @@ use piv::core::signal::SignalMessage;
 use piv::io::send_budget::PRIVATE_CHAT_INTERVAL;
 use piv::io::signal_queue::enqueue_message;
 use piv_testkit::bot_api::BotApiStandIn;
-use piv_testkit::fake_claude::{Rule, Scenario};
 
-use crate::support::telegram_run::{output_of, start_with_telegram, state_of, Kill};
+use crate::support::telegram_run::{escalating_run, output_of, state_of};
 use crate::support::*;
 
 const TOKEN: &str = "777018:chat-rollback-SECRET";
@@ -36,25 +35,7 @@ fn data_of(rows: &[Vec<(String, String)>], label: &str) -> String {
 #[test]
 fn rollback_asks_first_then_resets_to_the_checkpoint_once() {
     let api = BotApiStandIn::start(TOKEN);
-    let sb = Sandbox::new("rb", &ready_manifest(1));
-    sb.scenario(
-        Scenario::new().rule(Rule::new("/execute", fail("HTTP 401 Unauthorized")).times(1)),
-    );
-    let _run = Kill(vec![start_with_telegram(
-        &sb,
-        &api,
-        (TOKEN, CHAT),
-        "rb",
-        &[],
-        &[],
-    )]);
-    let escalation = api
-        .wait_for_sent(|m| !m.buttons.is_empty(), DEADLINE)
-        .unwrap_or_else(|| panic!("no escalation with buttons\n{}", output_of(&sb, "rb")));
-    assert!(
-        escalation.text.contains("integration_auth"),
-        "{escalation:?}"
-    );
+    let (sb, _run, escalation) = escalating_run(&api, (TOKEN, CHAT), "rb", "/execute");
     assert_eq!(labels(&escalation.buttons), ["🔁 Retry", "⏪ Rollback"]);
     assert!(
         wait_until(DEADLINE, || state_of(&sb).as_deref()

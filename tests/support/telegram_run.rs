@@ -83,3 +83,63 @@ impl Drop for Kill {
         }
     }
 }
+
+/// A one-phase `piv run` with Telegram on whose `command` fails once with a 401 (it
+/// needs a human): the sandbox, the running process, and its escalation (the first
+/// message with buttons).
+pub fn escalating_run(
+    api: &BotApiStandIn,
+    (token, chat): (&str, i64),
+    prefix: &str,
+    command: &str,
+) -> (Sandbox, Kill, piv_testkit::bot_api::SentMessage) {
+    let sb = Sandbox::new(prefix, &super::ready_manifest(1));
+    sb.scenario(
+        Scenario::new().rule(Rule::new(command, super::fail("HTTP 401 Unauthorized")).times(1)),
+    );
+    let run = Kill(vec![start_with_telegram(
+        &sb,
+        api,
+        (token, chat),
+        prefix,
+        &[],
+        &[],
+    )]);
+    let escalation = api
+        .wait_for_sent(|m| !m.buttons.is_empty(), super::DEADLINE)
+        .unwrap_or_else(|| panic!("no escalation with buttons\n{}", output_of(&sb, prefix)));
+    assert!(
+        escalation.text.contains("integration_auth"),
+        "{escalation:?}"
+    );
+    (sb, run, escalation)
+}
+
+/// `piv run` for `sb` with Telegram on in the forum chat `forum`, run through its phases
+/// (it stays up for commands): the running process and the project's topic.
+pub fn done_in_forum(
+    sb: &Sandbox,
+    api: &BotApiStandIn,
+    (token, forum): (&str, i64),
+    prefix: &str,
+) -> (Kill, i64) {
+    let run = Kill(vec![start_with_telegram(
+        sb,
+        api,
+        (token, forum),
+        prefix,
+        &[],
+        &[],
+    )]);
+    assert!(
+        super::wait_until(super::DEADLINE, || state_of(sb).as_deref() == Some("done")),
+        "{}",
+        output_of(sb, prefix)
+    );
+    let topic = api
+        .wait_for_topics(forum, 1, super::DEADLINE)
+        .first()
+        .map(|t| t.thread_id)
+        .expect("a topic");
+    (run, topic)
+}

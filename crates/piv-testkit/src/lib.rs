@@ -5,5 +5,6 @@
 pub mod binaries;
 pub mod bot_api;
 pub mod fake_claude;
+pub mod http1;
 pub mod project;
 pub mod rng;

@@ -4,12 +4,12 @@ use super::*;
 
 pub(super) type Params = Map<String, Value>;
 
-pub(super) fn reply(status: u16, body: &Value) -> tiny_http::Response<std::io::Cursor<Vec<u8>>> {
-    let header =
-        tiny_http::Header::from_bytes("Content-Type", "application/json").expect("static header");
-    tiny_http::Response::from_data(serde_json::to_vec(body).expect("json"))
-        .with_status_code(status)
-        .with_header(header)
+pub(super) fn respond(request: crate::http1::Request, status: u16, body: &Value) {
+    request.respond(
+        status,
+        "application/json",
+        &serde_json::to_vec(body).expect("json"),
+    );
 }
 
 pub(super) fn ok(result: Value) -> (u16, Value) {
@@ -92,31 +92,23 @@ pub(super) fn param_json(p: &Params, key: &str) -> Option<Value> {
     }
 }
 
-fn pid_of(request: &tiny_http::Request) -> Option<u32> {
-    let agent = request
-        .headers()
-        .iter()
-        .find(|h| h.field.equiv("User-Agent"))?
-        .value
-        .as_str()
-        .to_string();
-    agent
+fn pid_of(request: &crate::http1::Request) -> Option<u32> {
+    request
+        .header("User-Agent")?
         .split_whitespace()
         .find_map(|part| part.strip_prefix("pid/"))
         .and_then(|pid| pid.parse().ok())
 }
 
-pub(super) fn handle(inner: &Inner, mut request: tiny_http::Request) {
+pub(super) fn handle(inner: &Inner, request: crate::http1::Request) {
     let url = request.url().to_string();
     let (path, query) = url.split_once('?').unwrap_or((&url, ""));
     let mut params = Params::new();
     parse_form(query, &mut params);
-    let mut body = String::new();
-    let _ = request.as_reader().take(8 << 20).read_to_string(&mut body);
+    let body = String::from_utf8_lossy(request.body()).into_owned();
     let is_json = request
-        .headers()
-        .iter()
-        .any(|h| h.field.equiv("Content-Type") && h.value.as_str().starts_with("application/json"));
+        .header("Content-Type")
+        .is_some_and(|v| v.starts_with("application/json"));
     if is_json {
         if let Ok(Value::Object(map)) = serde_json::from_str::<Value>(&body) {
             params.extend(map);
@@ -125,7 +117,7 @@ pub(super) fn handle(inner: &Inner, mut request: tiny_http::Request) {
         parse_form(&body, &mut params);
     }
     let pid = pid_of(&request);
-    let remote = request.remote_addr().copied();
+    let remote = Some(request.remote_addr());
 
     let mut segments = path.trim_start_matches('/').splitn(2, '/');
     let first = percent_decode(segments.next().unwrap_or(""));
@@ -184,28 +176,19 @@ pub(super) fn handle(inner: &Inner, mut request: tiny_http::Request) {
     } else {
         err(404, "Not Found")
     };
-    let _ = request.respond(reply(status, &body));
+    respond(request, status, &body);
 }
 
 /// Answers `request` as an outage would.
-fn fail_as(request: tiny_http::Request, kind: Outage) {
+fn fail_as(request: crate::http1::Request, kind: Outage) {
     match kind {
-        Outage::BadGateway => {
-            let header =
-                tiny_http::Header::from_bytes("Content-Type", "text/html").expect("static header");
-            let _ = request.respond(
-                tiny_http::Response::from_string("<html><body>502 Bad Gateway</body></html>")
-                    .with_status_code(502)
-                    .with_header(header),
-            );
-        }
-        Outage::DroppedConnection => {
-            // No valid status line: the client sees the connection fail mid-answer.
-            use std::io::Write;
-            let mut writer = request.into_writer();
-            let _ = writer.write_all(b"BROKEN\r\n\r\n");
-            let _ = writer.flush();
-        }
+        Outage::BadGateway => request.respond(
+            502,
+            "text/html",
+            b"<html><body>502 Bad Gateway</body></html>",
+        ),
+        // No valid status line: the client sees the connection fail mid-answer.
+        Outage::DroppedConnection => request.respond_raw(b"BROKEN\r\n\r\n"),
     }
 }
 

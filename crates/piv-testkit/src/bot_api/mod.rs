@@ -3,7 +3,8 @@
 //! [`BotApiStandIn::start`] binds `127.0.0.1:0` and serves `/bot<token>/<method>` (method
 //! names case-insensitive, as Telegram matches them and as teloxide sends them:
 //! `GetUpdates`). Parameters come as a JSON body, a form body or the query string.
-//! Each request runs on its own thread, so a long poll never holds up a send.
+//! Each connection is served on its own thread (`http1`), so a long poll never holds up a
+//! send.
 //!
 //! What it reproduces, and why a test cares:
 //! - `getUpdates`: `offset` confirms (forgets) every update below it; `timeout` long-polls
@@ -31,10 +32,8 @@
 //! so a test can tell which instance polled or sent.
 
 use std::collections::HashMap;
-use std::io::Read;
 use std::net::SocketAddr;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Map, Value};
@@ -45,7 +44,7 @@ mod http;
 
 pub use forum::{CallbackAnswer, ChatSetup, EditedMessage, TopicInfo, FORUM_ICON_COLORS};
 pub use html::parse_telegram_html;
-use http::{api_error, handle, reply};
+use http::{api_error, handle, respond};
 
 /// Telegram's limit on a message's text.
 const MESSAGE_LIMIT: usize = 4096;
@@ -196,9 +195,9 @@ impl Inner {
 /// them all).
 pub struct BotApiStandIn {
     inner: Arc<Inner>,
-    server: Arc<tiny_http::Server>,
-    acceptor: Mutex<Option<JoinHandle<()>>>,
-    /// Every bot of the server, stopped with it (only the handle owning the acceptor).
+    /// The HTTP server (only in the first handle, which stops it).
+    server: Mutex<Option<crate::http1::Server>>,
+    /// Every bot of the server, stopped with it (only the handle owning the server).
     all: Vec<Arc<Inner>>,
     url: String,
 }
@@ -224,8 +223,6 @@ impl BotApiStandIn {
     /// the first handle stops the server.
     pub fn start_bots(tokens: &[&str]) -> Vec<BotApiStandIn> {
         assert!(!tokens.is_empty(), "at least one token");
-        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").expect("bind 127.0.0.1:0"));
-        let addr = server.server_addr().to_ip().expect("an IP listener");
         let bots: Vec<Arc<Inner>> = tokens
             .iter()
             .map(|token| {
@@ -241,32 +238,26 @@ impl BotApiStandIn {
                 })
             })
             .collect();
-        let acceptor = {
-            let server = server.clone();
+        let server = {
             let bots = bots.clone();
-            std::thread::Builder::new()
-                .name("bot-api-stand-in".into())
-                .spawn(move || {
-                    while let Ok(request) = server.recv() {
-                        let inner = bot_for(&bots, request.url()).clone();
-                        if inner.lock().stopping {
-                            let _ = request.respond(reply(503, &api_error(503, "stopping", None)));
-                            break;
-                        }
-                        // One thread per request: a long poll must not hold up a send.
-                        std::thread::spawn(move || handle(&inner, request));
-                    }
-                })
-                .expect("spawn acceptor")
+            crate::http1::Server::start("bot-api-stand-in", move |request| {
+                let inner = bot_for(&bots, request.url()).clone();
+                if inner.lock().stopping {
+                    respond(request, 503, &api_error(503, "stopping", None));
+                    return;
+                }
+                handle(&inner, request);
+            })
+            .expect("bind 127.0.0.1:0")
         };
+        let addr = server.addr();
         let url = format!("http://{addr}");
-        let mut acceptor = Some(acceptor);
+        let mut server = Some(server);
         bots.iter()
             .enumerate()
             .map(|(i, inner)| BotApiStandIn {
                 inner: inner.clone(),
-                server: server.clone(),
-                acceptor: Mutex::new(acceptor.take()),
+                server: Mutex::new(server.take()),
                 all: if i == 0 { bots.clone() } else { Vec::new() },
                 url: url.clone(),
             })
@@ -460,15 +451,8 @@ impl BotApiStandIn {
             bot.lock().stopping = true;
             bot.changed.notify_all();
         }
-        self.server.unblock();
-        if let Some(handle) = self
-            .acceptor
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-        {
-            let _ = handle.join();
-        }
+        let server = self.server.lock().unwrap_or_else(|e| e.into_inner()).take();
+        drop(server);
     }
 }
 
