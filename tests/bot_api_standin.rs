@@ -281,6 +281,8 @@ async fn commands_are_recorded() {
             "cost",
             "preflight",
             "logs",
+            "create_prd",
+            "end_prd",
             "help"
         ]
     );
