@@ -389,6 +389,19 @@ fn status_all_prefixes(sb: &Sandbox, cluster: &NatsCluster) -> Vec<String> {
         .collect()
 }
 
+/// `/status all` sent in the chat: the answer (a's instance answers the bot).
+fn status_all_in_chat(api: &BotApiStandIn, a: &Sandbox) -> String {
+    let t = Instant::now();
+    api.inject_message(CHAT, "/status all");
+    assert!(
+        wait_until(DEADLINE, || !replies_after(api, t, "All Instances")
+            .is_empty()),
+        "answered\n{}",
+        output_of(a, "a")
+    );
+    replies_after(api, t, "All Instances").remove(0)
+}
+
 /// `piv status --all` and `/status all` list every machine's instances (the others as
 /// `prefix@host`); an instance that stops renewing its entry drops out.
 #[test]
@@ -414,15 +427,7 @@ fn status_all_lists_every_machine() {
         status_all_prefixes(&a, &cluster),
         output_of(&b, "b")
     );
-    let t = Instant::now();
-    api.inject_message(CHAT, "/status all");
-    assert!(
-        wait_until(DEADLINE, || !replies_after(&api, t, "All Instances")
-            .is_empty()),
-        "answered\n{}",
-        output_of(&a, "a")
-    );
-    let reply = replies_after(&api, t, "All Instances").remove(0);
+    let reply = status_all_in_chat(&api, &a);
     assert!(reply.contains("[a") && reply.contains("[b"), "{reply}");
     // `/status b` on a's bot: b's status as b published it.
     let t = Instant::now();
@@ -660,15 +665,7 @@ fn a_run_without_telegram_is_listed_and_steered_across_machines() {
         status_all_prefixes(&a, &cluster),
         output_of(&b, "b")
     );
-    let t = Instant::now();
-    api.inject_message(CHAT, "/status all");
-    assert!(
-        wait_until(DEADLINE, || !replies_after(&api, t, "All Instances")
-            .is_empty()),
-        "answered\n{}",
-        output_of(&a, "a")
-    );
-    let reply = replies_after(&api, t, "All Instances").remove(0);
+    let reply = status_all_in_chat(&api, &a);
     assert!(reply.contains("[b"), "b in /status all: {reply}");
     pause_b_from_a_once(&a, &b, &cluster);
 }
