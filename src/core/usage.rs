@@ -298,6 +298,15 @@ pub fn announce_cap(record: &mut UsageRecord, day: &str) -> bool {
     true
 }
 
+/// How the one shared limit message starts (after the chat's tag and emoji).
+const LIMIT_MESSAGE_LEAD: &str = "Usage limit reached (";
+
+/// Whether a message (its plain text as the chat shows it) is the shared limit message,
+/// whose Pause buttons are one per project.
+pub fn is_limit_message(text: &str) -> bool {
+    text.contains(LIMIT_MESSAGE_LEAD)
+}
+
 /// The one chat message for a usage-limit hit: the window, the reset, and the projects in
 /// the order they resume (each with its start time). `clock` renders a unix time as `HH:MM`.
 pub fn limit_message(
@@ -323,12 +332,30 @@ pub fn limit_message(
         .collect::<Vec<_>>()
         .join("; ");
     Some(format!(
-        "Usage limit reached ({} window, hit by {}) — all {} projects of this machine wait for the reset at {}, then resume one by one: {list}",
+        "{LIMIT_MESSAGE_LEAD}{} window, hit by {}) — all {} projects of this machine wait for the reset at {}, then resume one by one: {list}",
         window_name(limit.window.as_deref()),
         limit.recorded_by,
         order.len(),
         clock(limit.resets_at),
     ))
+}
+
+/// The escalation id of a usage-limit wait: the same for every instance waiting for that
+/// limit (the hit's `recorded_at`, in milliseconds, like any escalation id), so that each
+/// records it as its own open escalation without talking to the others, and the one
+/// shared message carries it on every project's Pause button. A later hit (a new record)
+/// is a new wait with a new id.
+pub fn limit_escalation(limit: &LimitHit) -> u64 {
+    (limit.recorded_at.max(0) as u64).saturating_mul(1000)
+}
+
+/// The projects the shared limit message offers a Pause button for, in resume order: every
+/// member of the home while a limit is recorded.
+pub fn limit_waiting(record: &UsageRecord) -> Vec<String> {
+    if record.limit.is_none() {
+        return Vec::new();
+    }
+    resume_order(&record.members)
 }
 
 /// The status line of a waiting instance: "waiting for usage reset at HH:MM (n of m)".
@@ -576,5 +603,45 @@ mod tests {
         let text = r#"{"members":{},"future":{"x":1}}"#;
         let r: UsageRecord = serde_json::from_str(text).unwrap();
         assert_eq!(serde_json::to_string(&r).unwrap(), text);
+    }
+
+    #[test]
+    fn every_waiting_instance_derives_the_same_escalation_id_from_the_limit() {
+        let mut r = home();
+        assert_eq!(
+            limit_waiting(&r),
+            Vec::<String>::new(),
+            "no limit, no buttons"
+        );
+        // (hit by, resets at, now) -> id of the wait
+        assert!(record_limit(&mut r, "alpha", None, 1000, 100));
+        let first = limit_escalation(r.limit.as_ref().unwrap());
+        assert_eq!(first, 100_000);
+        // A second report of the same limit keeps its id (the record stays).
+        assert!(!record_limit(&mut r, "gamma", None, 1010, 150));
+        assert_eq!(limit_escalation(r.limit.as_ref().unwrap()), first);
+        // A new limit after the reset is a new wait.
+        assert!(record_limit(&mut r, "beta", None, 9000, 2000));
+        assert_eq!(limit_escalation(r.limit.as_ref().unwrap()), 2_000_000);
+        assert_eq!(limit_waiting(&r), ["beta", "gamma", "alpha"]);
+        let odd = LimitHit {
+            window: None,
+            resets_at: 0,
+            recorded_at: -5,
+            recorded_by: "x".into(),
+        };
+        assert_eq!(limit_escalation(&odd), 0);
+        let shown = format!(
+            "[beta] ⏳ {}",
+            limit_message(&r, 60, |t| t.to_string()).unwrap()
+        );
+        // (text, the shared limit message)
+        for (text, want) in [
+            (shown.as_str(), true),
+            ("🌐 API unreachable — retrying in 20 s", false),
+            ("", false),
+        ] {
+            assert_eq!(is_limit_message(text), want, "{text}");
+        }
     }
 }

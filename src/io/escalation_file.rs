@@ -125,6 +125,19 @@ pub fn close_if_open(path: &Path, id: u64) -> Result<bool, AtomicFileError> {
     Ok(true)
 }
 
+/// The instance's wait `id` is over (a usage-limit wait that resumed or stopped): if it
+/// is still the open escalation, or the one a button took, nothing is open any more — a
+/// later tap on its button is stale. Another escalation recorded since is left alone.
+pub fn settle(path: &Path, id: u64) -> Result<(), AtomicFileError> {
+    let Some(file) = read_file(path) else {
+        return Ok(());
+    };
+    if file.open == Some(id) || file.taken == Some(id) {
+        write_open(path, None)?;
+    }
+    Ok(())
+}
+
 /// The instance's side of a taken escalation: `Some(checkpoint)` (the tag, if it had
 /// one) when `id` is the escalation a button acted on and nothing has gone on since —
 /// then it is no longer taken, so it acts once; `None` when it is stale.
@@ -211,5 +224,34 @@ mod tests {
                 buttons: vec![]
             })
         );
+    }
+
+    #[test]
+    fn a_wait_settles_only_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(ESCALATION_FILE);
+        settle(&path, 1).unwrap();
+        assert!(!path.exists(), "no file, nothing written");
+        // (recorded open, tapped, settled id) -> open after
+        let cases = [
+            (3, false, 3, None),
+            (3, true, 3, None),
+            (4, false, 3, Some(4)),
+            (4, true, 3, None),
+        ];
+        for (open, tapped, settled, want) in cases {
+            std::fs::write(&path, r#"{"newer":true}"#).unwrap();
+            write_open(&path, Some(open)).unwrap();
+            if tapped {
+                assert!(close_if_open(&path, open).unwrap());
+            }
+            settle(&path, settled).unwrap();
+            assert_eq!(read_open(&path), want, "{open} {tapped} {settled}");
+            if tapped {
+                // Once settled (or taken by another wait) the tap is not acted on again.
+                assert!(!close_if_open(&path, open).unwrap());
+            }
+            assert!(std::fs::read_to_string(&path).unwrap().contains("newer"));
+        }
     }
 }
