@@ -170,7 +170,10 @@ fn the_overage_stop_offers_continue_on_extra_usage() {
         .flatten()
         .map(|(l, _)| l.as_str())
         .collect();
-    assert_eq!(labels, ["💳 Continue on extra usage"]);
+    assert_eq!(
+        labels,
+        ["💳 Continue on extra usage", "⏳ Wait for the reset"]
+    );
     assert!(
         wait_until(DEADLINE, || state_of(&sb).as_deref() == Some("paused")),
         "{:?}\n{}",
@@ -420,4 +423,89 @@ fn the_shared_limit_message_pauses_one_project_past_the_reset() {
         output_of(&mid, "mid")
     );
     assert_eq!(calls_starting(&mid, "/commit").len(), 1);
+}
+
+/// The overage stop's other button, "Wait for the reset": no session is paid from extra
+/// usage; the run waits for the subscription's reset like a usage-limit wait (its status
+/// says so) and goes on by itself afterwards, with no resume.
+#[test]
+fn the_overage_stop_can_wait_for_the_reset() {
+    let api = BotApiStandIn::start(TOKEN);
+    let sb = Sandbox::new("ovw", &ready_manifest(1));
+    // Long enough for the tap to come before the reset, on a loaded machine.
+    sb.scenario(
+        Scenario::new().rule(
+            Rule::new(
+                "/plan-feature",
+                Action::RateLimitInfo {
+                    status: "allowed".into(),
+                    utilization: Some(0.2),
+                    using_overage: true,
+                    resets_in_secs: Some(25),
+                },
+            )
+            .times(1),
+        ),
+    );
+    let _run = Kill(vec![start_with_telegram(
+        &sb,
+        &api,
+        (TOKEN, CHAT),
+        "ovw",
+        &[],
+        &[],
+    )]);
+    let escalation = api
+        .wait_for_sent(|m| !m.buttons.is_empty(), DEADLINE)
+        .unwrap_or_else(|| panic!("no escalation with buttons\n{}", output_of(&sb, "ovw")));
+    let (label, data) = escalation.buttons[0][1].clone();
+    assert_eq!(label, "⏳ Wait for the reset");
+    assert!(
+        data.starts_with("piv:w:") && data.ends_with(":ovw"),
+        "{data}"
+    );
+    assert!(
+        wait_until(DEADLINE, || state_of(&sb).as_deref() == Some("paused")),
+        "{:?}\n{}",
+        state_of(&sb),
+        output_of(&sb, "ovw")
+    );
+    let resets_ms = std::fs::read_to_string(sb.home.join("usage.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|r| r["overage"]["resetsAt"].as_u64())
+        .expect("the overage and its reset are recorded")
+        * 1000;
+    let tap = api.inject_tap(escalation.message_id, &data, 31337).unwrap();
+    let answer = api.wait_for_callback_answer(&tap, DEADLINE).unwrap();
+    assert!(!answer.show_alert, "{answer:?}");
+    assert_eq!(
+        answer.text.as_deref(),
+        Some("⏳ Wait for the reset sent to [ovw]")
+    );
+    let why = || {
+        piv::io::state_file::read(&sb.project)
+            .and_then(|s| s.why)
+            .unwrap_or_default()
+    };
+    assert!(
+        wait_until(DEADLINE, || why().starts_with("waiting for usage reset at")),
+        "{:?} {:?}\n{}",
+        state_of(&sb),
+        why(),
+        output_of(&sb, "ovw")
+    );
+    assert!(
+        calls_starting(&sb, "/execute").is_empty(),
+        "no session on extra usage"
+    );
+    assert!(
+        wait_until(DEADLINE, || state_of(&sb).as_deref() == Some("done")),
+        "the run goes on by itself after the reset\n{}",
+        output_of(&sb, "ovw")
+    );
+    let execute = calls_starting(&sb, "/execute");
+    let at = execute[0]["at_ms"].as_u64().unwrap();
+    assert!(at >= resets_ms, "{at} before the reset {resets_ms}");
+    assert_eq!(calls_starting(&sb, "/commit").len(), 1);
 }

@@ -23,10 +23,13 @@ pub enum ButtonAction {
     Cancel,
     /// The overage stop: go on, paid from extra usage, for this one decision (a resume).
     ContinueOverage,
+    /// The overage stop: spend no extra usage, wait for the subscription's reset like a
+    /// usage-limit wait, then go on by itself (a resume that chose to wait).
+    WaitForReset,
 }
 
 impl ButtonAction {
-    const ALL: [ButtonAction; 7] = [
+    const ALL: [ButtonAction; 8] = [
         ButtonAction::Retry,
         ButtonAction::Rollback,
         ButtonAction::RollbackConfirmed,
@@ -34,6 +37,7 @@ impl ButtonAction {
         ButtonAction::Resume,
         ButtonAction::Cancel,
         ButtonAction::ContinueOverage,
+        ButtonAction::WaitForReset,
     ];
 
     /// The action of a code (the `callback_data` part, also kept in the escalation file).
@@ -51,6 +55,7 @@ impl ButtonAction {
             ButtonAction::Resume => "u",
             ButtonAction::Cancel => "c",
             ButtonAction::ContinueOverage => "o",
+            ButtonAction::WaitForReset => "w",
         }
     }
 
@@ -64,6 +69,7 @@ impl ButtonAction {
             ButtonAction::Resume => "▶️ Resume",
             ButtonAction::Cancel => "Cancel",
             ButtonAction::ContinueOverage => "💳 Continue on extra usage",
+            ButtonAction::WaitForReset => "⏳ Wait for the reset",
         }
     }
 }
@@ -165,7 +171,7 @@ pub fn tap_is_current(tapped: u64, open: Option<u64>) -> bool {
 
 /// The buttons of an escalation as they are offered now: a run paused for a human (the
 /// cost cap, the daily cap, a login) gets Resume — the overage stop "Continue on extra
-/// usage", which is the same resume; a run stopped for one gets Retry (running the loop
+/// usage", which is the same resume, and "Wait for the reset"; a run stopped for one gets Retry (running the loop
 /// again) and, when the failure left a checkpoint to go back to, Rollback. `category` and
 /// `action` are the escalation's category and "action taken" text.
 pub fn offered_buttons(
@@ -175,7 +181,7 @@ pub fn offered_buttons(
 ) -> Vec<ButtonAction> {
     if action.trim_start().starts_with("Paused") {
         if category == "overage" {
-            vec![ButtonAction::ContinueOverage]
+            vec![ButtonAction::ContinueOverage, ButtonAction::WaitForReset]
         } else {
             vec![ButtonAction::Resume]
         }
@@ -274,8 +280,9 @@ pub fn tap_plan(action: ButtonAction) -> TapPlan {
         // Retrying an escalated step is running the loop again from the manifest.
         ButtonAction::Retry => TapPlan::Signal(ControlAction::Go),
         ButtonAction::Pause => TapPlan::Signal(ControlAction::Pause),
-        // The overage stop holds as a pause; resuming is going on past it, once.
-        ButtonAction::Resume | ButtonAction::ContinueOverage => {
+        // The overage stop holds as a pause; resuming is going on past it, once — or,
+        // with the choice claimed in the escalation file, waiting for the reset.
+        ButtonAction::Resume | ButtonAction::ContinueOverage | ButtonAction::WaitForReset => {
             TapPlan::Signal(ControlAction::Resume)
         }
         ButtonAction::RollbackConfirmed => TapPlan::Signal(ControlAction::Rollback),
@@ -382,7 +389,7 @@ mod tests {
         let overage = "Paused — /resume (or `piv signal <prefix> resume`) to continue";
         assert_eq!(
             offered_buttons("overage", overage, None),
-            vec![ContinueOverage]
+            vec![ContinueOverage, WaitForReset]
         );
         assert_eq!(offered_buttons("overage", "Stopped", None), vec![Retry]);
     }
@@ -435,6 +442,10 @@ mod tests {
             (ButtonAction::Cancel, TapPlan::Restore),
             (
                 ButtonAction::ContinueOverage,
+                TapPlan::Signal(ControlAction::Resume),
+            ),
+            (
+                ButtonAction::WaitForReset,
                 TapPlan::Signal(ControlAction::Resume),
             ),
         ];

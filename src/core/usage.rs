@@ -166,6 +166,10 @@ pub struct Local {
     pub cap_lifted_day: Option<i64>,
     /// What the whole home spent today.
     pub spent_today: f64,
+    /// The overage stop (its `since`) a human chose to wait out ("Wait for the reset"):
+    /// this instance waits for the subscription's reset like a usage-limit wait instead of
+    /// going on paid from extra usage.
+    pub waits_out_overage: Option<i64>,
     /// Today, in days since the epoch (UTC).
     pub today: i64,
 }
@@ -204,6 +208,24 @@ pub fn gate(record: &UsageRecord, me: &str, policy: &UsagePolicy, local: &Local,
     if let Some(o) = &record.overage {
         let acked = local.resumed_at.is_some_and(|r| r >= o.at);
         let reset = o.resets_at.is_some_and(|r| now >= r);
+        if let (Some(resets_at), Some(since)) = (o.resets_at, local.waits_out_overage) {
+            if since == o.at && !policy.allow_overage && !acked {
+                // Waiting out the overage is a usage-limit wait: the same order and spacing.
+                let order = resume_order(&record.members);
+                let index = order.iter().position(|p| p == me).unwrap_or(order.len());
+                let until = resets_at + (index as i64) * policy.stagger_secs as i64;
+                if now < until {
+                    return Gate::WaitForReset {
+                        until,
+                        resets_at,
+                        window: None,
+                        position: index + 1,
+                        of: order.len().max(index + 1),
+                    };
+                }
+                return Gate::Go;
+            }
+        }
         if !policy.allow_overage && !acked && !reset {
             return Gate::OverageStop {
                 since: o.at,
@@ -642,6 +664,56 @@ mod tests {
             ("", false),
         ] {
             assert_eq!(is_limit_message(text), want, "{text}");
+        }
+    }
+
+    #[test]
+    fn waiting_out_an_overage_is_a_wait_for_the_reset() {
+        let mut r = home();
+        record_overage(&mut r, "gamma", Some(1000), 120);
+        let p = UsagePolicy {
+            stagger_secs: 60,
+            ..UsagePolicy::default()
+        };
+        // (waits out, resumed at, allow overage, resets known, who, now) -> until (None: go, Some(0): stop)
+        let table: [(Option<i64>, Option<i64>, bool, bool, &str, i64, Option<i64>); 9] = [
+            (Some(120), None, false, true, "gamma", 200, Some(1060)),
+            (Some(120), None, false, true, "beta", 200, Some(1000)),
+            (Some(120), None, false, true, "gamma", 1059, Some(1060)),
+            (Some(120), None, false, true, "gamma", 1060, None),
+            // Another (older) overage's choice does not count: the stop.
+            (Some(50), None, false, true, "gamma", 200, Some(0)),
+            (None, None, false, true, "gamma", 200, Some(0)),
+            // No reset known: nothing to wait for, the stop stays.
+            (Some(120), None, false, false, "gamma", 200, Some(0)),
+            // Allowed, or resumed past it: go on.
+            (Some(120), None, true, true, "gamma", 200, None),
+            (Some(120), Some(130), false, true, "gamma", 200, None),
+        ];
+        for (waits, resumed_at, allow, known, who, now, want) in table {
+            let mut r = r.clone();
+            if !known {
+                r.overage.as_mut().unwrap().resets_at = None;
+            }
+            let policy = UsagePolicy {
+                allow_overage: allow,
+                ..p.clone()
+            };
+            let l = Local {
+                waits_out_overage: waits,
+                resumed_at,
+                ..Local::default()
+            };
+            let got = match gate(&r, who, &policy, &l, now) {
+                Gate::Go => None,
+                Gate::WaitForReset { until, .. } => Some(until),
+                Gate::OverageStop { .. } => Some(0),
+                other => panic!("{other:?}"),
+            };
+            assert_eq!(
+                got, want,
+                "{waits:?} {resumed_at:?} {allow} {known} {who} {now}"
+            );
         }
     }
 }

@@ -181,6 +181,7 @@ async fn signal(
     let path = escalation_file::path_in_project(&target.project_dir);
     let dir = target.project_dir.clone();
     let id = button.escalation;
+    let chosen = button.action.code();
     let message = SignalMessage {
         action,
         timestamp: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
@@ -190,15 +191,16 @@ async fn signal(
     };
     // Claim, then signal: a tap claimed by a killed owner is refused on replay (the
     // signal may be lost then, never doubled).
-    let claimed =
-        tokio::task::spawn_blocking(move || match escalation_file::close_if_open(&path, id) {
+    let claimed = tokio::task::spawn_blocking(move || {
+        match escalation_file::claim(&path, id, Some(chosen)) {
             Ok(true) => signal_queue::enqueue_message(&dir, &message)
                 .map(|_| true)
                 .map_err(|e| e.to_string()),
             Ok(false) => Ok(false),
             Err(e) => Err(e.to_string()),
-        })
-        .await;
+        }
+    })
+    .await;
     match claimed {
         Ok(Ok(true)) => {}
         Ok(Ok(false)) => {

@@ -120,7 +120,14 @@ impl LoopRun {
                     let gate = usage::gate(r, &prefix, &policy, &local, now);
                     let announce_cap =
                         matches!(gate, Gate::DailyCap { .. }) && usage::announce_cap(r, &day);
-                    let limit_escalation = r.limit.as_ref().map(usage::limit_escalation);
+                    // The limit's escalation, while this instance waits for that limit.
+                    let limit_escalation = r
+                        .limit
+                        .as_ref()
+                        .filter(|l| {
+                            matches!(gate, Gate::WaitForReset { resets_at, .. } if resets_at == l.resets_at)
+                        })
+                        .map(usage::limit_escalation);
                     Check {
                         gate,
                         announce_cap,
@@ -208,6 +215,18 @@ impl LoopRun {
                         return Err(stop);
                     }
                     let now = chrono::Utc::now().timestamp();
+                    if let Gate::OverageStop { since, resets_at } = check.gate {
+                        if self.chose_to_wait().await {
+                            // "Wait for the reset": no extra usage; the next check holds
+                            // as a usage-limit wait (`usage::gate`) and goes on by itself.
+                            self.usage_local.waits_out_overage = Some(since);
+                            self.emit(RunEvent::Info(format!(
+                                "⏳ No extra usage: waiting for the subscription's reset{}",
+                                resets_at.map_or(String::new(), |r| format!(" at {}", hhmm(r)))
+                            )));
+                            continue;
+                        }
+                    }
                     self.usage_local.resumed_at = Some(now);
                     if category == "daily_cost_cap" {
                         self.usage_local.cap_lifted_day = Some(day_of(now).0);
@@ -236,6 +255,26 @@ impl LoopRun {
             Ok(Ok(())) => tracing::info!(escalation = id, "waiting for the usage reset"),
             Ok(Err(e)) => tracing::warn!(error = %e, "cannot record the usage-limit wait"),
             Err(e) => tracing::warn!(error = %e, "cannot record the usage-limit wait"),
+        }
+    }
+
+    /// Whether the resume that lifted the overage stop came from its "Wait for the reset"
+    /// button (the choice its claim left in this instance's escalation file).
+    async fn chose_to_wait(&self) -> bool {
+        if !self.settings.chat_buttons {
+            return false;
+        }
+        let path = escalation_file::path_in_project(&self.settings.project_dir);
+        match tokio::task::spawn_blocking(move || escalation_file::take_choice(&path)).await {
+            Ok(Ok(chosen)) => chosen.as_deref() == Some(ButtonAction::WaitForReset.code()),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot read the overage stop's choice");
+                false
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the overage stop's choice");
+                false
+            }
         }
     }
 
