@@ -1,6 +1,7 @@
 //! The usage record's rules (pure): one subscription shared by every instance of a
 //! `$PIV_HOME` — who waits for a usage-limit reset, the order (and spacing) in which they
-//! resume, who parks when the window is nearly full, the overage stop and the daily cap.
+//! resume, who parks when the window is nearly full, the overage stop (or the wait for the
+//! reset a human chose instead) and the daily cap; the escalation id of a limit wait.
 //!
 //! `$PIV_HOME/usage.json` holds a [`UsageRecord`]; `io::usage_store` reads and writes it
 //! under `usage.lock`. Callers pass `now` (unix seconds); nothing here reads a clock.
@@ -676,7 +677,16 @@ mod tests {
             ..UsagePolicy::default()
         };
         // (waits out, resumed at, allow overage, resets known, who, now) -> until (None: go, Some(0): stop)
-        let table: [(Option<i64>, Option<i64>, bool, bool, &str, i64, Option<i64>); 9] = [
+        type Row = (
+            Option<i64>,
+            Option<i64>,
+            bool,
+            bool,
+            &'static str,
+            i64,
+            Option<i64>,
+        );
+        let table: [Row; 9] = [
             (Some(120), None, false, true, "gamma", 200, Some(1060)),
             (Some(120), None, false, true, "beta", 200, Some(1000)),
             (Some(120), None, false, true, "gamma", 1059, Some(1060)),

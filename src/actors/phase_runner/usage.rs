@@ -1,6 +1,8 @@
 //! The shared subscription, as the loop applies it: before every agent session the usage
 //! record of `$PIV_HOME` is checked (a usage limit to wait out in resume order, parking, an
-//! overage stop, the daily cap); after every session its cost goes to the ledger and what
+//! overage stop — or, when its "Wait for the reset" button took it, a wait for the reset —
+//! the daily cap; a usage-limit wait is recorded as this instance's open escalation, for
+//! its Pause on the shared message); after every session its cost goes to the ledger and what
 //! it said about the subscription goes to the record. Also the turn budget of each
 //! command and the pause for a login that stopped working.
 
