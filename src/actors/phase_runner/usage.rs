@@ -222,10 +222,17 @@ impl LoopRun {
                             // "Wait for the reset": no extra usage; the next check holds
                             // as a usage-limit wait (`usage::gate`) and goes on by itself.
                             self.usage_local.waits_out_overage = Some(since);
-                            self.emit(RunEvent::Info(format!(
-                                "⏳ No extra usage: waiting for the subscription's reset{}",
-                                resets_at.map_or(String::new(), |r| format!(" at {}", hhmm(r)))
-                            )));
+                            self.emit(RunEvent::Info(match resets_at {
+                                Some(r) => format!(
+                                    "⏳ No extra usage: waiting for the subscription's reset at {}",
+                                    hhmm(r)
+                                ),
+                                // Nothing to wait for: the stop (and its message) again.
+                                None => {
+                                    "⏳ The subscription's reset time is not known: staying paused"
+                                        .into()
+                                }
+                            }));
                             continue;
                         }
                     }
