@@ -3,7 +3,8 @@
 //! stand-in) is answered at once, the instance runs again through its signal queue and
 //! finishes, the message is edited to say who chose what; a second tap on the same button
 //! gets an alert and does nothing. A paused escalation offers Resume (the overage stop:
-//! "Continue on extra usage"); an outage the run waits out offers Pause.
+//! "Continue on extra usage" and "Wait for the reset"); an outage the run waits out offers
+//! Pause; the one usage-limit message shared by three instances offers a Pause per project.
 
 use piv_testkit::bot_api::BotApiStandIn;
 use piv_testkit::fake_claude::{Action, Rule, Scenario};
