@@ -104,6 +104,9 @@ pub struct RunnerSettings {
     pub usage: crate::core::usage::UsagePolicy,
     /// Turn budgets per command (`PIV_MAX_TURNS` unset).
     pub turn_budgets: bool,
+    /// Telegram is on: a usage-limit wait is recorded as an open escalation, so that its
+    /// Pause button on the shared message can act.
+    pub chat_buttons: bool,
 }
 
 /// The test hooks of `PIV_FAULT_INJECT`, one of three forms (anything else injects
@@ -256,6 +259,7 @@ impl RunConfig {
             home: self.registry_enabled.then(|| self.home.clone()),
             usage: self.usage.clone(),
             turn_budgets: self.turn_budgets,
+            chat_buttons: self.telegram.is_some(),
         }
     }
 

@@ -30,7 +30,7 @@ use tokio::sync::{oneshot, watch, Notify as WakeUp};
 
 use crate::actors::control::Notify;
 use crate::config::TelegramSettings;
-use crate::core::buttons::{event_buttons, rollback_checkpoint, Button};
+use crate::core::buttons::{event_buttons, rollback_checkpoint, shared_wait_buttons, Button};
 use crate::core::events::{telegram_html, terminal_line, RunEvent};
 use crate::core::forum::{fallback_notice, placement, Placement, TopicState};
 use crate::core::notify_level::{delivery, ChatDelivery, NotifyLevel};
@@ -209,6 +209,19 @@ impl Queue {
             self.reply_queued.notify_one();
         }
         Some(seq)
+    }
+
+    /// Queues a notification with inline buttons (sent alone).
+    fn push_buttons(&self, tag: &str, html: &str, buttons: Vec<Vec<(String, String)>>) {
+        match self.disk.borrow_mut().push_with_buttons(tag, html, buttons) {
+            Ok(_) => {
+                self.idle.send_replace(false);
+                self.wake.notify_one();
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot queue a Telegram message on disk; it is lost")
+            }
+        }
     }
 
     /// Resolves once entry `seq` has been sent (or given up on).
@@ -517,19 +530,7 @@ impl NotifierActor {
                 Vec::new()
             }
         };
-        let pushed = queue
-            .disk
-            .borrow_mut()
-            .push_with_buttons(&self.prefix, html, buttons);
-        match pushed {
-            Ok(_) => {
-                queue.idle.send_replace(false);
-                queue.wake.notify_one();
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot queue a Telegram message on disk; it is lost")
-            }
-        }
+        queue.push_buttons(&self.prefix, html, buttons);
     }
 }
 
@@ -577,6 +578,16 @@ impl Handler<Notify> for NotifierActor {
             if let (true, Some(html)) = (own_message, telegram_html(&event)) {
                 if event_buttons(&event, None).is_some() {
                     self.post_escalation(queue, &html, &event);
+                } else if let RunEvent::UsageLimitShared {
+                    escalation,
+                    waiting,
+                    ..
+                } = &event
+                {
+                    // One Pause per waiting project; each instance records the wait as
+                    // its own open escalation (`phase_runner::usage`), never this one.
+                    let buttons = shared_wait_buttons(*escalation, waiting);
+                    queue.push_buttons(&self.prefix, &html, buttons);
                 } else {
                     queue.push(MessageKind::Notification, None, None, &self.prefix, &html);
                 }

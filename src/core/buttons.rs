@@ -23,10 +23,13 @@ pub enum ButtonAction {
     Cancel,
     /// The overage stop: go on, paid from extra usage, for this one decision (a resume).
     ContinueOverage,
+    /// The overage stop: spend no extra usage, wait for the subscription's reset like a
+    /// usage-limit wait, then go on by itself (a resume that chose to wait).
+    WaitForReset,
 }
 
 impl ButtonAction {
-    const ALL: [ButtonAction; 7] = [
+    const ALL: [ButtonAction; 8] = [
         ButtonAction::Retry,
         ButtonAction::Rollback,
         ButtonAction::RollbackConfirmed,
@@ -34,6 +37,7 @@ impl ButtonAction {
         ButtonAction::Resume,
         ButtonAction::Cancel,
         ButtonAction::ContinueOverage,
+        ButtonAction::WaitForReset,
     ];
 
     /// The action of a code (the `callback_data` part, also kept in the escalation file).
@@ -51,6 +55,7 @@ impl ButtonAction {
             ButtonAction::Resume => "u",
             ButtonAction::Cancel => "c",
             ButtonAction::ContinueOverage => "o",
+            ButtonAction::WaitForReset => "w",
         }
     }
 
@@ -64,6 +69,7 @@ impl ButtonAction {
             ButtonAction::Resume => "▶️ Resume",
             ButtonAction::Cancel => "Cancel",
             ButtonAction::ContinueOverage => "💳 Continue on extra usage",
+            ButtonAction::WaitForReset => "⏳ Wait for the reset",
         }
     }
 }
@@ -165,7 +171,7 @@ pub fn tap_is_current(tapped: u64, open: Option<u64>) -> bool {
 
 /// The buttons of an escalation as they are offered now: a run paused for a human (the
 /// cost cap, the daily cap, a login) gets Resume — the overage stop "Continue on extra
-/// usage", which is the same resume; a run stopped for one gets Retry (running the loop
+/// usage", which is the same resume, and "Wait for the reset"; a run stopped for one gets Retry (running the loop
 /// again) and, when the failure left a checkpoint to go back to, Rollback. `category` and
 /// `action` are the escalation's category and "action taken" text.
 pub fn offered_buttons(
@@ -175,7 +181,7 @@ pub fn offered_buttons(
 ) -> Vec<ButtonAction> {
     if action.trim_start().starts_with("Paused") {
         if category == "overage" {
-            vec![ButtonAction::ContinueOverage]
+            vec![ButtonAction::ContinueOverage, ButtonAction::WaitForReset]
         } else {
             vec![ButtonAction::Resume]
         }
@@ -203,6 +209,38 @@ pub fn event_buttons(
         }
         _ => None,
     }
+}
+
+/// The label of a project's Pause button on the one usage-limit message shared by every
+/// waiting project: it names the project.
+pub fn project_pause_label(prefix: &str) -> String {
+    format!("{} [{prefix}]", ButtonAction::Pause.label())
+}
+
+/// The buttons of the shared usage-limit message: one ⏸ Pause row per waiting project (in
+/// the order given), all carrying the wait's one escalation id (`core::usage::
+/// limit_escalation`), each checked against its own project's open escalation.
+pub fn shared_wait_buttons(escalation: u64, prefixes: &[String]) -> Vec<Vec<(String, String)>> {
+    prefixes
+        .iter()
+        .map(|p| {
+            let button = Button::new(ButtonAction::Pause, escalation, p);
+            vec![(project_pause_label(p), button.callback_data())]
+        })
+        .collect()
+}
+
+/// The projects whose Pause stays on the shared message after a tap acted on one of them:
+/// the others still waiting on the same escalation (their open one is `tapped`), in the
+/// order the message names them (`text`). `others` are (prefix, open escalation).
+pub fn still_waiting(tapped: u64, others: &[(String, Option<u64>)], text: &str) -> Vec<String> {
+    let mut left: Vec<&String> = others
+        .iter()
+        .filter(|(_, open)| *open == Some(tapped))
+        .map(|(p, _)| p)
+        .collect();
+    left.sort_by_key(|p| text.find(&format!(" {p} at ")).unwrap_or(usize::MAX));
+    left.into_iter().cloned().collect()
 }
 
 /// The checkpoint an escalation of `phase` may roll back to: the newest failure of that
@@ -242,8 +280,9 @@ pub fn tap_plan(action: ButtonAction) -> TapPlan {
         // Retrying an escalated step is running the loop again from the manifest.
         ButtonAction::Retry => TapPlan::Signal(ControlAction::Go),
         ButtonAction::Pause => TapPlan::Signal(ControlAction::Pause),
-        // The overage stop holds as a pause; resuming is going on past it, once.
-        ButtonAction::Resume | ButtonAction::ContinueOverage => {
+        // The overage stop holds as a pause; resuming is going on past it, once — or,
+        // with the choice claimed in the escalation file, waiting for the reset.
+        ButtonAction::Resume | ButtonAction::ContinueOverage | ButtonAction::WaitForReset => {
             TapPlan::Signal(ControlAction::Resume)
         }
         ButtonAction::RollbackConfirmed => TapPlan::Signal(ControlAction::Rollback),
@@ -291,9 +330,19 @@ pub fn tap_stale(prefix: &str) -> String {
 
 /// The line added under an escalation once a button acted: who chose what, when (UTC).
 pub fn chosen_line(action: ButtonAction, by: &str, at_utc_hhmm: &str) -> String {
+    chosen_line_labelled(action.label(), by, at_utc_hhmm)
+}
+
+/// [`chosen_line`] under the shared usage-limit message, which has a Pause per project:
+/// the line names the project.
+pub fn chosen_for_line(action: ButtonAction, prefix: &str, by: &str, at_utc_hhmm: &str) -> String {
+    chosen_line_labelled(&format!("{} [{prefix}]", action.label()), by, at_utc_hhmm)
+}
+
+fn chosen_line_labelled(label: &str, by: &str, at_utc_hhmm: &str) -> String {
     format!(
         "\n\n<i>{} — chosen by {} at {} UTC</i>",
-        crate::core::telegram_text::escape_html(action.label()),
+        crate::core::telegram_text::escape_html(label),
         crate::core::telegram_text::escape_html(by),
         crate::core::telegram_text::escape_html(at_utc_hhmm)
     )
@@ -340,7 +389,7 @@ mod tests {
         let overage = "Paused — /resume (or `piv signal <prefix> resume`) to continue";
         assert_eq!(
             offered_buttons("overage", overage, None),
-            vec![ContinueOverage]
+            vec![ContinueOverage, WaitForReset]
         );
         assert_eq!(offered_buttons("overage", "Stopped", None), vec![Retry]);
     }
@@ -393,6 +442,10 @@ mod tests {
             (ButtonAction::Cancel, TapPlan::Restore),
             (
                 ButtonAction::ContinueOverage,
+                TapPlan::Signal(ControlAction::Resume),
+            ),
+            (
+                ButtonAction::WaitForReset,
                 TapPlan::Signal(ControlAction::Resume),
             ),
         ];
@@ -567,5 +620,66 @@ mod tests {
         for (tapped, open, acts) in cases {
             assert_eq!(tap_is_current(tapped, open), acts, "{tapped} {open:?}");
         }
+    }
+
+    #[test]
+    fn the_shared_limit_message_has_a_pause_per_project_with_one_escalation() {
+        let long = "q".repeat(70);
+        // (projects, escalation)
+        let cases: [(Vec<String>, u64); 3] = [
+            (
+                vec!["high".into(), "mid".into(), "hitter".into()],
+                1_764_550_000_000,
+            ),
+            (vec![long.clone()], u64::MAX),
+            (vec![], 5),
+        ];
+        for (projects, id) in cases {
+            let rows = shared_wait_buttons(id, &projects);
+            assert_eq!(rows.len(), projects.len());
+            for (row, p) in rows.iter().zip(&projects) {
+                assert_eq!(row.len(), 1, "one button a row");
+                let (label, data) = &row[0];
+                assert_eq!(*label, project_pause_label(p));
+                assert!(data.len() <= CALLBACK_DATA_MAX_BYTES, "{data}");
+                let back = Button::parse(data).unwrap();
+                assert_eq!(
+                    (back.action, back.escalation),
+                    (ButtonAction::Pause, id),
+                    "{data}"
+                );
+                assert!(back.project.names(p));
+            }
+        }
+        assert_eq!(project_pause_label("b"), "⏸ Pause [b]");
+    }
+
+    #[test]
+    fn after_a_tap_the_others_still_waiting_keep_their_pause() {
+        let text = "Usage limit reached … resume one by one: 1. high at 05:00; 2. mid at 05:01; 3. hitter at 05:02";
+        let s = |p: &str, open: Option<u64>| (p.to_string(), open);
+        // (others, left)
+        let cases = [
+            (
+                vec![s("hitter", Some(7)), s("mid", Some(7))],
+                vec!["mid", "hitter"],
+            ),
+            // Resumed already (closed), or waiting on something else: gone.
+            (vec![s("hitter", None), s("mid", Some(7))], vec!["mid"]),
+            (vec![s("hitter", Some(8)), s("mid", Some(7))], vec!["mid"]),
+            (vec![], vec![]),
+            // Not named by the message: last.
+            (
+                vec![s("zed", Some(7)), s("high", Some(7))],
+                vec!["high", "zed"],
+            ),
+        ];
+        for (others, want) in cases {
+            assert_eq!(still_waiting(7, &others, text), want, "{others:?}");
+        }
+        assert_eq!(
+            chosen_for_line(ButtonAction::Pause, "mid", "@x", "05:00"),
+            "\n\n<i>⏸ Pause [mid] — chosen by @x at 05:00 UTC</i>"
+        );
     }
 }

@@ -59,6 +59,11 @@ pub enum RunEvent {
     /// window, the reset and the projects in their resume order (`core::usage`).
     UsageLimitShared {
         text: String,
+        /// The wait's escalation id (`core::usage::limit_escalation`): every waiting
+        /// project's Pause button on the message carries it.
+        escalation: u64,
+        /// The projects offered a Pause, in resume order.
+        waiting: Vec<String>,
     },
     /// A session ended because the API could not be reached or was overloaded: the first
     /// of a continuous outage (later ones are silent). The step runs again after the wait.
@@ -180,7 +185,7 @@ pub fn terminal_line(event: &RunEvent) -> String {
         RunEvent::UsageLimitWait { resets_at } => {
             format!("⏳ Usage limit reached — waiting until {resets_at}, then continuing")
         }
-        RunEvent::UsageLimitShared { text } => format!("⏳ {text}"),
+        RunEvent::UsageLimitShared { text, .. } => format!("⏳ {text}"),
         RunEvent::OutageStarted {
             phase,
             step,
@@ -281,7 +286,7 @@ pub fn telegram_html(event: &RunEvent) -> Option<String> {
             "⏳ <b>Usage limit reached</b> — waiting until {}, then continuing",
             escape_html(resets_at)
         ),
-        RunEvent::UsageLimitShared { text } => {
+        RunEvent::UsageLimitShared { text, .. } => {
             format!("⏳ <b>Usage limit</b>: {}", escape_html(text))
         }
         RunEvent::OutageStarted {
@@ -373,6 +378,8 @@ mod tests {
             },
             RunEvent::UsageLimitShared {
                 text: "Usage limit reached (5-hour window) <all>".into(),
+                escalation: 1,
+                waiting: vec!["a".into()],
             },
             RunEvent::PhaseStarted {
                 phase: 1,

@@ -1,6 +1,7 @@
 //! The usage record's rules (pure): one subscription shared by every instance of a
 //! `$PIV_HOME` — who waits for a usage-limit reset, the order (and spacing) in which they
-//! resume, who parks when the window is nearly full, the overage stop and the daily cap.
+//! resume, who parks when the window is nearly full, the overage stop (or the wait for the
+//! reset a human chose instead) and the daily cap; the escalation id of a limit wait.
 //!
 //! `$PIV_HOME/usage.json` holds a [`UsageRecord`]; `io::usage_store` reads and writes it
 //! under `usage.lock`. Callers pass `now` (unix seconds); nothing here reads a clock.
@@ -166,6 +167,10 @@ pub struct Local {
     pub cap_lifted_day: Option<i64>,
     /// What the whole home spent today.
     pub spent_today: f64,
+    /// The overage stop (its `since`) a human chose to wait out ("Wait for the reset"):
+    /// this instance waits for the subscription's reset like a usage-limit wait instead of
+    /// going on paid from extra usage.
+    pub waits_out_overage: Option<i64>,
     /// Today, in days since the epoch (UTC).
     pub today: i64,
 }
@@ -204,6 +209,24 @@ pub fn gate(record: &UsageRecord, me: &str, policy: &UsagePolicy, local: &Local,
     if let Some(o) = &record.overage {
         let acked = local.resumed_at.is_some_and(|r| r >= o.at);
         let reset = o.resets_at.is_some_and(|r| now >= r);
+        if let (Some(resets_at), Some(since)) = (o.resets_at, local.waits_out_overage) {
+            if since == o.at && !policy.allow_overage && !acked {
+                // Waiting out the overage is a usage-limit wait: the same order and spacing.
+                let order = resume_order(&record.members);
+                let index = order.iter().position(|p| p == me).unwrap_or(order.len());
+                let until = resets_at + (index as i64) * policy.stagger_secs as i64;
+                if now < until {
+                    return Gate::WaitForReset {
+                        until,
+                        resets_at,
+                        window: None,
+                        position: index + 1,
+                        of: order.len().max(index + 1),
+                    };
+                }
+                return Gate::Go;
+            }
+        }
         if !policy.allow_overage && !acked && !reset {
             return Gate::OverageStop {
                 since: o.at,
@@ -298,6 +321,15 @@ pub fn announce_cap(record: &mut UsageRecord, day: &str) -> bool {
     true
 }
 
+/// How the one shared limit message starts (after the chat's tag and emoji).
+const LIMIT_MESSAGE_LEAD: &str = "Usage limit reached (";
+
+/// Whether a message (its plain text as the chat shows it) is the shared limit message,
+/// whose Pause buttons are one per project.
+pub fn is_limit_message(text: &str) -> bool {
+    text.contains(LIMIT_MESSAGE_LEAD)
+}
+
 /// The one chat message for a usage-limit hit: the window, the reset, and the projects in
 /// the order they resume (each with its start time). `clock` renders a unix time as `HH:MM`.
 pub fn limit_message(
@@ -323,12 +355,30 @@ pub fn limit_message(
         .collect::<Vec<_>>()
         .join("; ");
     Some(format!(
-        "Usage limit reached ({} window, hit by {}) — all {} projects of this machine wait for the reset at {}, then resume one by one: {list}",
+        "{LIMIT_MESSAGE_LEAD}{} window, hit by {}) — all {} projects of this machine wait for the reset at {}, then resume one by one: {list}",
         window_name(limit.window.as_deref()),
         limit.recorded_by,
         order.len(),
         clock(limit.resets_at),
     ))
+}
+
+/// The escalation id of a usage-limit wait: the same for every instance waiting for that
+/// limit (the hit's `recorded_at`, in milliseconds, like any escalation id), so that each
+/// records it as its own open escalation without talking to the others, and the one
+/// shared message carries it on every project's Pause button. A later hit (a new record)
+/// is a new wait with a new id.
+pub fn limit_escalation(limit: &LimitHit) -> u64 {
+    (limit.recorded_at.max(0) as u64).saturating_mul(1000)
+}
+
+/// The projects the shared limit message offers a Pause button for, in resume order: every
+/// member of the home while a limit is recorded.
+pub fn limit_waiting(record: &UsageRecord) -> Vec<String> {
+    if record.limit.is_none() {
+        return Vec::new();
+    }
+    resume_order(&record.members)
 }
 
 /// The status line of a waiting instance: "waiting for usage reset at HH:MM (n of m)".
@@ -576,5 +626,104 @@ mod tests {
         let text = r#"{"members":{},"future":{"x":1}}"#;
         let r: UsageRecord = serde_json::from_str(text).unwrap();
         assert_eq!(serde_json::to_string(&r).unwrap(), text);
+    }
+
+    #[test]
+    fn every_waiting_instance_derives_the_same_escalation_id_from_the_limit() {
+        let mut r = home();
+        assert_eq!(
+            limit_waiting(&r),
+            Vec::<String>::new(),
+            "no limit, no buttons"
+        );
+        // (hit by, resets at, now) -> id of the wait
+        assert!(record_limit(&mut r, "alpha", None, 1000, 100));
+        let first = limit_escalation(r.limit.as_ref().unwrap());
+        assert_eq!(first, 100_000);
+        // A second report of the same limit keeps its id (the record stays).
+        assert!(!record_limit(&mut r, "gamma", None, 1010, 150));
+        assert_eq!(limit_escalation(r.limit.as_ref().unwrap()), first);
+        // A new limit after the reset is a new wait.
+        assert!(record_limit(&mut r, "beta", None, 9000, 2000));
+        assert_eq!(limit_escalation(r.limit.as_ref().unwrap()), 2_000_000);
+        assert_eq!(limit_waiting(&r), ["beta", "gamma", "alpha"]);
+        let odd = LimitHit {
+            window: None,
+            resets_at: 0,
+            recorded_at: -5,
+            recorded_by: "x".into(),
+        };
+        assert_eq!(limit_escalation(&odd), 0);
+        let shown = format!(
+            "[beta] ⏳ {}",
+            limit_message(&r, 60, |t| t.to_string()).unwrap()
+        );
+        // (text, the shared limit message)
+        for (text, want) in [
+            (shown.as_str(), true),
+            ("🌐 API unreachable — retrying in 20 s", false),
+            ("", false),
+        ] {
+            assert_eq!(is_limit_message(text), want, "{text}");
+        }
+    }
+
+    #[test]
+    fn waiting_out_an_overage_is_a_wait_for_the_reset() {
+        let mut r = home();
+        record_overage(&mut r, "gamma", Some(1000), 120);
+        let p = UsagePolicy {
+            stagger_secs: 60,
+            ..UsagePolicy::default()
+        };
+        // (waits out, resumed at, allow overage, resets known, who, now) -> until (None: go, Some(0): stop)
+        type Row = (
+            Option<i64>,
+            Option<i64>,
+            bool,
+            bool,
+            &'static str,
+            i64,
+            Option<i64>,
+        );
+        let table: [Row; 9] = [
+            (Some(120), None, false, true, "gamma", 200, Some(1060)),
+            (Some(120), None, false, true, "beta", 200, Some(1000)),
+            (Some(120), None, false, true, "gamma", 1059, Some(1060)),
+            (Some(120), None, false, true, "gamma", 1060, None),
+            // Another (older) overage's choice does not count: the stop.
+            (Some(50), None, false, true, "gamma", 200, Some(0)),
+            (None, None, false, true, "gamma", 200, Some(0)),
+            // No reset known: nothing to wait for, the stop stays.
+            (Some(120), None, false, false, "gamma", 200, Some(0)),
+            // Allowed, or resumed past it: go on.
+            (Some(120), None, true, true, "gamma", 200, None),
+            (Some(120), Some(130), false, true, "gamma", 200, None),
+        ];
+        for (waits, resumed_at, allow, known, who, now, want) in table {
+            let mut r = r.clone();
+            if !known {
+                r.overage.as_mut().unwrap().resets_at = None;
+            }
+            let policy = UsagePolicy {
+                allow_overage: allow,
+                ..p.clone()
+            };
+            let l = Local {
+                waits_out_overage: waits,
+                resumed_at,
+                ..Local::default()
+            };
+            let got = match gate(&r, who, &policy, &l, now) {
+                Gate::Go => None,
+                Gate::WaitForReset { until, .. } => Some(until),
+                Gate::OverageStop { .. } => Some(0),
+                other => panic!("{other:?}"),
+            };
+            assert_eq!(
+                got, want,
+                "{waits:?} {resumed_at:?} {allow} {known} {who} {now}"
+            );
+        }
     }
 }

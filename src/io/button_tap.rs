@@ -3,7 +3,8 @@
 //! `io::escalation_file`, so a second tap — or a tap replayed after a takeover — is
 //! refused with an alert); the choice goes to the instance through its signal queue (the
 //! same exactly-once delivery as `/pause b`); the message is then edited to say who chose
-//! what and when, its buttons gone. A Rollback acts in two taps: the first edits the
+//! what and when, its buttons gone (on the one usage-limit message shared by the waiting
+//! projects, the line names the project and those still waiting keep their Pause). A Rollback acts in two taps: the first edits the
 //! message to ask for a confirmation naming the checkpoint (Yes / Cancel, nothing claimed);
 //! Cancel puts the escalation's own buttons back; only Yes claims and signals (the
 //! signal names the escalation, which the instance checks again). The decisions and texts
@@ -12,12 +13,14 @@
 use std::path::PathBuf;
 
 use crate::core::buttons::{
-    chosen_line, confirmation_buttons, no_checkpoint, rollback_question, tap_plan, tap_stale,
-    tap_taken, without_question, Button, ButtonAction, TapPlan,
+    chosen_for_line, chosen_line, confirmation_buttons, no_checkpoint, rollback_question,
+    shared_wait_buttons, still_waiting, tap_plan, tap_stale, tap_taken, without_question, Button,
+    ButtonAction, TapPlan,
 };
 use crate::core::control::ControlAction;
 use crate::core::signal::SignalMessage;
 use crate::core::telegram_text::escape_html;
+use crate::core::usage::is_limit_message;
 use crate::io::chat_sender::ChatSender;
 use crate::io::escalation_file;
 use crate::io::signal_queue;
@@ -88,7 +91,18 @@ pub async fn handle_tap(
         TapPlan::Confirm | TapPlan::Restore => {
             ask_or_restore(client, sender, tap, &button, target).await
         }
-        TapPlan::Signal(action) => signal(client, sender, tap, &button, target, action, from).await,
+        TapPlan::Signal(action) => {
+            signal(
+                client,
+                sender,
+                tap,
+                &button,
+                (target, targets),
+                action,
+                from,
+            )
+            .await
+        }
     }
 }
 
@@ -160,13 +174,14 @@ async fn signal(
     sender: &ChatSender,
     tap: &ButtonTap,
     button: &Button,
-    target: &TapTarget,
+    (target, targets): (&TapTarget, &[TapTarget]),
     action: ControlAction,
     from: &str,
 ) -> TapOutcome {
     let path = escalation_file::path_in_project(&target.project_dir);
     let dir = target.project_dir.clone();
     let id = button.escalation;
+    let chosen = button.action.code();
     let message = SignalMessage {
         action,
         timestamp: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
@@ -176,15 +191,16 @@ async fn signal(
     };
     // Claim, then signal: a tap claimed by a killed owner is refused on replay (the
     // signal may be lost then, never doubled).
-    let claimed =
-        tokio::task::spawn_blocking(move || match escalation_file::close_if_open(&path, id) {
+    let claimed = tokio::task::spawn_blocking(move || {
+        match escalation_file::claim(&path, id, Some(chosen)) {
             Ok(true) => signal_queue::enqueue_message(&dir, &message)
                 .map(|_| true)
                 .map_err(|e| e.to_string()),
             Ok(false) => Ok(false),
             Err(e) => Err(e.to_string()),
-        })
-        .await;
+        }
+    })
+    .await;
     match claimed {
         Ok(Ok(true)) => {}
         Ok(Ok(false)) => {
@@ -217,16 +233,49 @@ async fn signal(
             .as_deref()
             .map_or("someone".to_string(), |u| format!("@{u}"));
         let at = chrono::Utc::now().format("%H:%M").to_string();
-        let text = format!(
-            "{}{}",
-            escape_html(without_question(tap.message_text.as_deref().unwrap_or(""))),
-            chosen_line(button.action, &by, &at)
-        );
-        if let Err(e) = sender.edit_reply(chat, message, &text, &Vec::new()).await {
+        let shown = without_question(tap.message_text.as_deref().unwrap_or(""));
+        let (line, rows) = if is_limit_message(shown) && button.action == ButtonAction::Pause {
+            // The shared usage-limit message: the line names the project; the projects
+            // still waiting on this limit keep their Pause.
+            let left = still_waiting_on(id, targets_except(targets, target), shown).await;
+            (
+                chosen_for_line(button.action, &target.prefix, &by, &at),
+                shared_wait_buttons(id, &left),
+            )
+        } else {
+            (chosen_line(button.action, &by, &at), Vec::new())
+        };
+        let text = format!("{}{line}", escape_html(shown));
+        if let Err(e) = sender.edit_reply(chat, message, &text, &rows).await {
             tracing::warn!(error = %e, "cannot mark the escalation as settled");
         }
     }
     TapOutcome::Acted
+}
+
+fn targets_except(targets: &[TapTarget], tapped: &TapTarget) -> Vec<TapTarget> {
+    targets
+        .iter()
+        .filter(|t| t.prefix != tapped.prefix)
+        .cloned()
+        .collect()
+}
+
+/// The other projects whose open escalation is still the shared wait `id`.
+async fn still_waiting_on(id: u64, others: Vec<TapTarget>, text: &str) -> Vec<String> {
+    let open = tokio::task::spawn_blocking(move || {
+        others
+            .into_iter()
+            .map(|t| {
+                let open =
+                    escalation_file::read_open(&escalation_file::path_in_project(&t.project_dir));
+                (t.prefix, open)
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap_or_default();
+    still_waiting(id, &open, text)
 }
 
 async fn answer(client: &TelegramClient, tap: &ButtonTap, text: &str, alert: bool) {

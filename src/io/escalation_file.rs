@@ -1,5 +1,5 @@
 //! The instance's open escalation, `.agents/telegram-outbox/open-escalation.json`
-//! (`{"open": <id>, "checkpoint": <tag>, "buttons": [..], "taken": <id>}`): written by the
+//! (`{"open": <id>, "checkpoint": <tag>, "buttons": [..], "taken": <id>, "chosen": <code>}`): written by the
 //! instance's notifier when it posts an escalation with buttons, cleared when the run goes
 //! on; read (and marked taken once a button acted) by the bot owner, so a tap acts only on
 //! the escalation still open, exactly once, across a takeover; a rollback's signal is
@@ -31,6 +31,10 @@ struct EscalationFile {
     /// run goes on: a rollback acts only while its escalation is here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     taken: Option<u64>,
+    /// The button (`core::buttons` code) that took it, for a choice the signal does not
+    /// carry (the overage stop's "Wait for the reset" is a resume that waits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    chosen: Option<String>,
     /// Fields a newer piv wrote, kept.
     #[serde(flatten)]
     extra: Map<String, Value>,
@@ -95,6 +99,7 @@ pub fn write_open(path: &Path, open: Option<u64>) -> Result<(), AtomicFileError>
             file.checkpoint = None;
             file.buttons.clear();
             file.taken = None;
+            file.chosen = None;
             write_file(path, &file)
         }
     }
@@ -107,12 +112,18 @@ pub fn record_open(path: &Path, escalation: &OpenEscalation) -> Result<(), Atomi
     file.checkpoint = escalation.checkpoint.clone();
     file.buttons = escalation.buttons.clone();
     file.taken = None;
+    file.chosen = None;
     write_file(path, &file)
 }
 
 /// Clears `id` if it is still the open one (a button acted on it) and marks it taken;
 /// `false` when it was not open.
 pub fn close_if_open(path: &Path, id: u64) -> Result<bool, AtomicFileError> {
+    claim(path, id, None)
+}
+
+/// [`close_if_open`], keeping which button (`core::buttons` code) claimed it.
+pub fn claim(path: &Path, id: u64, chosen: Option<&str>) -> Result<bool, AtomicFileError> {
     let Some(mut file) = read_file(path) else {
         return Ok(false);
     };
@@ -121,8 +132,36 @@ pub fn close_if_open(path: &Path, id: u64) -> Result<bool, AtomicFileError> {
     }
     file.open = None;
     file.taken = Some(id);
+    file.chosen = chosen.map(str::to_string);
     write_file(path, &file)?;
     Ok(true)
+}
+
+/// The instance's side of a claimed choice: the button code that took the escalation,
+/// once (it is cleared); `None` when no button took one (a `/resume` typed or signalled).
+pub fn take_choice(path: &Path) -> Result<Option<String>, AtomicFileError> {
+    let Some(mut file) = read_file(path) else {
+        return Ok(None);
+    };
+    if file.taken.is_none() || file.chosen.is_none() {
+        return Ok(None);
+    }
+    let chosen = file.chosen.take();
+    write_file(path, &file)?;
+    Ok(chosen)
+}
+
+/// The instance's wait `id` is over (a usage-limit wait that resumed or stopped): if it
+/// is still the open escalation, or the one a button took, nothing is open any more — a
+/// later tap on its button is stale. Another escalation recorded since is left alone.
+pub fn settle(path: &Path, id: u64) -> Result<(), AtomicFileError> {
+    let Some(file) = read_file(path) else {
+        return Ok(());
+    };
+    if file.open == Some(id) || file.taken == Some(id) {
+        write_open(path, None)?;
+    }
+    Ok(())
 }
 
 /// The instance's side of a taken escalation: `Some(checkpoint)` (the tag, if it had
@@ -211,5 +250,55 @@ mod tests {
                 buttons: vec![]
             })
         );
+    }
+
+    #[test]
+    fn a_wait_settles_only_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(ESCALATION_FILE);
+        settle(&path, 1).unwrap();
+        assert!(!path.exists(), "no file, nothing written");
+        // (recorded open, tapped, settled id) -> open after
+        let cases = [
+            (3, false, 3, None),
+            (3, true, 3, None),
+            (4, false, 3, Some(4)),
+            (4, true, 3, None),
+        ];
+        for (open, tapped, settled, want) in cases {
+            std::fs::write(&path, r#"{"newer":true}"#).unwrap();
+            write_open(&path, Some(open)).unwrap();
+            if tapped {
+                assert!(close_if_open(&path, open).unwrap());
+            }
+            settle(&path, settled).unwrap();
+            assert_eq!(read_open(&path), want, "{open} {tapped} {settled}");
+            if tapped {
+                // Once settled (or taken by another wait) the tap is not acted on again.
+                assert!(!close_if_open(&path, open).unwrap());
+            }
+            assert!(std::fs::read_to_string(&path).unwrap().contains("newer"));
+        }
+    }
+
+    #[test]
+    fn a_claimed_choice_is_taken_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(ESCALATION_FILE);
+        assert_eq!(take_choice(&path).unwrap(), None, "no file");
+        write_open(&path, Some(4)).unwrap();
+        assert_eq!(take_choice(&path).unwrap(), None, "open, nothing chosen");
+        assert!(claim(&path, 4, Some("w")).unwrap());
+        assert!(!claim(&path, 4, Some("o")).unwrap(), "once");
+        assert_eq!(take_choice(&path).unwrap().as_deref(), Some("w"));
+        assert_eq!(take_choice(&path).unwrap(), None, "taken");
+        // Claimed without a code (the older path), or the run went on: no choice.
+        write_open(&path, Some(5)).unwrap();
+        assert!(close_if_open(&path, 5).unwrap());
+        assert_eq!(take_choice(&path).unwrap(), None);
+        write_open(&path, Some(6)).unwrap();
+        assert!(claim(&path, 6, Some("w")).unwrap());
+        write_open(&path, None).unwrap();
+        assert_eq!(take_choice(&path).unwrap(), None);
     }
 }

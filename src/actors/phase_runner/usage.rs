@@ -1,17 +1,21 @@
 //! The shared subscription, as the loop applies it: before every agent session the usage
 //! record of `$PIV_HOME` is checked (a usage limit to wait out in resume order, parking, an
-//! overage stop, the daily cap); after every session its cost goes to the ledger and what
+//! overage stop — or, when its "Wait for the reset" button took it, a wait for the reset —
+//! the daily cap; a usage-limit wait is recorded as this instance's open escalation, for
+//! its Pause on the shared message); after every session its cost goes to the ledger and what
 //! it said about the subscription goes to the record. Also the turn budget of each
 //! command and the pause for a login that stopped working.
 
 use super::loop_run::{blocking, LoopRun};
 use super::*;
+use crate::core::buttons::ButtonAction;
 use crate::core::ledger::LedgerEntry;
 use crate::core::rate_limit::RateLimitInfo;
 use crate::core::stream::SessionError;
 use crate::core::turn_budget::{self, BudgetInput};
 use crate::core::usage::{self, Gate, Local, Member};
 use crate::core::waits;
+use crate::io::escalation_file;
 use crate::io::ledger_file;
 use crate::io::usage_store::UsageStore;
 
@@ -37,6 +41,8 @@ fn day_of(t: i64) -> (i64, String) {
 /// What the record and the ledger say before a session (read off the actor thread).
 struct Check {
     gate: Gate,
+    /// The escalation id of the usage limit in force (`usage::limit_escalation`).
+    limit_escalation: Option<u64>,
     /// This instance is the one to send the daily-cap message.
     announce_cap: bool,
 }
@@ -63,11 +69,32 @@ impl LoopRun {
         };
         let home = self.settings.home.clone().unwrap_or_default();
         let mut waiting = false;
+        // The usage-limit wait recorded as this instance's open escalation (its Pause on
+        // the shared message acts while it is open).
+        let mut open_wait: Option<u64> = None;
+        let held = self
+            .hold_loop(&store, &home, phase, &mut waiting, &mut open_wait)
+            .await;
+        if let Some(id) = open_wait {
+            self.settle_wait_escalation(id).await;
+        }
+        held
+    }
+
+    /// [`Self::hold_for_home`]'s checks and waits.
+    async fn hold_loop(
+        &mut self,
+        store: &UsageStore,
+        home: &std::path::Path,
+        phase: Option<u32>,
+        waiting: &mut bool,
+        open_wait: &mut Option<u64>,
+    ) -> Result<(), StopReason> {
         loop {
             let now = chrono::Utc::now().timestamp();
             let (today, day) = day_of(now);
             let spent_today = if self.settings.usage.max_cost_per_day_usd.is_some() {
-                let (home, day) = (home.clone(), day.clone());
+                let (home, day) = (home.to_path_buf(), day.clone());
                 tokio::task::spawn_blocking(move || {
                     ledger_file::read_months(&home, &[day[..7.min(day.len())].to_string()])
                         .map(|(e, _)| crate::core::ledger::spent_on(&e, &day))
@@ -95,7 +122,19 @@ impl LoopRun {
                     let gate = usage::gate(r, &prefix, &policy, &local, now);
                     let announce_cap =
                         matches!(gate, Gate::DailyCap { .. }) && usage::announce_cap(r, &day);
-                    Check { gate, announce_cap }
+                    // The limit's escalation, while this instance waits for that limit.
+                    let limit_escalation = r
+                        .limit
+                        .as_ref()
+                        .filter(|l| {
+                            matches!(gate, Gate::WaitForReset { resets_at, .. } if resets_at == l.resets_at)
+                        })
+                        .map(usage::limit_escalation);
+                    Check {
+                        gate,
+                        announce_cap,
+                        limit_escalation,
+                    }
                 })
             })
             .await;
@@ -113,7 +152,7 @@ impl LoopRun {
             let line = usage::waiting_line(&check.gate, hhmm);
             match check.gate {
                 Gate::Go => {
-                    if waiting {
+                    if *waiting {
                         self.publish(|s| s.why = None);
                         self.emit(RunEvent::Info(
                             "▶️ Usage reset reached — this project's turn to resume".into(),
@@ -122,7 +161,15 @@ impl LoopRun {
                     return Ok(());
                 }
                 Gate::WaitForReset { until, .. } | Gate::Parked { until, .. } => {
-                    if !waiting {
+                    if let (Gate::WaitForReset { .. }, Some(id)) =
+                        (&check.gate, check.limit_escalation)
+                    {
+                        if *open_wait != Some(id) {
+                            self.open_wait_escalation(id).await;
+                            *open_wait = Some(id);
+                        }
+                    }
+                    if !*waiting {
                         tracing::info!("holding before the next session: {line:?}");
                         if matches!(check.gate, Gate::Parked { .. }) {
                             self.emit(RunEvent::Info(format!(
@@ -131,11 +178,18 @@ impl LoopRun {
                             )));
                         }
                     }
-                    waiting = true;
+                    *waiting = true;
                     self.publish(|s| s.why = line);
                     let left = Duration::from_secs((until - now).max(0) as u64);
                     self.wait_or_stop(left.min(RECHECK).max(Duration::from_millis(200)))
                         .await?;
+                    // A pause taken while waiting (a Pause button on the shared limit
+                    // message, /pause) holds here, past the reset, until a resume.
+                    if *self.control.borrow() != Control::Run {
+                        if let Some(stop) = self.honour_controls().await {
+                            return Err(stop);
+                        }
+                    }
                 }
                 Gate::OverageStop { .. } | Gate::DailyCap { .. } => {
                     let why = line.unwrap_or_default();
@@ -163,12 +217,87 @@ impl LoopRun {
                         return Err(stop);
                     }
                     let now = chrono::Utc::now().timestamp();
+                    if let Gate::OverageStop { since, resets_at } = check.gate {
+                        if self.chose_to_wait().await {
+                            // "Wait for the reset": no extra usage; the next check holds
+                            // as a usage-limit wait (`usage::gate`) and goes on by itself.
+                            self.usage_local.waits_out_overage = Some(since);
+                            self.emit(RunEvent::Info(match resets_at {
+                                Some(r) => format!(
+                                    "⏳ No extra usage: waiting for the subscription's reset at {}",
+                                    hhmm(r)
+                                ),
+                                // Nothing to wait for: the stop (and its message) again.
+                                None => {
+                                    "⏳ The subscription's reset time is not known: staying paused"
+                                        .into()
+                                }
+                            }));
+                            continue;
+                        }
+                    }
                     self.usage_local.resumed_at = Some(now);
                     if category == "daily_cost_cap" {
                         self.usage_local.cap_lifted_day = Some(day_of(now).0);
                     }
                 }
             }
+        }
+    }
+
+    /// Records the usage-limit wait `id` as this instance's open escalation (its own file
+    /// only; with Telegram), so that its Pause on the shared message is checked and claimed
+    /// like any escalation's button.
+    async fn open_wait_escalation(&self, id: u64) {
+        if !self.settings.chat_buttons {
+            return;
+        }
+        let path = escalation_file::path_in_project(&self.settings.project_dir);
+        let record = escalation_file::OpenEscalation {
+            id,
+            checkpoint: None,
+            buttons: vec![ButtonAction::Pause.code().to_string()],
+        };
+        match tokio::task::spawn_blocking(move || escalation_file::record_open(&path, &record))
+            .await
+        {
+            Ok(Ok(())) => tracing::info!(escalation = id, "waiting for the usage reset"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot record the usage-limit wait"),
+            Err(e) => tracing::warn!(error = %e, "cannot record the usage-limit wait"),
+        }
+    }
+
+    /// Whether the resume that lifted the overage stop came from its "Wait for the reset"
+    /// button (the choice its claim left in this instance's escalation file).
+    async fn chose_to_wait(&self) -> bool {
+        if !self.settings.chat_buttons {
+            return false;
+        }
+        let path = escalation_file::path_in_project(&self.settings.project_dir);
+        match tokio::task::spawn_blocking(move || escalation_file::take_choice(&path)).await {
+            Ok(Ok(chosen)) => chosen.as_deref() == Some(ButtonAction::WaitForReset.code()),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot read the overage stop's choice");
+                false
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the overage stop's choice");
+                false
+            }
+        }
+    }
+
+    /// The wait is over (resumed, or stopped): its escalation closes, so a later tap on
+    /// its Pause gets the stale alert.
+    async fn settle_wait_escalation(&self, id: u64) {
+        if !self.settings.chat_buttons {
+            return;
+        }
+        let path = escalation_file::path_in_project(&self.settings.project_dir);
+        match tokio::task::spawn_blocking(move || escalation_file::settle(&path, id)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot close the usage-limit wait"),
+            Err(e) => tracing::warn!(error = %e, "cannot close the usage-limit wait"),
         }
     }
 
@@ -231,7 +360,12 @@ impl LoopRun {
                 if let Some(resets_at) = limit {
                     let window = info.as_ref().and_then(|i| i.window.clone());
                     if usage::record_limit(r, &prefix, window, resets_at, now) {
-                        news.extend(usage::limit_message(r, policy.stagger_secs, hhmm));
+                        let escalation = r.limit.as_ref().map_or(0, usage::limit_escalation);
+                        let waiting = usage::limit_waiting(r);
+                        news.extend(
+                            usage::limit_message(r, policy.stagger_secs, hhmm)
+                                .map(|text| (text, escalation, waiting)),
+                        );
                     }
                 } else if overage {
                     let resets_at = info.as_ref().and_then(|i| i.resets_at);
@@ -245,8 +379,12 @@ impl LoopRun {
         .await;
         match done {
             Ok(Ok(news)) => {
-                for text in news {
-                    self.emit(RunEvent::UsageLimitShared { text });
+                for (text, escalation, waiting) in news {
+                    self.emit(RunEvent::UsageLimitShared {
+                        text,
+                        escalation,
+                        waiting,
+                    });
                 }
             }
             Ok(Err(e)) => tracing::warn!("cannot record in the usage record: {e}"),
