@@ -3,7 +3,7 @@
 //! Each round runs `piv run` on a fresh 1-phase project (7 sessions: /prime + /plan-feature,
 //! /prime + /execute, /prime + /validate-implementation, /commit) twice: once with the
 //! real CLI (pinned in `.ci/claude-code.version`, found like the tests find it) talking to
-//! the stand-in of `tests/support/messages_api.rs`, once with `piv-fake-claude`. The agent
+//! the stand-in of `tests/support/messages_api/`, once with `piv-fake-claude`. The agent
 //! binary is wrapped by this bench re-executed as a timing shim (`PIV_BENCH_ROLE=shim`),
 //! which records each session process's spawn-to-exit wall time. From the manifest's
 //! `sessions` (the CLI's `duration_ms`):
@@ -20,7 +20,7 @@
 #[path = "../tests/support/claude_cli.rs"]
 mod claude_cli;
 mod common;
-#[path = "../tests/support/messages_api.rs"]
+#[path = "../tests/support/messages_api/mod.rs"]
 mod messages_api;
 
 use std::io::Write;
