@@ -322,13 +322,16 @@ fn all_nats_nodes_down_then_back() {
         "Coordination across machines is back"
     )
     .is_empty()));
+    let said = |what: &str| replies_after(&api, down, what).len();
     assert_eq!(
-        replies_after(&api, down, "Coordination across machines lost").len(),
-        1
-    );
-    assert_eq!(
-        replies_after(&api, down, "Coordination across machines is back").len(),
-        1
+        (
+            said("Coordination across machines lost"),
+            said("Coordination across machines is back")
+        ),
+        (1, 1),
+        "the chat hears each once: {:#?}\n{}",
+        replies_after(&api, down, ""),
+        output_of(&a, "a")
     );
 }
 

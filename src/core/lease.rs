@@ -169,9 +169,120 @@ pub fn standby_retry(ttl: Duration) -> Duration {
     (ttl / 4).max(Duration::from_millis(50))
 }
 
+/// What the chat is told about coordination across machines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CoordinationNote {
+    /// NATS has not answered for a whole lease TTL.
+    Lost,
+    /// It answers again, after a `Lost`.
+    Back,
+}
+
+/// Says "lost" once NATS has failed to answer for a whole lease TTL, and "back" at the
+/// first answer after that. A shorter failure is not news: while a cluster restarts its
+/// nodes elect leaders and a request may time out once between two answers, which would
+/// otherwise tell the chat "lost" and "back" twice over. Lives as long as the process,
+/// across lease attempts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OutageNotice {
+    /// When the current run of unanswered attempts began.
+    failing_since: Option<Duration>,
+    /// Whether "lost" was said and not yet followed by "back".
+    announced: bool,
+}
+
+impl OutageNotice {
+    /// One attempt at `now` (monotonic): whether NATS `answered`; the note to send, if any.
+    pub fn on_attempt(
+        &mut self,
+        answered: bool,
+        now: Duration,
+        ttl: Duration,
+    ) -> Option<CoordinationNote> {
+        if answered {
+            self.failing_since = None;
+            return std::mem::take(&mut self.announced).then_some(CoordinationNote::Back);
+        }
+        let since = *self.failing_since.get_or_insert(now);
+        if !self.announced && now.saturating_sub(since) >= ttl {
+            self.announced = true;
+            return Some(CoordinationNote::Lost);
+        }
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn outage_notice_table() {
+        use CoordinationNote::*;
+        let ttl = Duration::from_secs(2);
+        // Each case: attempts (seconds, answered) and the notes they give, in order.
+        type Case = (
+            &'static str,
+            Vec<(f64, bool)>,
+            Vec<Option<CoordinationNote>>,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "answers only",
+                vec![(0.0, true), (1.0, true)],
+                vec![None, None],
+            ),
+            (
+                "a failure shorter than a TTL is not news",
+                vec![(0.0, false), (1.5, false), (1.9, true)],
+                vec![None, None, None],
+            ),
+            (
+                "lost after a whole TTL, once, and back at the first answer",
+                vec![
+                    (0.0, false),
+                    (1.0, false),
+                    (2.0, false),
+                    (3.0, false),
+                    (4.0, true),
+                ],
+                vec![None, None, Some(Lost), None, Some(Back)],
+            ),
+            (
+                "a restart that flaps after coming back says each once",
+                vec![
+                    (0.0, false),
+                    (2.5, false),
+                    (3.0, true),
+                    (3.5, false),
+                    (4.0, true),
+                ],
+                vec![None, Some(Lost), Some(Back), None, None],
+            ),
+            (
+                "a second real outage is said again",
+                vec![
+                    (0.0, false),
+                    (2.0, false),
+                    (3.0, true),
+                    (4.0, false),
+                    (6.0, false),
+                    (7.0, true),
+                ],
+                vec![None, Some(Lost), Some(Back), None, Some(Lost), Some(Back)],
+            ),
+        ];
+        for (name, attempts, want) in cases {
+            let mut notice = OutageNotice::default();
+            let got: Vec<_> = attempts
+                .iter()
+                .map(|(at, answered)| {
+                    notice.on_attempt(*answered, Duration::from_secs_f64(*at), ttl)
+                })
+                .collect();
+            assert_eq!(got, want, "{name}");
+        }
+    }
 
     fn s(secs: f64) -> Duration {
         Duration::from_secs_f64(secs)

@@ -23,8 +23,8 @@ use super::jetstream_kv::{cas_put, open_bucket, CasFailed};
 use super::presence::NatsPresence;
 use super::{BoxFuture, Coordination, CoordinationError, CoordinationSettings, PollerLease};
 use crate::core::lease::{
-    bot_bucket, fence, renew_every, standby_retry, Held, LeaseOnServer, Renewal, LEASE_KEY,
-    OFFSET_KEY,
+    bot_bucket, fence, renew_every, standby_retry, CoordinationNote, Held, LeaseOnServer,
+    OutageNotice, Renewal, LEASE_KEY, OFFSET_KEY,
 };
 
 /// What the chat hears when NATS stops answering, and when it is back.
@@ -47,6 +47,8 @@ pub struct NatsCoordination {
     offset_revision: Mutex<u64>,
     /// This instance in the registry across machines (shared with the presence actor).
     presence: Arc<NatsPresence>,
+    /// What the chat was told about NATS answering (across lease attempts).
+    outage: Mutex<OutageNotice>,
 }
 
 /// Connects to `settings.servers` and opens (or creates) the bot's bucket. Fails when no
@@ -85,6 +87,7 @@ pub async fn connect(
         origin: Instant::now(),
         offset_revision: Mutex::new(0),
         presence: Arc::new(presence),
+        outage: Mutex::new(OutageNotice::default()),
     })
 }
 
@@ -412,41 +415,42 @@ impl Coordination for NatsCoordination {
     ) -> BoxFuture<'_, Option<Box<dyn PollerLease>>> {
         Box::pin(async move {
             let mut watcher: Option<kv::Watch> = None;
-            let mut unreachable = false;
             let mut announced_wait = false;
             loop {
                 if *stop.borrow() {
                     return None;
                 }
-                match self.try_create().await {
+                let attempt = self.try_create().await;
+                let answered = !matches!(attempt, Attempt::NoAnswer(_));
+                let note = self
+                    .outage
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .on_attempt(answered, self.now(), self.ttl);
+                match (note, &attempt) {
+                    (Some(CoordinationNote::Lost), Attempt::NoAnswer(e)) => {
+                        tracing::warn!(servers = %self.servers, error = %e,
+                            "coordination lost: NATS does not answer; nobody polls Telegram until it is back");
+                        let _ = notes.send(NOTE_LOST.into());
+                    }
+                    (Some(CoordinationNote::Back), _) => {
+                        tracing::warn!(servers = %self.servers, "coordination back: NATS answers again");
+                        let _ = notes.send(NOTE_BACK.into());
+                    }
+                    _ => {}
+                }
+                match attempt {
                     Attempt::Won(held) => {
-                        if unreachable {
-                            tracing::warn!(servers = %self.servers, "coordination back: NATS answers again");
-                            let _ = notes.send(NOTE_BACK.into());
-                        }
                         tracing::info!(revision = held.revision, "won the poller lease");
                         return Some(Box::new(self.start_renewals(held)) as Box<dyn PollerLease>);
                     }
-                    Attempt::Taken => {
-                        if unreachable {
-                            unreachable = false;
-                            tracing::warn!(servers = %self.servers, "coordination back: NATS answers again");
-                            let _ = notes.send(NOTE_BACK.into());
-                        }
-                        if !announced_wait {
-                            announced_wait = true;
-                            tracing::info!("another machine holds the poller lease; standing by");
-                        }
+                    Attempt::Taken if !announced_wait => {
+                        announced_wait = true;
+                        tracing::info!("another machine holds the poller lease; standing by");
                     }
-                    Attempt::NoAnswer(e) => {
-                        if !unreachable {
-                            unreachable = true;
-                            tracing::warn!(servers = %self.servers, error = %e,
-                                "coordination lost: NATS does not answer; nobody polls Telegram until it is back");
-                            let _ = notes.send(NOTE_LOST.into());
-                        }
-                    }
+                    Attempt::Taken | Attempt::NoAnswer(_) => {}
                 }
+                let unreachable = !answered;
                 if watcher.is_none() && !unreachable {
                     watcher = self.kv.watch(LEASE_KEY).await.ok();
                 }
