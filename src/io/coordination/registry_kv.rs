@@ -92,8 +92,25 @@ pub async fn list_with(
         .await
         .map_err(|e| unreachable(e.to_string()))?;
     let js = jetstream::new(client);
-    let Ok(store) = js.get_key_value(REGISTRY_BUCKET).await else {
-        return Ok(Vec::new());
+    // No bucket yet: nobody has published. Any other failure (a request timing out on a
+    // loaded cluster) is tried again, then reported: it must not read as "no instances".
+    let mut attempt = 0;
+    let store = loop {
+        attempt += 1;
+        match js.get_key_value(REGISTRY_BUCKET).await {
+            Ok(store) => break store,
+            Err(e) if is_not_found(&e) => return Ok(Vec::new()),
+            Err(e) if attempt >= 3 => {
+                return Err(CoordinationError::JetStream {
+                    step: "open the registry",
+                    reason: error_chain(&e),
+                })
+            }
+            Err(e) => {
+                tracing::debug!(error = %error_chain(&e), attempt, "opening the registry failed; trying again");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
     };
     tokio::time::timeout(Duration::from_secs(10), list(&store))
         .await
@@ -102,6 +119,25 @@ pub async fn list_with(
             step: "list the registry",
             reason,
         })
+}
+
+/// An error and its sources, as one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Whether opening a bucket failed because its stream does not exist (JetStream's
+/// "stream not found", error code 10059), not for want of an answer.
+fn is_not_found(e: &dyn std::error::Error) -> bool {
+    let text = error_chain(e);
+    text.contains("stream not found") || text.contains("10059")
 }
 
 /// The replicas for a bucket on the cluster `client` is connected to.
