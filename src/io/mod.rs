@@ -50,3 +50,19 @@ pub(crate) trait PathIoError: Sized {
         move |source| Self::from_io(path, step, source)
     }
 }
+
+/// An error and its sources, as one line (`a: b: c`), a source whose text the line
+/// already holds left out.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(inner) = source {
+        let line = inner.to_string();
+        if !text.contains(&line) {
+            text.push_str(": ");
+            text.push_str(&line);
+        }
+        source = inner.source();
+    }
+    text
+}

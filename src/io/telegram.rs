@@ -13,6 +13,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::core::forum::topic_of_message;
+use crate::io::error_chain;
 use teloxide::payloads::{GetUpdatesSetters, SendMessageSetters};
 use teloxide::requests::Requester;
 use teloxide::types::{AllowedUpdate, BotCommand, ChatId, ParseMode, UpdateKind};
@@ -85,20 +86,6 @@ pub fn redact(text: &str, token: &str) -> String {
 /// "error sending request"), redacted.
 pub fn from_reqwest_error(error: &reqwest::Error, token: &str) -> TelegramError {
     TelegramError::Network(redact(&error_chain(error), token))
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(inner) = source {
-        let line = inner.to_string();
-        if !text.contains(&line) {
-            text.push_str(": ");
-            text.push_str(&line);
-        }
-        source = inner.source();
-    }
-    text
 }
 
 /// The one conversion every teloxide failure goes through.

@@ -17,6 +17,7 @@ use super::{CoordinationError, CoordinationSettings};
 use crate::core::lease::{replicas, REGISTRY_BUCKET};
 use crate::core::machines::PublishedInstance;
 use crate::core::status::InstanceFacts;
+use crate::io::error_chain;
 
 /// Opens (or creates) the registry bucket.
 pub async fn open(
@@ -119,18 +120,6 @@ pub async fn list_with(
             step: "list the registry",
             reason,
         })
-}
-
-/// An error and its sources, as one line.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// Whether opening a bucket failed because its stream does not exist (JetStream's
