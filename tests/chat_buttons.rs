@@ -252,13 +252,7 @@ fn an_outage_offers_pause_and_a_tap_pauses() {
         .wait_for_edit(|e| e.message_id == outage.message_id, DEADLINE)
         .expect("the message says who chose");
     assert!(edit.text.contains("Pause — chosen by @tester"), "{edit:?}");
-    let resumed = sb.piv(&["signal", "out", "resume"]).output().unwrap();
-    assert!(resumed.status.success(), "{resumed:?}");
-    assert!(
-        wait_until(DEADLINE, || state_of(&sb).as_deref() == Some("done")),
-        "a resume goes on\n{}",
-        output_of(&sb, "out")
-    );
+    resume_to_done(&sb, "out");
     assert_eq!(calls_starting(&sb, "/plan-feature").len(), 2);
 }
 
@@ -416,13 +410,7 @@ fn the_shared_limit_message_pauses_one_project_past_the_reset() {
     assert_eq!(state_of(&mid).as_deref(), Some("paused"));
     assert_eq!(calls_starting(&mid, "/prime").len(), mid_sessions, "held");
 
-    let resumed = mid.piv(&["signal", "mid", "resume"]).output().unwrap();
-    assert!(resumed.status.success(), "{resumed:?}");
-    assert!(
-        wait_until(DEADLINE, || state_of(&mid).as_deref() == Some("done")),
-        "a resume goes on\n{}",
-        output_of(&mid, "mid")
-    );
+    resume_to_done(&mid, "mid");
     assert_eq!(calls_starting(&mid, "/commit").len(), 1);
 }
 
@@ -509,4 +497,15 @@ fn the_overage_stop_can_wait_for_the_reset() {
     let at = execute[0]["at_ms"].as_u64().unwrap();
     assert!(at >= resets_ms, "{at} before the reset {resets_ms}");
     assert_eq!(calls_starting(&sb, "/commit").len(), 1);
+}
+
+/// `piv signal <prefix> resume`, and the run goes on to its end.
+fn resume_to_done(sb: &Sandbox, prefix: &str) {
+    let resumed = sb.piv(&["signal", prefix, "resume"]).output().unwrap();
+    assert!(resumed.status.success(), "{resumed:?}");
+    assert!(
+        wait_until(DEADLINE, || state_of(sb).as_deref() == Some("done")),
+        "a resume goes on\n{}",
+        output_of(sb, prefix)
+    );
 }
